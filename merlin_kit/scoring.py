@@ -1,0 +1,180 @@
+"""The composite score (0-100) of ``specs/METRICS_AND_INDICATORS.md``.
+
+``minmax`` depends on one result alone, so it is the objective an optimiser can
+maximise identically in one process or many; ``percentile`` ranks a result
+among all others and can only be computed after a study.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any, Iterable, Literal, Mapping, Sequence
+
+from .errors import ConfigError
+
+#: score key -> metric name in the metrics dict
+SCORE_METRICS: dict[str, str] = {
+    "romad": "romad",
+    "sharpe": "sharpe_ratio",
+    "pf": "profit_factor",
+    "ulcer": "ulcer_index",
+    "sqn": "sqn",
+    "consistency": "consistency_score",
+}
+DEFAULT_WEIGHTS: dict[str, float] = {"romad": 0.25, "sharpe": 0.20, "pf": 0.20, "ulcer": 0.15, "sqn": 0.10, "consistency": 0.10}
+DEFAULT_BOUNDS: dict[str, tuple[float, float]] = {
+    "romad": (0.0, 10.0),
+    "sharpe": (-1.0, 3.0),
+    "pf": (0.0, 5.0),
+    "ulcer": (0.0, 20.0),
+    "sqn": (-2.0, 7.0),
+    "consistency": (0.0, 100.0),
+}
+DEFAULT_INVERT: frozenset[str] = frozenset({"ulcer"})
+NORMALIZATIONS = ("minmax", "percentile")
+MISSING_SCORE = 50.0
+
+
+@dataclass(frozen=True)
+class ScoreConfig:
+    """Which metrics make the score, their weights (0-1), inversions, bounds and normalisation.
+
+    ``min_score`` drops results under that score from the post-hoc results
+    (``None``: keep all).
+    """
+
+    weights: Mapping[str, float] = field(default_factory=lambda: dict(DEFAULT_WEIGHTS))
+    enabled: tuple[str, ...] | None = None
+    invert: frozenset[str] = DEFAULT_INVERT
+    bounds: Mapping[str, tuple[float, float]] = field(default_factory=lambda: dict(DEFAULT_BOUNDS))
+    normalization: Literal["minmax", "percentile"] = "minmax"
+    min_score: float | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "invert", frozenset(self.invert))
+        object.__setattr__(self, "weights", dict(self.weights))
+        object.__setattr__(self, "bounds", {**DEFAULT_BOUNDS, **{k: tuple(v) for k, v in dict(self.bounds).items()}})
+        if self.enabled is not None:
+            object.__setattr__(self, "enabled", tuple(self.enabled))
+        self.validate()
+
+    def validate(self) -> None:
+        allowed = ", ".join(SCORE_METRICS)
+        for key, w in self.weights.items():
+            if key not in SCORE_METRICS:
+                raise ConfigError(f"score.weights: unknown metric {key!r}; allowed: {allowed}")
+            if not isinstance(w, (int, float)) or isinstance(w, bool) or not (0.0 <= float(w) <= 1.0):
+                raise ConfigError(f"score.weights[{key!r}] must be a number in [0, 1], got {w!r}")
+        for key in (self.enabled or ()):
+            if key not in SCORE_METRICS:
+                raise ConfigError(f"score.enabled: unknown metric {key!r}; allowed: {allowed}")
+        for key in self.invert:
+            if key not in SCORE_METRICS:
+                raise ConfigError(f"score.invert: unknown metric {key!r}; allowed: {allowed}")
+        for key, (lo, hi) in self.bounds.items():
+            if key not in SCORE_METRICS:
+                raise ConfigError(f"score.bounds: unknown metric {key!r}; allowed: {allowed}")
+            if not hi > lo:
+                raise ConfigError(f"score.bounds[{key!r}]: max must be greater than min, got ({lo}, {hi})")
+        if self.normalization not in NORMALIZATIONS:
+            raise ConfigError(f"score.normalization must be one of {', '.join(NORMALIZATIONS)}, got {self.normalization!r}")
+        if not any(w > 0 for _, w in self.active_weights()):
+            raise ConfigError("score: at least one enabled metric needs a weight > 0")
+
+    def active_weights(self) -> list[tuple[str, float]]:
+        """(key, weight) of enabled metrics with weight > 0, in a fixed order."""
+        enabled = self.enabled if self.enabled is not None else tuple(self.weights)
+        return [(k, float(self.weights.get(k, 0.0))) for k in SCORE_METRICS if k in enabled and self.weights.get(k, 0.0) > 0]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "weights": dict(self.weights),
+            "enabled": None if self.enabled is None else list(self.enabled),
+            "invert": sorted(self.invert),
+            "bounds": {k: list(v) for k, v in self.bounds.items()},
+            "normalization": self.normalization,
+            "min_score": self.min_score,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> "ScoreConfig":
+        if not data:
+            return cls()
+        known = {"weights", "enabled", "invert", "bounds", "normalization", "min_score"}
+        unknown = set(data) - known
+        if unknown:
+            raise ConfigError(f"score: unknown field(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(known))}")
+        kwargs = dict(data)
+        if "invert" in kwargs:
+            kwargs["invert"] = frozenset(kwargs["invert"])
+        if "bounds" in kwargs:
+            kwargs["bounds"] = {k: tuple(v) for k, v in kwargs["bounds"].items()}
+        return cls(**kwargs)
+
+    def with_normalization(self, normalization: Literal["minmax", "percentile"]) -> "ScoreConfig":
+        return replace(self, normalization=normalization)
+
+
+def _metric(metrics: Mapping[str, Any], key: str) -> float | None:
+    value = metrics.get(SCORE_METRICS[key])
+    if value is None:
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def minmax_score(metrics: Mapping[str, Any], config: ScoreConfig | None = None) -> float:
+    """Composite score of one result with fixed-bound min-max normalisation."""
+    config = config or ScoreConfig()
+    total = weight_sum = 0.0
+    for key, weight in config.active_weights():
+        value = _metric(metrics, key)
+        if value is None:
+            normalised = MISSING_SCORE
+        else:
+            lo, hi = config.bounds[key]
+            normalised = (min(max(value, lo), hi) - lo) / (hi - lo) * 100.0
+            if key in config.invert:
+                normalised = 100.0 - normalised
+        total += weight * normalised
+        weight_sum += weight
+    return total / weight_sum
+
+
+def percentile_scores(all_metrics: Sequence[Mapping[str, Any]], config: ScoreConfig | None = None) -> list[float]:
+    """Composite score of each result by percentile rank among all of them (post-hoc only)."""
+    config = config or ScoreConfig()
+    active = config.active_weights()
+    sorted_values: dict[str, list[float]] = {}
+    for key, _ in active:
+        sorted_values[key] = sorted(v for v in (_metric(m, key) for m in all_metrics) if v is not None)
+    scores = []
+    for metrics in all_metrics:
+        total = weight_sum = 0.0
+        for key, weight in active:
+            value = _metric(metrics, key)
+            ranked = sorted_values[key]
+            if value is None:
+                normalised = MISSING_SCORE
+            else:
+                normalised = bisect.bisect_left(ranked, value) / len(ranked) * 100.0
+                if key in config.invert:
+                    normalised = 100.0 - normalised
+            total += weight * normalised
+            weight_sum += weight
+        scores.append(total / weight_sum)
+    return scores
+
+
+def score_all(all_metrics: Sequence[Mapping[str, Any]], config: ScoreConfig | None = None) -> list[float]:
+    """Post-hoc scores of a result set with the configured normalisation."""
+    config = config or ScoreConfig()
+    if config.normalization == "percentile":
+        return percentile_scores(all_metrics, config)
+    return [minmax_score(m, config) for m in all_metrics]
+
+
+def passes_min_score(scores: Iterable[float], config: ScoreConfig) -> list[bool]:
+    return [config.min_score is None or s >= config.min_score for s in scores]

@@ -1,0 +1,41 @@
+"""Shared fixtures: the reference data beside the repository (``../shared``), skipped when absent."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+LINK_CSV = SHARED_DATA / "OKX_LINKUSDT.P_15m_2025-05-01_2025-11-20.csv"
+BASELINE_JSON = SHARED_DATA / "s01_baseline_metrics.json"
+BASELINE_TRADES = SHARED_DATA / "s01_baseline_trades.csv"
+
+needs_shared = pytest.mark.skipif(
+    not LINK_CSV.exists(),
+    reason=f"reference data not found at {SHARED_DATA} (../shared/data beside the repository; present in CI)",
+)
+
+#: keys of the baseline JSON "parameters" that are run settings, not strategy parameters
+RUN_SETTING_KEYS = {"backtester", "dateFilter", "start", "end"}
+
+
+@pytest.fixture(scope="session")
+def link_csv() -> Path:
+    if not LINK_CSV.exists():
+        pytest.skip(f"reference data not found at {SHARED_DATA} (../shared/data beside the repository)")
+    return LINK_CSV
+
+
+@pytest.fixture(scope="session")
+def baseline() -> dict:
+    if not BASELINE_JSON.exists():
+        pytest.skip(f"reference data not found at {SHARED_DATA} (../shared/data beside the repository)")
+    return json.loads(BASELINE_JSON.read_text())
+
+
+@pytest.fixture(scope="session")
+def baseline_params(baseline) -> dict:
+    return {k: v for k, v in baseline["parameters"].items() if k not in RUN_SETTING_KEYS}
