@@ -1,0 +1,738 @@
+"""OHLCV input: one validated entry point for every source, and the prepared window.
+
+Every way data reaches the kit -- a path, bytes from a notebook upload, an open
+file, a DataFrame already in memory -- goes through :func:`load_ohlcv`, so there
+is exactly one definition of "valid OHLCV": a UTC ``DatetimeIndex`` named
+``time`` (sorted, unique) and float64 ``open, high, low, close, volume``.
+
+Bad input fails *here*, at load time, with a :class:`~merlin_kit.errors.DataError`
+written for a person: it names the source, the problem, and where it applies the
+column, the 1-based data row (the header is not counted; blank lines are
+skipped) and the value or timestamp.  A backtest that silently runs on a
+shifted, duplicated or impossible bar is worse than no backtest.
+
+Validation is vectorised (the 19,584-bar reference file loads in ~15 ms);
+Python only loops to phrase the message for the first bad row.
+
+:func:`prepare` cuts the date window with warm-up described in
+``METRICS_AND_INDICATORS.md`` ("Data window") into :class:`PreparedData`, the
+read-only contiguous arrays strategies run on.  :func:`sample` makes a
+deterministic synthetic series for demos and tests (no network, no files).
+"""
+
+from __future__ import annotations
+
+import codecs
+import datetime as _dt
+import hashlib
+import io
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Union
+
+import numpy as np
+import pandas as pd
+
+from .errors import DataError
+
+__all__ = [
+    "OHLCV_COLUMNS",
+    "DataSource",
+    "PreparedData",
+    "fingerprint",
+    "load_ohlcv",
+    "prepare",
+    "sample",
+]
+
+OHLCV_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
+PRICE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close")
+VOLUME_ALIASES: tuple[str, ...] = ("volume", "vol")
+
+DataSource = Union[str, os.PathLike, bytes, bytearray, IO[str], IO[bytes], pd.DataFrame]
+
+_KNOWN_KEYS = frozenset(("time",) + PRICE_COLUMNS + VOLUME_ALIASES)
+_NS_PER_S = 1_000_000_000
+_NS_PER_MS = 1_000_000
+_MS_THRESHOLD = 1e11  # |t| >= 1e11 is taken as milliseconds (1e11 s is the year 5138)
+_NS_LIMIT = 9.2e18  # datetime64[ns] ends in 2262
+_ACCEPTED = "a path (str or os.PathLike), CSV bytes/bytearray, a text or binary file object, or a pandas DataFrame"
+
+
+# --------------------------------------------------------------------------- load
+
+
+def load_ohlcv(source: DataSource, *, name: str | None = None, min_bars: int = 2) -> pd.DataFrame:
+    """Read and validate OHLCV data from any supported source.
+
+    ``source`` is a path (str or ``os.PathLike``; no name is special), raw CSV
+    ``bytes``/``bytearray``, a text or binary file object (read, not closed) or a
+    DataFrame (with a ``time`` column or a ``DatetimeIndex``; never modified).
+    ``time`` may be UNIX seconds, UNIX milliseconds (|t| >= 1e11) or ISO-8601
+    strings (naive = UTC, offsets converted to UTC).  Price columns are matched
+    case-insensitively; volume may be called ``volume`` or ``vol`` (any case).
+    Other columns are ignored.  Unsorted rows are sorted.
+
+    Returns a new DataFrame indexed by a UTC ``DatetimeIndex`` named ``time``
+    with float64 columns :data:`OHLCV_COLUMNS`.  Raises :class:`DataError`
+    (message prefixed by ``name``) for anything that is not a usable series,
+    including bars whose high/low do not contain open and close (impossible
+    bars are errors, not warnings).  Zero volume is allowed; negative is not.
+    """
+    if isinstance(min_bars, bool) or not isinstance(min_bars, (int, np.integer)) or min_bars < 0:
+        raise DataError(f"min_bars must be an integer >= 0, got {min_bars!r}")
+    if isinstance(source, pd.DataFrame):
+        label = name if name is not None else "<DataFrame>"
+        columns, time_values, time_label = _frame_parts(source, label, True)
+    else:
+        label, table = _read_csv_source(source, name)
+        columns, time_values, time_label = _frame_parts(table, label, False)
+    return _validate(columns, time_values, time_label, label, int(min_bars))
+
+
+def _read_csv_source(source: Any, name: str | None) -> tuple[str, pd.DataFrame]:
+    """Turn a non-DataFrame source into (label, raw table) or raise DataError."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        label = name if name is not None else "<bytes>"
+        text = _decode(bytes(source), label)
+    elif isinstance(source, (str, os.PathLike)):
+        text_path = os.fsdecode(source)
+        if isinstance(source, str) and "\n" in source:
+            raise DataError(
+                f"{name or '<str>'}: a str source is a file path, and this one contains line breaks; "
+                "pass CSV text as io.StringIO(text) or bytes"
+            )
+        path = Path(text_path).expanduser()
+        label = name if name is not None else text_path
+        try:
+            found = path.is_file() or path.is_dir()
+        except OSError:
+            found = False
+        if not found:
+            where = str(path.resolve())
+            raise DataError(f"{label}: file not found" + (f" ({where})" if where != label else ""))
+        if path.is_dir():
+            raise DataError(f"{label}: is a directory, not a CSV file")
+        try:
+            raw = path.read_bytes()
+        except OSError as exc:
+            raise DataError(f"{label}: cannot read the file ({exc.strerror or exc})") from exc
+        text = _decode(raw, label)
+    elif hasattr(source, "read") and callable(source.read):
+        label = name if name is not None else "<file object>"
+        try:
+            content = source.read()
+        except (OSError, ValueError, UnicodeDecodeError) as exc:
+            raise DataError(f"{label}: cannot read the file object ({exc})") from exc
+        if isinstance(content, str):
+            text = content
+        elif isinstance(content, (bytes, bytearray, memoryview)):
+            text = _decode(bytes(content), label)
+        else:
+            raise DataError(f"{label}: read() returned {type(content).__name__}, expected str or bytes")
+    else:
+        label = name if name is not None else f"<{type(source).__name__}>"
+        raise DataError(f"{label}: unsupported source type {type(source).__name__}; expected {_ACCEPTED}")
+    return label, _parse_csv_text(text, label)
+
+
+def _decode(raw: bytes, label: str) -> str:
+    """Decode CSV bytes (UTF-8, optional BOM; UTF-16 with BOM) or explain why not."""
+    if not raw.strip():
+        raise DataError(f"{label}: is empty (no header, no data)")
+    if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        try:
+            return raw.decode("utf-16")
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{label}: not a CSV text file (invalid UTF-16 text)") from exc
+    if raw.startswith(b"PK\x03\x04"):
+        raise DataError(f"{label}: not a CSV text file (it is a ZIP archive or an Excel .xlsx workbook); export it as CSV")
+    if raw.startswith(b"\x1f\x8b"):
+        raise DataError(f"{label}: not a CSV text file (it is gzip-compressed); decompress it first")
+    if b"\x00" in raw[:65536]:
+        raise DataError(f"{label}: not a CSV text file (binary content)")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(
+            f"{label}: not a CSV text file (binary or non-UTF-8 content at byte {exc.start})"
+        ) from exc
+
+
+def _parse_csv_text(text: str, label: str) -> pd.DataFrame:
+    """Parse CSV text with pandas after rejecting the common non-CSV inputs."""
+    head = text.lstrip("\ufeff \t\r\n")
+    if not head:
+        raise DataError(f"{label}: is empty (no header, no data)")
+    if head.startswith("<"):
+        raise DataError(f"{label}: not a CSV file (it looks like HTML or XML, e.g. a web page saved instead of the data)")
+    if head.startswith(("{", "[")):
+        raise DataError(f"{label}: not a CSV file (it looks like JSON)")
+    try:
+        table = pd.read_csv(io.StringIO(text), skipinitialspace=True, low_memory=False)
+    except pd.errors.EmptyDataError as exc:
+        raise DataError(f"{label}: is empty (no header, no data)") from exc
+    except (pd.errors.ParserError, ValueError) as exc:
+        reason = str(exc).strip().replace("Error tokenizing data. ", "")
+        raise DataError(f"{label}: not a valid CSV file ({reason})") from exc
+    if table.shape[1] == 1:
+        header = str(table.columns[0])
+        hint = ""
+        for sep, sep_name in ((";", "';'"), ("\t", "tabs"), ("|", "'|'")):
+            if sep in header:
+                hint = f"; the header seems to use {sep_name} as separator, expected commas"
+                break
+        raise DataError(
+            f"{label}: not an OHLCV CSV file: only one column ({header[:80]!r}); "
+            f"expected comma-separated columns time,open,high,low,close,volume{hint}"
+        )
+    if len(table) == 0:
+        found = ", ".join(repr(str(c)) for c in table.columns)
+        raise DataError(f"{label}: has a header but no data rows (columns: {found})")
+    return table
+
+
+def _frame_parts(table: pd.DataFrame, label: str, is_frame: bool) -> tuple[dict[str, pd.Series], pd.Series, str]:
+    """Find the OHLCV columns and the time values (column or index) of a table."""
+    if table.shape[1] == 0 and len(table) == 0:
+        raise DataError(f"{label}: is empty (no columns, no rows)")
+    found = [str(c) for c in table.columns]
+    by_key: dict[str, int] = {}
+    for pos, col in enumerate(found):
+        key = col.strip().lower()
+        if key in by_key and key in _KNOWN_KEYS:
+            raise DataError(f"{label}: ambiguous columns {found[by_key[key]]!r} and {col!r} (column names are case-insensitive)")
+        by_key.setdefault(key, pos)
+    vol_keys = [k for k in VOLUME_ALIASES if k in by_key]
+    if len(vol_keys) > 1:
+        a, b = (found[by_key[k]] for k in vol_keys)
+        raise DataError(f"{label}: ambiguous volume columns {a!r} and {b!r}; keep one")
+
+    missing = [c for c in PRICE_COLUMNS if c not in by_key]
+    if not vol_keys:
+        missing.append("volume")
+    shown = ", ".join(repr(c) for c in found)
+    if "time" in by_key:
+        time_label = found[by_key["time"]]
+        time_values = table.iloc[:, by_key["time"]]
+    elif is_frame and (isinstance(table.index, pd.DatetimeIndex) or str(table.index.name).strip().lower() == "time"):
+        time_label = "time (index)"
+        time_values = pd.Series(table.index, copy=False)
+    elif is_frame:
+        also = f"; also missing column(s): {', '.join(missing)}" if missing else ""
+        raise DataError(
+            f"{label}: DataFrame has no 'time' column and its index is a {type(table.index).__name__}, "
+            f"not a DatetimeIndex{also}; columns found: {shown}"
+        )
+    else:
+        missing.insert(0, "time")
+    if missing:
+        raise DataError(f"{label}: missing column(s): {', '.join(missing)}; columns found: {shown}")
+    if len(table) == 0:
+        raise DataError(f"{label}: has no data rows")
+    columns = {c: table.iloc[:, by_key[c]] for c in PRICE_COLUMNS}
+    columns["volume"] = table.iloc[:, by_key[vol_keys[0]]]
+    return columns, time_values, time_label
+
+
+def _validate(
+    columns: dict[str, pd.Series], time_values: pd.Series, time_label: str, label: str, min_bars: int
+) -> pd.DataFrame:
+    """Check every rule on the raw columns and build the canonical frame."""
+    ns = _time_to_ns(time_values, time_label, label)
+    n = len(ns)
+
+    order: np.ndarray | None = None
+    if n > 1 and not bool(np.all(ns[1:] > ns[:-1])):
+        order = np.argsort(ns, kind="stable")
+        sorted_ns = ns[order]
+        dup = np.flatnonzero(sorted_ns[1:] == sorted_ns[:-1])
+        if dup.size:
+            stamp = sorted_ns[dup[0]]
+            rows = np.sort(order[sorted_ns == stamp]) + 1
+            shown = ", ".join(str(r) for r in rows[:10]) + (", ..." if rows.size > 10 else "")
+            raise DataError(f"{label}: duplicate timestamp {_fmt_ts(stamp)} at rows {shown}")
+
+    values = {c: _to_float(columns[c], c, label, ns) for c in OHLCV_COLUMNS}
+
+    for col in PRICE_COLUMNS:
+        bad = np.flatnonzero(values[col] <= 0)
+        if bad.size:
+            i = bad[0]
+            raise DataError(
+                f"{label}: non-positive price {_fmt(values[col][i])} in column {columns[col].name!r} at {_where(i, ns)}"
+            )
+    vol = values["volume"]
+    bad = np.flatnonzero(vol < 0)
+    if bad.size:
+        i = bad[0]
+        raise DataError(f"{label}: negative volume {_fmt(vol[i])} in column {columns['volume'].name!r} at {_where(i, ns)}")
+
+    o, h, lo, c = (values[k] for k in PRICE_COLUMNS)
+    bad = np.flatnonzero(h < lo)
+    if bad.size:
+        i = bad[0]
+        raise DataError(f"{label}: impossible bar: high {_fmt(h[i])} is below low {_fmt(lo[i])} at {_where(i, ns)}")
+    bad = np.flatnonzero((h < o) | (h < c))
+    if bad.size:
+        i = bad[0]
+        raise DataError(
+            f"{label}: impossible bar: high {_fmt(h[i])} is below open {_fmt(o[i])} or close {_fmt(c[i])} at {_where(i, ns)}"
+        )
+    bad = np.flatnonzero((lo > o) | (lo > c))
+    if bad.size:
+        i = bad[0]
+        raise DataError(
+            f"{label}: impossible bar: low {_fmt(lo[i])} is above open {_fmt(o[i])} or close {_fmt(c[i])} at {_where(i, ns)}"
+        )
+
+    if n < min_bars:
+        raise DataError(f"{label}: only {n} bar{'s' if n != 1 else ''}; at least {min_bars} are needed")
+
+    if order is not None:
+        ns = ns[order]
+        values = {k: v[order] for k, v in values.items()}
+    return _build_frame(ns, values)
+
+
+def _build_frame(ns: np.ndarray, values: dict[str, np.ndarray]) -> pd.DataFrame:
+    frame = pd.DataFrame({c: np.array(values[c], dtype=np.float64, copy=True) for c in OHLCV_COLUMNS}, index=_index_from_ns(ns))
+    return frame
+
+
+def _index_from_ns(ns: np.ndarray) -> pd.DatetimeIndex:
+    arr = np.asarray(ns, dtype=np.int64).view("datetime64[ns]")
+    return pd.DatetimeIndex(arr, name="time").tz_localize("UTC")
+
+
+def _time_to_ns(values: pd.Series, col: str, label: str) -> np.ndarray:
+    """Convert a time column (seconds, milliseconds, ISO-8601, datetimes) to int64 UTC nanoseconds."""
+    dtype = values.dtype
+    if isinstance(dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(dtype):
+        dt = pd.DatetimeIndex(values)
+        dt = dt.tz_localize("UTC") if dt.tz is None else dt.tz_convert("UTC")
+        nat = np.flatnonzero(dt.isna())
+        if nat.size:
+            raise DataError(f"{label}: missing time in column {col!r} at row {nat[0] + 1}")
+        try:
+            return dt.as_unit("ns").asi8.copy()
+        except (OverflowError, ValueError, pd.errors.OutOfBoundsDatetime) as exc:
+            raise DataError(f"{label}: time in column {col!r} is out of range ({exc})") from exc
+    if pd.api.types.is_bool_dtype(dtype):
+        raise DataError(f"{label}: column {col!r} holds booleans, expected UNIX seconds, milliseconds or ISO-8601 times")
+    if pd.api.types.is_numeric_dtype(dtype):
+        return _numeric_time_to_ns(values.to_numpy(dtype=np.float64, na_value=np.nan), values, col, label)
+
+    # text / object column: ISO-8601 strings, datetime objects, or numbers as text
+    raw = values.astype(object)
+    missing = np.flatnonzero(raw.isna().to_numpy())
+    if missing.size:
+        raise DataError(f"{label}: missing time in column {col!r} at row {int(missing[0]) + 1}")
+    if _is_number(raw.iloc[0]):
+        as_num = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        text_rows = np.flatnonzero(np.isnan(as_num))
+        if not text_rows.size:
+            return _numeric_time_to_ns(as_num, values, col, label)
+        _raise_bad_time(label, raw, col, int(text_rows[0]), number_row=0)
+    try:
+        parsed = _parse_iso(raw)
+    except (ValueError, TypeError, OverflowError):  # pragma: no cover - pandas raises only on exotic input
+        parsed = pd.Series(pd.NaT, index=raw.index, dtype="datetime64[ns, UTC]")
+    bad = np.flatnonzero(pd.isna(parsed).to_numpy())
+    if bad.size:
+        _raise_bad_time(label, raw, col, int(bad[0]), number_row=None)
+    try:
+        return pd.DatetimeIndex(parsed).as_unit("ns").asi8.copy()
+    except (OverflowError, ValueError, pd.errors.OutOfBoundsDatetime) as exc:
+        raise DataError(f"{label}: time in column {col!r} is out of range ({exc})") from exc
+
+
+def _is_number(value: Any) -> bool:
+    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
+        return True
+    if isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            return False
+        return True
+    return False
+
+
+def _raise_bad_time(label: str, raw: pd.Series, col: str, j: int, number_row: int | None) -> None:
+    """Explain why row ``j`` of a time column failed: blank, mixed with numbers, or unparseable."""
+    value = raw.iloc[j]
+    if isinstance(value, str) and not value.strip():
+        raise DataError(f"{label}: missing time in column {col!r} at row {j + 1}")
+    if number_row is None and _is_number(value):
+        number_row, j, value = j, 0, raw.iloc[0]
+    if number_row is not None and not pd.isna(_parse_iso(pd.Series([value], dtype=object)).iloc[0]):
+        first, second = sorted((number_row, j))
+        kind = {number_row: "a number", j: "text"}
+        raise DataError(
+            f"{label}: mixed time formats in column {col!r}: row {first + 1} is {kind[first]} ({_show(raw.iloc[first])}) "
+            f"but row {second + 1} is {kind[second]} ({_show(raw.iloc[second])}); use one format"
+        )
+    raise DataError(_unparseable(label, value, col, j))
+
+
+def _parse_iso(values: pd.Series) -> pd.Series:
+    return pd.to_datetime(values, utc=True, errors="coerce", format="ISO8601")
+
+
+def _unparseable(label: str, value: Any, col: str, i: int) -> str:
+    return (
+        f"{label}: unparseable time {_show(value)} in column {col!r} at row {i + 1} "
+        f"(expected UNIX seconds, milliseconds or ISO-8601 like 2025-05-01T00:15:00Z)"
+    )
+
+
+def _numeric_time_to_ns(num: np.ndarray, original: pd.Series, col: str, label: str) -> np.ndarray:
+    nan = np.flatnonzero(~np.isfinite(num))
+    if nan.size:
+        i = int(nan[0])
+        what = "missing time" if np.isnan(num[i]) else f"invalid time {_show(original.iloc[i])}"
+        raise DataError(f"{label}: {what} in column {col!r} at row {i + 1}")
+    is_ms = np.abs(num) >= _MS_THRESHOLD
+    big = np.flatnonzero(np.abs(num) * np.where(is_ms, _NS_PER_MS, _NS_PER_S) >= _NS_LIMIT)
+    if big.size:
+        i = int(big[0])
+        raise DataError(
+            f"{label}: time {_show(original.iloc[i])} in column {col!r} at row {i + 1} is out of range "
+            f"for UNIX seconds or milliseconds"
+        )
+    if is_ms.any() and not is_ms.all():
+        i = int(np.flatnonzero(is_ms != is_ms[0])[0])
+        unit0, unit1 = ("milliseconds", "seconds") if is_ms[0] else ("seconds", "milliseconds")
+        raise DataError(
+            f"{label}: mixed time units in column {col!r}: row 1 looks like UNIX {unit0} ({_show(original.iloc[0])}) "
+            f"but row {i + 1} looks like UNIX {unit1} ({_show(original.iloc[i])})"
+        )
+    scale = _NS_PER_MS if is_ms[0] else _NS_PER_S
+    whole = np.floor(num)
+    ns = whole.astype(np.int64) * scale
+    frac = num - whole
+    if frac.any():
+        ns = ns + np.round(frac * scale).astype(np.int64)
+    return ns
+
+
+def _to_float(series: pd.Series, col: str, label: str, ns: np.ndarray) -> np.ndarray:
+    """Column -> float64 array; missing, non-numeric and infinite values are errors."""
+    name = series.name
+    if pd.api.types.is_bool_dtype(series.dtype):
+        raise DataError(f"{label}: column {name!r} holds booleans, expected numbers")
+    if pd.api.types.is_numeric_dtype(series.dtype):
+        arr = series.to_numpy(dtype=np.float64, na_value=np.nan)
+    else:
+        arr = pd.to_numeric(series.astype(object), errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+    bad = np.flatnonzero(~np.isfinite(arr))
+    if bad.size:
+        i = int(bad[0])
+        raw = series.iloc[i]
+        if np.isinf(arr[i]):
+            problem = f"infinite value {_show(raw)}"
+        elif raw is None or (isinstance(raw, str) and not raw.strip()) or _is_na(raw):
+            problem = "missing value"
+        else:
+            problem = f"non-numeric value {_show(raw)}"
+        raise DataError(f"{label}: {problem} in column {name!r} at {_where(i, ns)}")
+    return arr
+
+
+def _show(value: Any) -> str:
+    """repr() of a raw cell for messages (numpy scalars shown as plain Python values)."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    return repr(value)
+
+
+def _is_na(value: Any) -> bool:
+    try:
+        return bool(pd.isna(value))
+    except (TypeError, ValueError):
+        return False
+
+
+def _where(i: int, ns: np.ndarray) -> str:
+    return f"row {int(i) + 1} ({_fmt_ts(ns[i])})"
+
+
+def _fmt_ts(ns_value: Any) -> str:
+    return str(pd.Timestamp(int(ns_value), unit="ns", tz="UTC"))
+
+
+def _fmt(x: float) -> str:
+    return repr(float(x))
+
+
+# ------------------------------------------------------------------ prepared window
+
+
+@dataclass(frozen=True, eq=False)
+class PreparedData:
+    """What strategies run on: contiguous arrays of the prepared window.
+
+    ``index`` is the window's UTC ``DatetimeIndex``; ``time`` its int64 UNIX
+    seconds; the price/volume arrays are float64, C-contiguous and read-only.
+    Bars before ``trade_start_idx`` are warm-up: indicators see them, entries
+    are not allowed on them.  Arrays passed in are copied if writeable, so the
+    instance cannot be changed through them.  Compared and hashed by identity.
+    """
+
+    index: pd.DatetimeIndex
+    time: np.ndarray
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    volume: np.ndarray
+    trade_start_idx: int = 0
+
+    def __post_init__(self) -> None:
+        idx = self.index
+        if not isinstance(idx, pd.DatetimeIndex):
+            raise DataError(f"PreparedData.index must be a DatetimeIndex, got {type(idx).__name__}")
+        idx = idx.tz_localize("UTC") if idx.tz is None else idx.tz_convert("UTC")
+        idx = idx.as_unit("ns").rename("time")
+        object.__setattr__(self, "index", idx)
+        n = len(idx)
+        object.__setattr__(self, "time", _frozen(self.time, np.int64, "time", n))
+        for col in OHLCV_COLUMNS:
+            object.__setattr__(self, col, _frozen(getattr(self, col), np.float64, col, n))
+        start = self.trade_start_idx
+        if isinstance(start, bool) or not isinstance(start, (int, np.integer)) or not 0 <= start <= max(n - 1, 0):
+            raise DataError(f"PreparedData.trade_start_idx must be an integer in [0, {max(n - 1, 0)}], got {start!r}")
+        object.__setattr__(self, "trade_start_idx", int(start))
+
+    @property
+    def n_bars(self) -> int:
+        """Number of bars in the window (warm-up included)."""
+        return len(self.index)
+
+    def frame(self) -> pd.DataFrame:
+        """The OHLCV frame of the window (a new, writeable DataFrame)."""
+        return pd.DataFrame({c: np.array(getattr(self, c)) for c in OHLCV_COLUMNS}, index=self.index.copy())
+
+    def __repr__(self) -> str:
+        if self.n_bars == 0:
+            return "PreparedData(n_bars=0)"
+        return (
+            f"PreparedData(n_bars={self.n_bars}, first={self.index[0]}, last={self.index[-1]}, "
+            f"trade_start_idx={self.trade_start_idx} ({self.index[self.trade_start_idx]}))"
+        )
+
+
+def _frozen(values: Any, dtype: type, name: str, n: int) -> np.ndarray:
+    arr = np.asarray(values)
+    if arr.ndim != 1 or len(arr) != n:
+        raise DataError(f"PreparedData.{name} must be 1-D with {n} values (one per index entry), got shape {arr.shape}")
+    if arr.dtype != dtype or arr.flags.writeable or not arr.flags.c_contiguous:
+        arr = np.array(arr, dtype=dtype, order="C", copy=True)
+        arr.flags.writeable = False
+    return arr
+
+
+def prepare(frame: pd.DataFrame, start: Any = None, end: Any = None, warmup_bars: int = 1000) -> PreparedData:
+    """Cut the date window with warm-up (spec "Data window") out of a loaded frame.
+
+    ``start``/``end``: None, ISO string, ``datetime``/``date``/``Timestamp``/
+    ``datetime64`` (naive = UTC).  The start index is the first bar at or after
+    ``start``, the end index the last bar at or before ``end`` (inclusive).  The
+    window begins ``warmup_bars`` bars before the start index (clamped at 0)
+    and ``trade_start_idx`` is the start index inside it.  With neither start
+    nor end the whole frame is used and ``trade_start_idx`` is 0.
+    """
+    if isinstance(warmup_bars, bool) or not isinstance(warmup_bars, (int, np.integer)) or warmup_bars < 0:
+        raise DataError(f"warmup_bars must be an integer >= 0, got {warmup_bars!r}")
+    if not isinstance(frame, pd.DataFrame) or not isinstance(frame.index, pd.DatetimeIndex):
+        raise DataError("prepare() needs the DataFrame returned by load_ohlcv() (a DatetimeIndex named 'time')")
+    missing = [c for c in OHLCV_COLUMNS if c not in frame.columns]
+    if missing:
+        raise DataError(f"prepare(): frame is missing column(s) {', '.join(missing)}; load it with load_ohlcv()")
+    idx = frame.index
+    idx = idx.tz_localize("UTC") if idx.tz is None else idx.tz_convert("UTC")
+    n = len(idx)
+    if n == 0:
+        raise DataError("prepare(): the frame has no bars")
+    if not idx.is_monotonic_increasing or not idx.is_unique:
+        raise DataError("prepare(): the frame's index is not sorted and unique; load it with load_ohlcv()")
+
+    t0 = _to_utc(start, "start")
+    t1 = _to_utc(end, "end")
+    span = f"the data runs from {idx[0]} to {idx[-1]}"
+    if t0 is not None and t1 is not None and t0 > t1:
+        raise DataError(f"start {t0} is after end {t1}")
+    if t0 is None and t1 is None:
+        lo, hi, trade_start = 0, n - 1, 0
+    else:
+        s = int(idx.searchsorted(t0, side="left")) if t0 is not None else 0
+        e = int(idx.searchsorted(t1, side="right")) - 1 if t1 is not None else n - 1
+        if s >= n:
+            raise DataError(f"start {t0} is after the last bar; {span}")
+        if e < 0:
+            raise DataError(f"end {t1} is before the first bar; {span}")
+        if s > e:
+            raise DataError(f"no bars between start {t0} and end {t1}; {span}")
+        lo = max(0, s - int(warmup_bars))
+        hi = e
+        trade_start = s - lo
+
+    sl = slice(lo, hi + 1)
+    window = idx[sl].as_unit("ns").rename("time")
+    arrays = {}
+    for col in OHLCV_COLUMNS:
+        arr = np.array(frame[col].to_numpy(dtype=np.float64)[sl], dtype=np.float64, order="C", copy=True)
+        arr.flags.writeable = False
+        arrays[col] = arr
+    secs = np.array(window.asi8 // _NS_PER_S, dtype=np.int64)
+    secs.flags.writeable = False
+    return PreparedData(index=window, time=secs, trade_start_idx=trade_start, **arrays)
+
+
+def _to_utc(value: Any, what: str) -> pd.Timestamp | None:
+    if value is None:
+        return None
+    if isinstance(value, str) and not value.strip():
+        return None
+    if not isinstance(value, (str, _dt.date, np.datetime64, pd.Timestamp)):
+        raise DataError(f"{what} must be None, an ISO date string, a datetime or a Timestamp, got {type(value).__name__}")
+    try:
+        ts = pd.Timestamp(value)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise DataError(f"{what} {value!r} is not a date/time (use ISO-8601, e.g. '2025-06-15 00:00:00')") from exc
+    if ts is pd.NaT or pd.isna(ts):
+        raise DataError(f"{what} {value!r} is not a date/time")
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+# ------------------------------------------------------------------- fingerprint
+
+
+def fingerprint(data: pd.DataFrame | PreparedData) -> str:
+    """SHA-256 (hex) of the int64 nanosecond times and float64 OHLCV values.
+
+    Deterministic across runs and platforms (little-endian bytes), independent
+    of column order, extra columns and the index name.  A DataFrame that is not
+    already in :func:`load_ohlcv` form is normalised through it first.
+    """
+    if isinstance(data, PreparedData):
+        ns = data.index.asi8
+        cols = [getattr(data, c) for c in OHLCV_COLUMNS]
+    elif isinstance(data, pd.DataFrame):
+        if isinstance(data.index, pd.DatetimeIndex) and all(c in data.columns for c in OHLCV_COLUMNS):
+            idx = data.index
+            idx = idx.tz_localize("UTC") if idx.tz is None else idx.tz_convert("UTC")
+            ns = idx.as_unit("ns").asi8
+            cols = [data[c].to_numpy(dtype=np.float64) for c in OHLCV_COLUMNS]
+        else:
+            norm = load_ohlcv(data, min_bars=0)
+            ns = norm.index.asi8
+            cols = [norm[c].to_numpy() for c in OHLCV_COLUMNS]
+    else:
+        raise DataError(f"fingerprint() needs a DataFrame or PreparedData, got {type(data).__name__}")
+    h = hashlib.sha256(b"merlin_kit.ohlcv.v1\0")
+    h.update(np.int64(len(ns)).astype("<i8").tobytes())
+    h.update(np.ascontiguousarray(ns, dtype="<i8").tobytes())
+    for col in cols:
+        h.update(np.ascontiguousarray(col, dtype="<f8").tobytes())
+    return h.hexdigest()
+
+
+# ------------------------------------------------------------------------ sample
+
+_SAMPLE_START_S = 1_704_067_200  # 2024-01-01 00:00:00 UTC
+_BAR_S = 900
+
+
+def sample(n_bars: int = 24_000, *, seed: int = 20250501) -> pd.DataFrame:
+    """A deterministic synthetic 15-minute OHLCV series starting 2024-01-01 00:00 UTC.
+
+    Structure: regimes of 150-1200 bars that trend up, trend down or range
+    (mean-reverting), GARCH(1,1) volatility (clusters), fat-ish wicks that
+    always contain open and close, prices on a 0.001 tick in the tens of
+    dollars, and volume rising with volatility and at the US/EU session.  Only
+    ``numpy.random.default_rng`` streams spawned from ``seed`` and IEEE
+    arithmetic (+, -, *, /, sqrt) are used, so the output is identical on every
+    call and platform, and ``sample(n)`` is the first ``n`` bars of
+    ``sample(m)`` for ``m > n``.  Returned in :func:`load_ohlcv` form.
+    """
+    if isinstance(n_bars, bool) or not isinstance(n_bars, (int, np.integer)) or n_bars < 1:
+        raise DataError(f"n_bars must be an integer >= 1, got {n_bars!r}")
+    n = int(n_bars)
+    # one independent stream per array, so sample(n) is a prefix of sample(m > n)
+    streams = [np.random.default_rng(child) for child in np.random.SeedSequence(seed).spawn(7)]
+    n_regimes = n // 150 + 2
+    shocks = streams[0].standard_normal(n).tolist()
+    reg_len = streams[1].integers(150, 1201, size=n_regimes).tolist()
+    reg_pick = streams[2].random(n_regimes).tolist()
+    reg_strength = streams[3].uniform(0.00012, 0.00045, size=n_regimes).tolist()
+    wick_hi = streams[4].standard_exponential(n)
+    wick_lo = streams[5].standard_exponential(n)
+    vol_noise = streams[6].gamma(4.0, 0.25, size=n)
+
+    # GARCH(1,1) on 15-minute returns: long-run sigma 0.4 %, persistence 0.97
+    alpha, beta, lr_sigma = 0.10, 0.87, 0.004
+    omega = lr_sigma * lr_sigma * (1.0 - alpha - beta)
+    var = lr_sigma * lr_sigma
+
+    opens = [0.0] * n
+    closes = [0.0] * n
+    sigmas = [0.0] * n
+    price = 22.0
+    k = -1
+    next_switch = 0
+    drift = 0.0
+    center = price
+    trending = False
+    vol_mult = 1.0
+    for t in range(n):
+        if t == next_switch:
+            k += 1
+            next_switch = t + reg_len[k]
+            p_up, p_down = 0.3, 0.3
+            if price > 40.0:
+                p_up, p_down = 0.1, 0.55
+            elif price < 15.0:
+                p_up, p_down = 0.55, 0.1
+            u = reg_pick[k]
+            if u < p_up:
+                trending, drift, vol_mult = True, reg_strength[k], 1.15
+            elif u < p_up + p_down:
+                trending, drift, vol_mult = True, -reg_strength[k], 1.15
+            else:
+                trending, drift, vol_mult, center = False, 0.0, 0.8, price
+        base = math.sqrt(var)
+        eps = base * shocks[t]
+        sigma = base * vol_mult
+        mu = drift if trending else 0.01 * (center - price) / price
+        r = mu + vol_mult * eps
+        r = min(0.2, max(-0.2, r))
+        opens[t] = price
+        price = price * (1.0 + r)
+        closes[t] = price
+        sigmas[t] = sigma
+        var = omega + alpha * eps * eps + beta * var
+
+    o = np.array(opens)
+    c = np.array(closes)
+    sig = np.array(sigmas)
+    z = np.abs(np.array(shocks))
+    up = np.maximum(o, c) * (1.0 + 0.35 * sig * wick_hi)
+    down = np.minimum(o, c) * (1.0 - np.minimum(0.5, 0.35 * sig * wick_lo))
+
+    hour = (np.arange(n) % 96) / 4.0  # bars start at midnight UTC
+    session = 0.7 + 0.6 * np.maximum(0.0, 1.0 - np.abs(hour - 15.0) / 8.0)
+    volume = 250_000.0 * session * (sig / lr_sigma) * (0.5 + 0.5 * z) * vol_noise
+
+    values = {
+        "open": np.round(o, 3),
+        "high": np.round(up, 3),
+        "low": np.round(down, 3),
+        "close": np.round(c, 3),
+        "volume": np.round(volume, 3),
+    }
+    ns = (np.int64(_SAMPLE_START_S) + np.int64(_BAR_S) * np.arange(n, dtype=np.int64)) * np.int64(_NS_PER_S)
+    return _build_frame(ns, values)
