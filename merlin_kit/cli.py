@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import time
 from typing import Any, Callable, Sequence
 
 from .errors import MerlinError
@@ -63,6 +65,196 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     return 0
 
 
+def _parse_param_spec(spec: str) -> tuple[str, Any]:
+    """``NAME``, ``NAME=min:max[:step]`` or ``NAME=a,b,c`` -> (name, range dict or None)."""
+    name, sep, rng = spec.partition("=")
+    name = name.strip()
+    if not name:
+        raise MerlinError(f"--params {spec!r}: expected NAME, NAME=min:max:step or NAME=a,b,c")
+    if not sep:
+        return name, None
+    if ":" in rng:
+        parts = rng.split(":")
+        if len(parts) not in (2, 3):
+            raise MerlinError(f"--params {spec!r}: a numeric range is min:max or min:max:step")
+        try:
+            nums = [float(x) for x in parts]
+        except ValueError:
+            raise MerlinError(f"--params {spec!r}: min, max and step must be numbers") from None
+        nums = [int(x) if x.is_integer() else x for x in nums]
+        return name, dict(zip(("min", "max", "step"), nums))
+    choices: list[Any] = []
+    for raw in rng.split(","):
+        raw = raw.strip()
+        low = raw.lower()
+        if low in ("true", "false"):
+            choices.append(low == "true")
+            continue
+        try:
+            num = float(raw)
+            choices.append(int(num) if num.is_integer() and "." not in raw else num)
+        except ValueError:
+            choices.append(raw)
+    return name, {"choices": choices}
+
+
+def _parse_budget(text: str) -> dict[str, Any]:
+    mode, _, value = text.partition(":")
+    keys = {"trials": "n_trials", "time": "time_limit", "convergence": "convergence_patience"}
+    if mode not in keys or not value:
+        raise MerlinError(f"--budget {text!r}: expected trials:N, time:SECONDS or convergence:PATIENCE")
+    try:
+        number = float(value)
+    except ValueError:
+        raise MerlinError(f"--budget {text!r}: {value!r} is not a number") from None
+    if mode != "time":
+        if not number.is_integer():
+            raise MerlinError(f"--budget {text!r}: {mode} needs a whole number")
+        number = int(number)
+    return {"budget_mode": mode, keys[mode]: number}
+
+
+class ProgressBar:
+    """A one-line progress bar on stderr (redrawn in place on a terminal, a line every few seconds otherwise)."""
+
+    def __init__(self, stream: Any = None, width: int = 30) -> None:
+        self.stream = stream or sys.stderr
+        self.width = width
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+        self._last_line = 0.0
+
+    def line(self, p: dict[str, Any]) -> str:
+        filled = int(round(self.width * p.get("fraction", 0.0)))
+        bar = "#" * filled + "." * (self.width - filled)
+        mode = p["budget_mode"]
+        if mode == "trials":
+            where = f"{p['finished']}/{int(p['budget'])} trials"
+        elif mode == "time":
+            where = f"{p['elapsed']:.0f}/{p['budget']:.0f} s, {p['finished']} trials"
+        else:
+            where = f"{int(p['done'])}/{int(p['budget'])} without improvement, {p['finished']} trials"
+        best = "—" if p.get("best_value") is None else f"{p['best_value']:.4g}"
+        eta = "" if p.get("eta_seconds") is None else f"  ETA {p['eta_seconds']:.0f}s"
+        alive = sum(w["alive"] for w in p.get("workers", []))
+        return f"[{bar}] {where}  best {best}  {p['trials_per_second']:.1f} trials/s  workers {alive}{eta}"
+
+    def update(self, p: dict[str, Any], final: bool = False) -> None:
+        now = time.monotonic()
+        if self.tty:
+            self.stream.write("\r" + self.line(p).ljust(110) + ("\n" if final else ""))
+            self.stream.flush()
+        elif final or now - self._last_line >= 5.0:
+            self._last_line = now
+            self.stream.write(self.line(p) + "\n")
+            self.stream.flush()
+
+
+def _print_results_table(run: Any, top: int = 10) -> None:
+    frame = run.results_frame()
+    if frame.empty:
+        print("No finished trials.")
+        return
+    metric_cols = ["net_profit_pct", "max_drawdown_pct", "total_trades", "win_rate", "profit_factor", "romad", "sharpe_ratio"]
+    param_cols = [d.name for d in run.space]
+    lead = ["trial", "state", "score"] + ([run.metric] if run.metric != "score" else [])
+    cols = [c for c in lead + metric_cols + param_cols if c in frame.columns]
+    cols = list(dict.fromkeys(cols))
+    print(f"Top {min(top, len(frame))} of {len(frame)} results (target: {run.config.target}, {run.direction})")
+    print(frame[cols].head(top).to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+
+
+def cmd_optimize(args: argparse.Namespace) -> int:
+    import optuna
+
+    from .optimize import OptimizationConfig, OptunaConfig, start_optimization
+    from .optimize.engine import DEFAULT_RUNS_DIR, default_study_name, safe_name
+    from .strategies import get_strategy
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    ranges: dict[str, Any] = {}
+    names: list[str] | None = None
+    if args.params:
+        names = []
+        for spec in args.params:
+            name, rng = _parse_param_spec(spec)
+            names.append(name)
+            if rng is not None:
+                ranges[name] = rng
+    budget = _parse_budget(args.budget)
+    study_name = args.study or default_study_name(get_strategy(args.strategy).id)
+    opt = OptimizationConfig(
+        data=args.data, strategy=args.strategy, optimize_params=names, param_ranges=ranges,
+        fixed_params=_parse_json_object(args.fixed, "--fixed") if args.fixed else {},
+        start=args.start, end=args.end, warmup_bars=args.warmup, worker_processes=args.workers,
+        min_profit=args.min_profit, start_method=args.start_method,
+    )
+    cfg = OptunaConfig(
+        target=args.target, sampler=args.sampler, seed=args.seed, study_name=study_name, storage=args.storage,
+        pruner=args.pruner, save_study=not args.no_save_study,
+        output_dir=args.out or os.path.join(DEFAULT_RUNS_DIR, safe_name(study_name)), **budget,
+    )
+    run = start_optimization(opt, cfg)
+    bar = ProgressBar()
+    try:
+        while not run.wait(0.5):
+            bar.update(run.progress())
+    except KeyboardInterrupt:
+        run.stop()
+    bar.update(run.progress(), final=True)
+    if run.error is not None:
+        raise run.error
+    if args.json:
+        print(json.dumps({k: v for k, v in run.summary.items() if k != "worker_reports"}, default=str))
+        return 0
+    _print_results_table(run)
+    s = run.summary
+    print()
+    print(f"{s['total_trials']} trials ({s['completed_trials']} complete, {s['pruned_trials']} pruned, "
+          f"{s['failed_trials']} failed) in {s['optimization_time_seconds']:.1f} s with {s['workers']} worker(s), "
+          f"{s['trials_per_second']:.1f} trials/s; stopped: {s['stop_reason']}")
+    for w in s["worker_reports"]:
+        if w["exitcode"] not in (0, None) or w["last_error"]:
+            print(f"worker {w['id']} (pid {w['pid']}) exit code {w['exitcode']}: {w['last_error']}", file=sys.stderr)
+    if run.run_dir is not None:
+        print(f"Results: {run.run_dir / 'results.csv'}, {run.run_dir / 'summary.json'}"
+              + (f", study {run.summary['storage']}" if run.summary.get("storage") else ""))
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    import multiprocessing
+    import os
+
+    import optuna
+
+    from .optimize.worker import run_worker
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    base = args.worker_id if args.worker_id is not None else (os.getpid() % 100000) * 100
+    if args.workers == 1:
+        run_worker(args.storage, args.study, base, None, args.data)
+        return 0
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=run_worker, args=(args.storage, args.study, base + i, os.getpid(), args.data),
+                         name=f"merlin-worker-{base + i}") for i in range(args.workers)]
+    for p in procs:
+        p.start()
+    try:
+        for p in procs:
+            p.join()
+    except KeyboardInterrupt:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.join()
+        return 130
+    codes = [p.exitcode for p in procs]
+    if any(codes):
+        print(f"merlin-kit worker: worker exit codes {codes}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="merlin-kit", description="Backtest and optimise trading strategies.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -76,6 +268,39 @@ def build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--warmup", type=int, default=1000, help="warm-up bars before --start (default 1000)")
     bt.add_argument("--json", action="store_true", help="print {metrics, trades} as one JSON object")
     bt.set_defaults(func=cmd_backtest)
+
+    op = sub.add_parser("optimize", help="optimise a strategy's parameters with N worker processes")
+    op.add_argument("--data", default="sample", help="CSV path, or 'sample' (default) for the bundled synthetic data")
+    op.add_argument("--strategy", default="s01_trailing_ma", help="strategy id or 'package.module:Name'")
+    op.add_argument("--params", nargs="+", metavar="SPEC",
+                    help="parameters to optimise: NAME (default range), NAME=min:max:step or NAME=a,b,c "
+                         "(default: the strategy's default set)")
+    op.add_argument("--fixed", help="JSON object of fixed parameter values")
+    op.add_argument("--start", help="first trading bar (ISO-8601, UTC)")
+    op.add_argument("--end", help="last bar (ISO-8601, UTC, inclusive)")
+    op.add_argument("--warmup", type=int, default=1000, help="warm-up bars before --start (default 1000)")
+    op.add_argument("--budget", default="trials:200", help="trials:N | time:SECONDS | convergence:PATIENCE (default trials:200)")
+    op.add_argument("--target", default="score", help="score (default), net_profit, romad, sharpe, max_drawdown or a metric name")
+    op.add_argument("--workers", type=int, default=max(1, os.cpu_count() or 1), help="worker processes (default: CPU count)")
+    op.add_argument("--sampler", default="tpe", help="tpe (default) or random")
+    op.add_argument("--pruner", default="none", help="none (default), median, percentile or patient")
+    op.add_argument("--seed", type=int, help="sampler seed (worker k uses seed + k)")
+    op.add_argument("--min-profit", type=float, help="prune trials whose net profit %% is below this")
+    op.add_argument("--storage", help="journal file path or postgresql:// mysql:// redis:// URL (default: the run folder)")
+    op.add_argument("--study", help="study name (an existing study is resumed)")
+    op.add_argument("--out", help="run folder (default ./merlin_runs/<study>)")
+    op.add_argument("--no-save-study", action="store_true", help="discard the study journal after the run")
+    op.add_argument("--start-method", default="spawn", help="spawn (default), forkserver or fork")
+    op.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    op.set_defaults(func=cmd_optimize)
+
+    wk = sub.add_parser("worker", help="join an existing study (from any machine) and run its trials")
+    wk.add_argument("--storage", required=True, help="the study's storage URL or journal path")
+    wk.add_argument("--study", required=True, help="study name")
+    wk.add_argument("--data", help="local path of the study's data (checked against its fingerprint)")
+    wk.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1)")
+    wk.add_argument("--worker-id", type=int, help="first worker id (default derived from the pid)")
+    wk.set_defaults(func=cmd_worker)
     return parser
 
 

@@ -1,0 +1,325 @@
+"""Optimisation configuration, validated completely before any process starts.
+
+Two objects, named after the reference system: :class:`OptimizationConfig`
+(what to optimise: data, strategy, parameter ranges, window, workers, score)
+and :class:`OptunaConfig` (how: target, budget, sampler, pruner, storage).
+Both serialise to plain JSON so that the study itself carries the run's
+configuration and a worker needs nothing but the storage and study name.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import multiprocessing
+import os
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal, Mapping, Sequence
+
+import pandas as pd
+
+from ..data import PreparedData
+from ..errors import ConfigError, ParameterError, StrategyError
+from ..metrics import LOWER_IS_BETTER, METRIC_NAMES
+from ..scoring import ScoreConfig
+from ..strategies import Strategy, get_strategy
+
+MAX_WORKERS = 32
+BUDGET_MODES = ("trials", "time", "convergence")
+SAMPLERS = ("tpe", "random")
+PRUNERS = ("none", "median", "percentile", "patient")
+START_METHODS = ("spawn", "forkserver", "fork")
+#: target aliases of the reference system -> metric name (``score`` is the composite score)
+TARGET_ALIASES: dict[str, str] = {
+    "score": "score",
+    "net_profit": "net_profit_pct",
+    "romad": "romad",
+    "sharpe": "sharpe_ratio",
+    "max_drawdown": "max_drawdown_pct",
+    "profit_factor": "profit_factor",
+    "sortino": "sortino_ratio",
+    "ulcer": "ulcer_index",
+    "sqn": "sqn",
+    "win_rate": "win_rate",
+    "consistency": "consistency_score",
+}
+
+
+@dataclass(frozen=True)
+class ParamRange:
+    """A user override of one parameter's search range: min/max/step for numbers, choices otherwise."""
+
+    min: float | None = None
+    max: float | None = None
+    step: float | None = None
+    choices: tuple[Any, ...] | None = None
+
+    @classmethod
+    def coerce(cls, name: str, value: Any) -> "ParamRange":
+        if isinstance(value, ParamRange):
+            return value
+        if isinstance(value, Mapping):
+            unknown = set(value) - {"min", "max", "step", "choices"}
+            if unknown:
+                raise ConfigError(f"param_ranges[{name!r}]: unknown key(s) {', '.join(sorted(unknown))}; allowed: min, max, step, choices")
+            choices = value.get("choices")
+            return cls(value.get("min"), value.get("max"), value.get("step"), None if choices is None else tuple(choices))
+        if isinstance(value, (list, tuple)):
+            return cls(choices=tuple(value))
+        raise ConfigError(f"param_ranges[{name!r}] must be a dict with min/max/step or choices, got {value!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items() if v is not None}
+
+
+@dataclass(frozen=True)
+class SearchDim:
+    """One optimised parameter, resolved against the strategy schema."""
+
+    name: str
+    kind: str  # int | float | categorical
+    low: float | None = None
+    high: float | None = None
+    step: float | None = None
+    choices: tuple[Any, ...] | None = None
+
+
+@dataclass
+class OptimizationConfig:
+    """What to optimise.
+
+    ``data``: CSV path, bytes, file object, DataFrame or ``"sample"``.
+    ``optimize_params``: names to optimise (``None``: the schema's defaults plus
+    every name in ``param_ranges``).  ``param_ranges``: per-parameter overrides
+    ``{"maLength": {"min": 50, "max": 300, "step": 25}, "maType": {"choices": ["SMA", "EMA"]}}``.
+    ``fixed_params``: values of parameters that are not optimised.
+    ``min_profit``: trials whose net profit (%) is below it are PRUNED.
+    """
+
+    data: Any = "sample"
+    strategy: Any = "s01_trailing_ma"
+    optimize_params: Sequence[str] | None = None
+    param_ranges: Mapping[str, Any] = field(default_factory=dict)
+    fixed_params: Mapping[str, Any] = field(default_factory=dict)
+    start: Any = None
+    end: Any = None
+    warmup_bars: int = 1000
+    worker_processes: int = 1
+    score: ScoreConfig | Mapping[str, Any] | None = None
+    min_profit: float | None = None
+    start_method: str = "spawn"
+
+    def score_config(self) -> ScoreConfig:
+        if isinstance(self.score, ScoreConfig):
+            return self.score
+        return ScoreConfig.from_dict(self.score)
+
+
+@dataclass
+class OptunaConfig:
+    """How to optimise: target, global budget, sampler, pruner, storage."""
+
+    target: str = "score"
+    budget_mode: str = "trials"
+    n_trials: int | None = 100
+    time_limit: float | None = None
+    convergence_patience: int | None = None
+    sampler: str = "tpe"
+    n_startup_trials: int = 10
+    pruner: str = "none"
+    pruner_warmup_trials: int = 10
+    pruner_patience: int = 3
+    seed: int | None = None
+    study_name: str | None = None
+    storage: str | None = None
+    save_study: bool = False
+    #: run folder for results.csv / summary.json (and the journal when save_study);
+    #: None with save_study: ./merlin_runs/<study_name>
+    output_dir: str | os.PathLike | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d = {f.name: getattr(self, f.name) for f in fields(self)}
+        d["output_dir"] = None if self.output_dir is None else os.fspath(self.output_dir)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> "OptunaConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+def target_metric(target: str) -> str:
+    """Metric name behind a target (``score`` for the composite score)."""
+    return TARGET_ALIASES.get(target, target)
+
+
+def target_direction(target: str) -> Literal["maximize", "minimize"]:
+    return "minimize" if target_metric(target) in LOWER_IS_BETTER else "maximize"
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(float(x))
+
+
+def _positive_int(value: Any, name: str, *, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) and not (isinstance(value, float) and value.is_integer()):
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
+def validate_data_source(data: Any) -> None:
+    """Reject source types the loader cannot read before anything starts."""
+    ok = isinstance(data, (str, os.PathLike, bytes, bytearray, pd.DataFrame, PreparedData, io.IOBase)) or hasattr(data, "read")
+    if not ok:
+        raise ConfigError(
+            f"data: expected a CSV path, bytes, a file object, a DataFrame or 'sample', got {type(data).__name__}"
+        )
+
+
+def build_search_space(strategy: Strategy, config: OptimizationConfig) -> list[SearchDim]:
+    """Resolve which parameters are optimised and over what range; every mistake is a ConfigError."""
+    names = strategy.param_names()
+    valid = ", ".join(names)
+    ranges = {}
+    for name, value in dict(config.param_ranges or {}).items():
+        if name not in names:
+            raise ConfigError(f"param_ranges: unknown parameter {name!r} for {strategy.id}; valid: {valid}")
+        ranges[name] = ParamRange.coerce(name, value)
+    fixed = dict(config.fixed_params or {})
+    for name, value in fixed.items():
+        if name not in names:
+            raise ConfigError(f"fixed_params: unknown parameter {name!r} for {strategy.id}; valid: {valid}")
+        try:
+            strategy.param(name).validate(value)
+        except ParameterError as exc:
+            raise ConfigError(f"fixed_params: {exc}") from None
+    if config.optimize_params is None:
+        selected = [p.name for p in strategy.params if (p.optimize or p.name in ranges) and p.name not in fixed]
+    else:
+        if isinstance(config.optimize_params, str):
+            raise ConfigError("optimize_params must be a list of parameter names, not a string")
+        unknown = [n for n in config.optimize_params if n not in names]
+        if unknown:
+            raise ConfigError(f"optimize_params: unknown parameter(s) {', '.join(map(repr, unknown))} for {strategy.id}; valid: {valid}")
+        both = [n for n in config.optimize_params if n in fixed]
+        if both:
+            raise ConfigError(f"parameter(s) {', '.join(map(repr, both))} are both optimised and fixed; choose one")
+        selected = [p.name for p in strategy.params if p.name in set(config.optimize_params)]
+    if not selected:
+        raise ConfigError(f"no parameter is optimised; choose some of: {valid}")
+
+    dims = []
+    for name in selected:
+        p = strategy.param(name)
+        r = ranges.get(name, ParamRange())
+        if p.kind in ("choice", "bool"):
+            if r.min is not None or r.max is not None or r.step is not None:
+                raise ConfigError(f"param_ranges[{name!r}]: a {p.kind} parameter takes choices, not min/max/step; allowed: {p.describe_allowed()}")
+            choices = r.choices if r.choices is not None else p.choices
+            if not choices:
+                raise ConfigError(f"param_ranges[{name!r}]: choices must not be empty; allowed: {p.describe_allowed()}")
+            try:
+                resolved = tuple(dict.fromkeys(p.validate(c) for c in choices))
+            except ParameterError as exc:
+                raise ConfigError(f"param_ranges[{name!r}]: {exc}") from None
+            dims.append(SearchDim(name, "categorical", choices=resolved))
+            continue
+        if r.choices is not None:
+            raise ConfigError(f"param_ranges[{name!r}]: a numeric parameter takes min/max/step, not choices")
+        low = r.min if r.min is not None else (p.opt_low if p.opt_low is not None else p.low)
+        high = r.max if r.max is not None else (p.opt_high if p.opt_high is not None else p.high)
+        step = r.step if r.step is not None else p.opt_step
+        for label, v in (("min", low), ("max", high)):
+            if v is None or not _is_number(v):
+                raise ConfigError(f"param_ranges[{name!r}].{label} must be a finite number, got {v!r}")
+        if low > high:
+            raise ConfigError(f"param_ranges[{name!r}]: min ({low}) > max ({high})")
+        if step is not None and (not _is_number(step) or step <= 0):
+            raise ConfigError(f"param_ranges[{name!r}].step must be > 0, got {step!r}")
+        for label, v in (("min", low), ("max", high)):
+            try:
+                p.validate(v)
+            except ParameterError:
+                raise ConfigError(f"param_ranges[{name!r}].{label} = {v} is outside the parameter's limits: {p.describe_allowed()}") from None
+        if p.kind == "int":
+            for label, v in (("min", low), ("max", high), ("step", step)):
+                if v is not None and float(v) != int(v):
+                    raise ConfigError(f"param_ranges[{name!r}].{label} must be an integer for an int parameter, got {v!r}")
+            dims.append(SearchDim(name, "int", int(low), int(high), int(step) if step is not None else 1))
+        else:
+            dims.append(SearchDim(name, "float", float(low), float(high), float(step) if step is not None else None))
+    return dims
+
+
+def validate(opt: OptimizationConfig, optuna_cfg: OptunaConfig) -> tuple[Strategy, list[SearchDim], ScoreConfig]:
+    """Check every field of both configs; return the resolved strategy, search space and score config."""
+    validate_data_source(opt.data)
+    try:
+        strategy = get_strategy(opt.strategy)
+    except StrategyError as exc:
+        raise ConfigError(f"strategy: {exc}") from None
+    dims = build_search_space(strategy, opt)
+    score = opt.score_config()
+    if isinstance(opt.warmup_bars, bool) or not isinstance(opt.warmup_bars, int) or opt.warmup_bars < 0:
+        raise ConfigError(f"warmup_bars must be an integer >= 0, got {opt.warmup_bars!r}")
+    workers = opt.worker_processes
+    if isinstance(workers, bool) or not isinstance(workers, int) or not (0 <= workers <= MAX_WORKERS):
+        raise ConfigError(f"worker_processes must be an integer from 1 to {MAX_WORKERS}, got {workers!r}")
+    if workers == 0 and optuna_cfg.storage is None:
+        raise ConfigError(
+            f"worker_processes must be an integer from 1 to {MAX_WORKERS}; 0 (only remote "
+            "'merlin-kit worker' processes) needs an explicit storage they can reach"
+        )
+    if opt.start_method not in START_METHODS:
+        raise ConfigError(f"start_method must be one of {', '.join(START_METHODS)}, got {opt.start_method!r}")
+    if opt.start_method not in multiprocessing.get_all_start_methods():
+        raise ConfigError(
+            f"start_method {opt.start_method!r} is not available on this platform; available: {', '.join(multiprocessing.get_all_start_methods())}"
+        )
+    if opt.min_profit is not None and not _is_number(opt.min_profit):
+        raise ConfigError(f"min_profit must be a number (net profit in %) or None, got {opt.min_profit!r}")
+
+    cfg = optuna_cfg
+    metric = target_metric(cfg.target)
+    if metric != "score" and metric not in METRIC_NAMES:
+        raise ConfigError(
+            f"target {cfg.target!r} is unknown; allowed: {', '.join(TARGET_ALIASES)} or a metric name: {', '.join(METRIC_NAMES)}"
+        )
+    if cfg.budget_mode not in BUDGET_MODES:
+        raise ConfigError(f"budget_mode must be one of {', '.join(BUDGET_MODES)}, got {cfg.budget_mode!r}")
+    if cfg.budget_mode == "trials":
+        if cfg.n_trials is None:
+            raise ConfigError("n_trials is required when budget_mode is 'trials'")
+        cfg.n_trials = _positive_int(cfg.n_trials, "n_trials")
+    elif cfg.budget_mode == "time":
+        if cfg.time_limit is None:
+            raise ConfigError("time_limit (seconds) is required when budget_mode is 'time'")
+        if not _is_number(cfg.time_limit) or cfg.time_limit < 1:
+            raise ConfigError(f"time_limit must be a number of seconds >= 1, got {cfg.time_limit!r}")
+    else:
+        if cfg.convergence_patience is None:
+            raise ConfigError("convergence_patience is required when budget_mode is 'convergence'")
+        cfg.convergence_patience = _positive_int(cfg.convergence_patience, "convergence_patience")
+    if cfg.sampler not in SAMPLERS:
+        raise ConfigError(f"sampler must be one of {', '.join(SAMPLERS)}, got {cfg.sampler!r}")
+    if cfg.pruner not in PRUNERS:
+        raise ConfigError(f"pruner must be one of {', '.join(PRUNERS)}, got {cfg.pruner!r}")
+    _positive_int(cfg.n_startup_trials, "n_startup_trials", minimum=0)
+    _positive_int(cfg.pruner_warmup_trials, "pruner_warmup_trials", minimum=0)
+    _positive_int(cfg.pruner_patience, "pruner_patience", minimum=0)
+    if cfg.seed is not None and (isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int)):
+        raise ConfigError(f"seed must be an integer or None, got {cfg.seed!r}")
+    if cfg.study_name is not None and (not isinstance(cfg.study_name, str) or not cfg.study_name.strip()):
+        raise ConfigError(f"study_name must be a non-empty string, got {cfg.study_name!r}")
+    if cfg.storage is not None:
+        if not isinstance(cfg.storage, (str, os.PathLike)):
+            raise ConfigError(f"storage must be a journal file path or a URL, got {cfg.storage!r}")
+        storage = os.fspath(cfg.storage)
+        if storage.startswith("sqlite:") and workers > 1:
+            raise ConfigError(
+                "storage: SQLite cannot be shared safely by several processes; use worker_processes=1, "
+                "a journal file path (default), or a PostgreSQL/MySQL/Redis URL"
+            )
+    return strategy, dims, score

@@ -1,0 +1,128 @@
+"""The run's configuration as stored in the study, and how a worker rebuilds its inputs from it.
+
+Storing everything in the study's user attrs is what lets a worker start from
+``(storage, study name, worker id)`` alone, on this machine or another one.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping
+
+import pandas as pd
+from optuna.storages import BaseStorage
+
+from ..backtest import load_data
+from ..data import PreparedData, fingerprint, prepare
+from ..errors import ConfigError, DataError, StrategyError
+from ..scoring import ScoreConfig
+from ..strategies import Strategy, get_strategy
+from .config import OptunaConfig, SearchDim
+
+CONFIG_ATTR = "merlin.config"
+
+
+def _jsonable_time(value: Any) -> str | None:
+    if value is None:
+        return None
+    return pd.Timestamp(value).isoformat()
+
+
+@dataclass
+class RunConfig:
+    """Everything a worker needs, JSON-serialisable."""
+
+    run_id: str
+    strategy_ref: dict[str, str]
+    data_path: str
+    data_name: str
+    data_fingerprint: str
+    start: str | None
+    end: str | None
+    warmup_bars: int
+    fixed_params: dict[str, Any]
+    min_profit: float | None
+    space: list[SearchDim]
+    score: ScoreConfig
+    optuna: OptunaConfig
+    metric: str
+    direction: str
+    first_trial_number: int
+    started_at: float
+    deadline: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    # -- what the worker rebuilds ----------------------------------------
+    def load_strategy(self) -> Strategy:
+        return strategy_from_ref(self.strategy_ref)
+
+    def load_prepared(self, data_path: str | None = None) -> PreparedData:
+        """Load and window the run's data; refuse data whose fingerprint differs from the run's."""
+        path = data_path or self.data_path
+        frame = load_data(path, name=path)
+        prepared = prepare(frame, self.start, self.end, self.warmup_bars)
+        got = fingerprint(prepared)
+        if got != self.data_fingerprint:
+            raise DataError(
+                f"data {path!r} differs from the study's data {self.data_name!r}: "
+                f"fingerprint {got[:16]}… != {self.data_fingerprint[:16]}… (SHA-256 of the prepared OHLCV window)"
+            )
+        return prepared
+
+    # -- (de)serialisation ------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["score"] = self.score.to_dict()
+        d["optuna"] = self.optuna.to_dict()
+        d["space"] = [asdict(s) for s in self.space]
+        return json.loads(json.dumps(d))  # proves it is plain JSON (tuples -> lists)
+
+    @classmethod
+    def from_json(cls, d: Mapping[str, Any]) -> "RunConfig":
+        d = dict(d)
+        d["score"] = ScoreConfig.from_dict(d["score"])
+        d["optuna"] = OptunaConfig.from_dict(d["optuna"])
+        d["space"] = [
+            SearchDim(**{**s, "choices": None if s.get("choices") is None else tuple(s["choices"])}) for s in d["space"]
+        ]
+        return cls(**d)
+
+
+def strategy_to_ref(strategy_spec: Any, strategy: Strategy) -> dict[str, str]:
+    """How a worker finds the strategy: its id / import path, or the object itself pickled by value."""
+    if isinstance(strategy_spec, str):
+        return {"spec": strategy_spec}
+    import cloudpickle
+
+    try:
+        blob = cloudpickle.dumps(strategy)
+        cloudpickle.loads(blob)
+    except Exception as exc:  # any pickling failure means workers cannot get this object
+        raise StrategyError(
+            f"strategy {strategy!r} cannot be sent to worker processes: {type(exc).__name__}: {exc}. "
+            "It must be picklable by value: do not keep open files, locks, sockets or database connections "
+            "on the strategy object (open them inside run()), or move it to an importable module and pass "
+            "'package.module:ClassName'."
+        ) from None
+    return {"pickle": base64.b64encode(blob).decode("ascii")}
+
+
+def strategy_from_ref(ref: Mapping[str, str]) -> Strategy:
+    if "spec" in ref:
+        return get_strategy(ref["spec"])
+    import cloudpickle
+
+    return get_strategy(cloudpickle.loads(base64.b64decode(ref["pickle"])))
+
+
+def store_run_config(storage: BaseStorage, study_id: int, cfg: RunConfig) -> None:
+    storage.set_study_user_attr(study_id, CONFIG_ATTR, cfg.to_json())
+
+
+def load_run_config(storage: BaseStorage, study_id: int) -> RunConfig:
+    raw = storage.get_study_user_attrs(study_id).get(CONFIG_ATTR)
+    if raw is None:
+        raise ConfigError("this study was not created by merlin_kit (it has no 'merlin.config' user attribute)")
+    return RunConfig.from_json(raw)

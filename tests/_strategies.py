@@ -1,0 +1,42 @@
+"""Strategies used by the engine tests; importable by spawned workers as ``tests._strategies:Name``."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Mapping
+
+from merlin_kit.strategies import IndicatorCache, S01TrailingMA
+
+
+class RaisingS01(S01TrailingMA):
+    """S01 that raises for one value of closeCountLong: those trials must FAIL, the run must go on."""
+
+    id = "test_raising_s01"
+
+    def run(self, data, params: Mapping[str, Any], cache: IndicatorCache | None = None):
+        if params["closeCountLong"] == 3:
+            raise RuntimeError("boom: closeCountLong=3 is cursed")
+        return super().run(data, params, cache)
+
+
+class SlowS01(S01TrailingMA):
+    """S01 that takes ~0.25 s a trial, so that a test can act while trials are running."""
+
+    id = "test_slow_s01"
+
+    def run(self, data, params: Mapping[str, Any], cache: IndicatorCache | None = None):
+        time.sleep(0.25)
+        return super().run(data, params, cache)
+
+
+class ChildCrashS01(S01TrailingMA):
+    """Constructs in the parent but raises in any other process: every worker fails at start-up."""
+
+    id = "test_child_crash_s01"
+
+    def __init__(self) -> None:
+        import os
+
+        parent = os.environ.get("MERLIN_TEST_PARENT_PID")
+        if parent is not None and int(parent) != os.getpid():
+            raise RuntimeError("worker cannot construct this strategy (test)")

@@ -1,0 +1,333 @@
+"""The optimisation engine: exact global budgets with N processes, failures, stop, clean-up, resume."""
+
+from __future__ import annotations
+
+import io
+import math
+import multiprocessing
+import os
+import signal
+import tempfile
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+
+from merlin_kit import backtest
+from merlin_kit.data import sample
+from merlin_kit.errors import ConfigError, OptimizationError
+from merlin_kit.optimize import OptimizationConfig, OptunaConfig, optimize, start_optimization
+from merlin_kit.optimize.storage import journal_location, open_storage
+from merlin_kit.scoring import ScoreConfig, minmax_score
+
+FEW = ["closeCountLong", "closeCountShort", "stopLongX", "stopShortX"]
+
+
+@pytest.fixture(scope="module")
+def small_csv(tmp_path_factory) -> Path:
+    """4,000 bars of the bundled sample as a CSV file (fast trials)."""
+    path = tmp_path_factory.mktemp("data") / "small.csv"
+    frame = sample(4000)
+    frame.to_csv(path, index_label="time")
+    return path
+
+
+def make(small_csv, workers=2, params=FEW, **opt_kwargs):
+    return OptimizationConfig(data=str(small_csv), worker_processes=workers, optimize_params=params,
+                              warmup_bars=200, **opt_kwargs)
+
+
+def finished(run) -> list:
+    return [t for t in run.study.get_trials(deepcopy=False) if t.state.is_finished()]
+
+
+def states(run) -> dict:
+    out: dict = {}
+    for t in run.study.get_trials(deepcopy=False):
+        out[t.state.name] = out.get(t.state.name, 0) + 1
+    return out
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+# -- exact trial budget under every start method -------------------------------------------
+@pytest.mark.parametrize("method", ["spawn", "forkserver", "fork"])
+def test_exact_trial_budget_every_start_method(small_csv, method):
+    for workers, n in ((2, 23), (4, 17)):
+        run = optimize(make(small_csv, workers, start_method=method), OptunaConfig(n_trials=n, sampler="random", seed=7))
+        assert run.summary["total_trials"] == n
+        assert len(finished(run)) == n
+        assert states(run) == {"COMPLETE": n}
+        assert run.summary["multiprocess_mode"] is True
+        assert sorted({r.worker for r in run.results}) == list(range(workers)) or workers > 2  # every worker took part
+        assert all(w["exitcode"] == 0 for w in run.summary["worker_reports"])
+
+
+def test_tpe_budget_exact_and_results_sorted(small_csv):
+    run = optimize(make(small_csv, 2), OptunaConfig(n_trials=30, seed=1))
+    assert run.summary["total_trials"] == 30
+    scores = [r.score for r in run.results if r.state == "COMPLETE"]
+    assert scores == sorted(scores, reverse=True)
+    assert run.summary["best_value"] == scores[0]
+    assert run.summary["best_params"] == run.results[0].params
+
+
+# -- time and convergence budgets ------------------------------------------------------------
+def test_time_budget_returns_on_time(small_csv):
+    limit = 6.0
+    t0 = time.time()
+    run = optimize(make(small_csv, 2), OptunaConfig(budget_mode="time", time_limit=limit, n_trials=None, sampler="random"))
+    elapsed = time.time() - t0
+    assert run.summary["total_trials"] >= 3
+    deadline = run.run_config.deadline
+    # no trial started after the deadline, and the run returned within a trial's length (+ process exit)
+    for t in finished(run):
+        assert t.datetime_start.timestamp() <= deadline + 0.05
+    assert elapsed < limit + 3.0, elapsed
+    assert run.summary["stop_reason"] == "budget reached"
+
+
+def test_convergence_stops_across_workers(small_csv):
+    patience = 12
+    run = optimize(
+        make(small_csv, 2, params=["closeCountLong"], param_ranges={"closeCountLong": {"min": 2, "max": 4}}),
+        OptunaConfig(budget_mode="convergence", convergence_patience=patience, n_trials=None, sampler="random", seed=3),
+    )
+    trials = sorted(finished(run), key=lambda t: t.number)
+    values = [t.value for t in trials]
+    best_idx = max(range(len(values)), key=lambda i: (values[i], -i))
+    first_best = values.index(values[best_idx])
+    since = len(trials) - 1 - first_best
+    # stopped because `patience` trials passed without improvement; at most one in-flight trial per worker more
+    assert patience <= since <= patience + 2, (since, len(trials))
+    assert len(trials) < 200
+
+
+# -- the score objective is the same function in every process ---------------------------------
+def test_score_objective_equals_single_process_evaluation(small_csv):
+    run = optimize(make(small_csv, 2), OptunaConfig(n_trials=12, sampler="random", seed=5))
+    data = sample(4000)
+    for r in run.results[:5]:
+        bt = backtest(data, "s01_trailing_ma", r.params, warmup_bars=200)
+        assert r.objective == minmax_score(bt.metrics, ScoreConfig())
+        assert r.metrics["net_profit_pct"] == bt.metrics["net_profit_pct"]
+
+
+def test_single_worker_is_reproducible_with_seed(small_csv):
+    a = optimize(make(small_csv, 1), OptunaConfig(n_trials=15, seed=11))
+    b = optimize(make(small_csv, 1), OptunaConfig(n_trials=15, seed=11))
+    key = lambda run: sorted((r.trial_number, tuple(sorted(r.params.items())), r.objective) for r in run.results)
+    assert key(a) == key(b)
+    assert a.summary["multiprocess_mode"] is False
+
+
+# -- inputs that are not paths, and clean-up --------------------------------------------------
+def _merlin_temp_dirs() -> set[str]:
+    return {p for p in os.listdir(tempfile.gettempdir()) if p.startswith("merlin-run-")}
+
+
+@pytest.mark.parametrize("kind", ["bytes", "binary file", "text file"])
+def test_uploaded_data_and_cleanup(small_csv, kind):
+    raw = small_csv.read_bytes()
+    source = {"bytes": raw, "binary file": io.BytesIO(raw), "text file": io.StringIO(raw.decode())}[kind]
+    before = _merlin_temp_dirs()
+    run = optimize(make(small_csv, 2, data=source) if False else
+                   OptimizationConfig(data=source, worker_processes=2, optimize_params=FEW, warmup_bars=200),
+                   OptunaConfig(n_trials=8, sampler="random", seed=2))
+    assert run.summary["total_trials"] == 8
+    assert not os.path.exists(run._tmpdir)  # private data copy and journal removed
+    assert _merlin_temp_dirs() == before
+    assert run.summary["storage"] is None
+    # the in-memory copy keeps the study usable after the journal is gone
+    assert len(run.study.trials) == 8
+
+
+def test_uploaded_bytes_are_private_while_running(small_csv):
+    run = start_optimization(OptimizationConfig(data=small_csv.read_bytes(), worker_processes=2, optimize_params=FEW,
+                                                warmup_bars=200), OptunaConfig(n_trials=6, sampler="random"))
+    try:
+        path = run.run_config.data_path
+        assert os.stat(path).st_mode & 0o777 == 0o600
+        assert os.stat(os.path.dirname(path)).st_mode & 0o777 == 0o700
+    finally:
+        run.wait()
+    assert not os.path.exists(path)
+
+
+def test_save_study_and_resume(small_csv, tmp_path):
+    cfg = dict(sampler="random", seed=1, study_name="resume-me", save_study=True, output_dir=str(tmp_path / "run"))
+    first = optimize(make(small_csv, 2), OptunaConfig(n_trials=10, **cfg))
+    journal = tmp_path / "run" / "study.journal"
+    assert journal.exists() and (tmp_path / "run" / "results.csv").exists() and (tmp_path / "run" / "summary.json").exists()
+    assert first.summary["storage"] == str(journal)
+    second = optimize(make(small_csv, 2), OptunaConfig(n_trials=7, **cfg))
+    assert second.summary["total_trials"] == 7  # the budget counts the new trials
+    assert second.summary["study_trials"] == 17
+    study = optuna.load_study(study_name="resume-me", storage=open_storage(str(journal)))
+    assert len([t for t in study.trials if t.state.is_finished()]) == 17
+    assert len(second.results) == 17
+
+
+# -- failures ------------------------------------------------------------------------------------
+def test_strategy_raising_in_a_trial_fails_only_that_trial(small_csv):
+    run = optimize(
+        OptimizationConfig(data=str(small_csv), strategy="tests._strategies:RaisingS01", worker_processes=2,
+                           optimize_params=["closeCountLong", "stopLongX"], warmup_bars=200,
+                           param_ranges={"closeCountLong": {"min": 3, "max": 5}}),
+        OptunaConfig(n_trials=20, sampler="random", seed=4),
+    )
+    st = states(run)
+    assert st.get("FAIL", 0) >= 1 and st.get("COMPLETE", 0) >= 1 and sum(st.values()) == 20
+    failed = [r for r in run.results if r.state == "FAIL"]
+    assert all(r.params["closeCountLong"] == 3 and "boom" in r.error for r in failed)
+    assert run.results[0].state == "COMPLETE"  # failures sort last
+    reports = run.summary["worker_reports"]
+    assert any("boom" in (w["last_error"] or "") for w in reports)
+
+
+def test_every_worker_failing_raises_with_traceback(small_csv, monkeypatch):
+    monkeypatch.setenv("MERLIN_TEST_PARENT_PID", str(os.getpid()))
+    with pytest.raises(OptimizationError, match="every worker failed") as info:
+        optimize(OptimizationConfig(data=str(small_csv), strategy="tests._strategies:ChildCrashS01", worker_processes=2,
+                                    optimize_params=FEW, warmup_bars=200), OptunaConfig(n_trials=5, sampler="random"))
+    assert "worker cannot construct this strategy" in str(info.value)
+    assert "Traceback" in str(info.value)
+
+
+def test_worker_killed_mid_trial(small_csv):
+    n = 16
+    run = start_optimization(
+        OptimizationConfig(data=str(small_csv), strategy="tests._strategies:SlowS01", worker_processes=2,
+                           optimize_params=FEW, warmup_bars=200),
+        OptunaConfig(n_trials=n, sampler="random", seed=9),
+    )
+    victim = run._workers[0].process
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        p = run.progress()
+        if p["finished"] >= 2 and p["running"] >= 1:
+            break
+        time.sleep(0.05)
+    time.sleep(0.1)  # inside a 0.25 s trial
+    os.kill(victim.pid, signal.SIGKILL)
+    assert run.wait(60)
+    st = states(run)
+    assert "RUNNING" not in st and "WAITING" not in st
+    assert sum(st.values()) == n  # the global budget holds with a dead worker
+    assert st.get("FAIL", 0) >= 1
+    fails = [r for r in run.results if r.state == "FAIL"]
+    assert any("ended during this trial" in (r.error or "") for r in fails)
+    report = {w["id"]: w for w in run.summary["worker_reports"]}
+    assert report[0]["exitcode"] == -signal.SIGKILL
+    assert report[1]["exitcode"] == 0
+
+
+def test_stop_ends_workers_and_keeps_results(small_csv):
+    run = start_optimization(
+        OptimizationConfig(data=str(small_csv), strategy="tests._strategies:SlowS01", worker_processes=2,
+                           optimize_params=FEW, warmup_bars=200),
+        OptunaConfig(n_trials=1000, sampler="random"),
+    )
+    pids = [w.process.pid for w in run._workers]
+    deadline = time.time() + 30
+    while run.progress()["finished"] < 4 and time.time() < deadline:
+        time.sleep(0.1)
+    t0 = time.time()
+    run.stop()
+    assert time.time() - t0 < 5.0
+    assert run.done
+    assert not any(alive(pid) for pid in pids)
+    assert not multiprocessing.active_children()
+    assert 4 <= run.summary["total_trials"] < 1000
+    assert "RUNNING" not in states(run)
+    assert run.summary["stop_reason"] == "stopped by user"
+    assert run.results and run.results[0].state == "COMPLETE"
+
+
+def test_open_lock_journal(small_csv, tmp_path):
+    location = journal_location(tmp_path / "open.journal", lock="open")
+    assert location.startswith("journal+open://")
+    run = optimize(make(small_csv, 2), OptunaConfig(n_trials=15, sampler="random", storage=location, study_name="openlock"))
+    assert run.summary["total_trials"] == 15
+    study = optuna.load_study(study_name="openlock", storage=open_storage(location))
+    assert len(study.trials) == 15
+
+
+def test_min_profit_and_pruner_mark_pruned(small_csv):
+    run = optimize(make(small_csv, 2, min_profit=1e9), OptunaConfig(n_trials=10, sampler="random"))
+    assert states(run) == {"PRUNED": 10}
+    assert all("below the minimum" in r.prune_reason for r in run.results)
+    run = optimize(make(small_csv, 1), OptunaConfig(n_trials=25, sampler="random", seed=1, pruner="median", pruner_warmup_trials=5))
+    st = states(run)
+    assert st.get("PRUNED", 0) >= 1 and sum(st.values()) == 25
+
+
+def test_percentile_posthoc_score(small_csv):
+    run = optimize(make(small_csv, 1, score={"normalization": "percentile"}), OptunaConfig(n_trials=12, sampler="random", seed=2))
+    complete = [r for r in run.results if r.state == "COMPLETE"]
+    assert all(0 <= r.score <= 100 for r in complete)
+    # objective stays the per-trial min-max score; post-hoc ranks differ from it
+    assert all(r.objective == r.metrics["score"] for r in complete)
+    assert [r.score for r in complete] == sorted((r.score for r in complete), reverse=True)
+
+
+# -- every ConfigError, before anything starts ----------------------------------------------------
+CONFIG_ERRORS = [
+    (dict(optimize_params=["nope"]), {}, "unknown parameter.*'nope'.*valid: maType"),
+    (dict(param_ranges={"nope": {"min": 1}}), {}, "param_ranges: unknown parameter 'nope'"),
+    (dict(param_ranges={"maLength": {"min": 300, "max": 100}}), {}, r"min \(300\) > max \(100\)"),
+    (dict(param_ranges={"maLength": {"step": 0}}), {}, "step must be > 0"),
+    (dict(param_ranges={"stopLongX": {"step": -0.5}}), {}, "step must be > 0"),
+    (dict(param_ranges={"maType": {"choices": []}}), {}, "choices must not be empty"),
+    (dict(param_ranges={"maType": {"choices": ["SMA", "XMA"]}}), {}, "allowed: one of 'SMA'"),
+    (dict(param_ranges={"maLength": {"min": -5}}), {}, "outside the parameter's limits"),
+    (dict(fixed_params={"maLength": "long"}), {}, "fixed_params: parameter 'maLength' must be"),
+    (dict(optimize_params=["maLength"], fixed_params={"maLength": 50}), {}, "both optimised and fixed"),
+    (dict(worker_processes=0), {}, "worker_processes must be an integer from 1 to 32"),
+    (dict(worker_processes=33), {}, "worker_processes must be an integer from 1 to 32"),
+    (dict(start_method="thread"), {}, "start_method must be one of spawn, forkserver, fork"),
+    (dict(warmup_bars=-1), {}, "warmup_bars must be an integer >= 0"),
+    (dict(min_profit="lots"), {}, "min_profit must be a number"),
+    (dict(data=12345), {}, "data: expected a CSV path, bytes"),
+    (dict(strategy="no_such_strategy"), {}, "unknown strategy 'no_such_strategy'; built-in: s01_trailing_ma"),
+    (dict(score={"weights": {"romad": 2.0}}), {}, r"score.weights\['romad'\] must be a number in \[0, 1\]"),
+    (dict(score={"normalization": "zscore"}), {}, "normalization must be one of minmax, percentile"),
+    ({}, dict(target="profit"), "target 'profit' is unknown; allowed: score, net_profit"),
+    ({}, dict(sampler="cmaes"), "sampler must be one of tpe, random"),
+    ({}, dict(pruner="hyperband"), "pruner must be one of none, median, percentile, patient"),
+    ({}, dict(budget_mode="forever"), "budget_mode must be one of trials, time, convergence"),
+    ({}, dict(n_trials=None), "n_trials is required"),
+    ({}, dict(n_trials=0), "n_trials must be an integer >= 1"),
+    ({}, dict(budget_mode="time", time_limit=None), "time_limit .* is required"),
+    ({}, dict(budget_mode="time", time_limit=0.5), "time_limit must be a number of seconds >= 1"),
+    ({}, dict(budget_mode="convergence"), "convergence_patience is required"),
+    ({}, dict(budget_mode="convergence", convergence_patience=-3), "convergence_patience must be an integer >= 1"),
+    (dict(worker_processes=2), dict(storage="sqlite:///x.db"), "SQLite cannot be shared"),
+    ({}, dict(seed="abc"), "seed must be an integer"),
+]
+
+
+@pytest.mark.parametrize("opt_kw, cfg_kw, message", CONFIG_ERRORS)
+def test_config_errors(small_csv, opt_kw, cfg_kw, message):
+    before = set(multiprocessing.active_children())
+    with pytest.raises(ConfigError, match=message):
+        start_optimization(OptimizationConfig(**{"data": str(small_csv), **opt_kw}), OptunaConfig(**cfg_kw))
+    assert set(multiprocessing.active_children()) == before  # nothing started
+
+
+def test_bad_data_fails_before_workers(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("time,open,high,low,close,Volume\n1,2,3\n")
+    from merlin_kit.errors import DataError
+
+    with pytest.raises(DataError, match="bad.csv"):
+        start_optimization(OptimizationConfig(data=str(bad), worker_processes=2), OptunaConfig(n_trials=5))
+    assert not multiprocessing.active_children()
