@@ -27,12 +27,54 @@ METRIC_NAMES: tuple[str, ...] = (
 LOWER_IS_BETTER: frozenset[str] = frozenset({"max_drawdown_pct", "max_drawdown", "ulcer_index", "losing_trades", "max_consecutive_losses"})
 
 
+@njit(cache=True)
+def _days_from_civil(y, m, d):  # pragma: no cover - compiled
+    """Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm)."""
+    y -= m <= 2
+    era = (y if y >= 0 else y - 399) // 400
+    yoe = y - era * 400
+    mp = (m + 9) % 12
+    doy = (153 * mp + 2) // 5 + d - 1
+    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
+    return era * 146097 + doe - 719468
+
+
+@njit(cache=True)
+def _civil_year_month(days):  # pragma: no cover - compiled
+    z = days + 719468
+    era = (z if z >= 0 else z - 146096) // 146097
+    doe = z - era * 146097
+    yoe = (doe - doe // 1460 + doe // 36524 - doe // 146096) // 365
+    doy = doe - (365 * yoe + yoe // 4 - yoe // 100)
+    mp = (5 * doy + 2) // 153
+    m = mp + 3 if mp < 10 else mp - 9
+    y = yoe + era * 400 + (m <= 2)
+    return y, m
+
+
+@njit(cache=True)
+def _month_starts_kernel(time):  # pragma: no cover - compiled
+    n = time.shape[0]
+    out = np.empty(n, np.int64)
+    k = 0
+    next_start = np.iinfo(np.int64).min
+    for i in range(n):
+        if time[i] >= next_start:
+            out[k] = i
+            k += 1
+            y, m = _civil_year_month(time[i] // 86400)
+            if m == 12:
+                y += 1
+                m = 1
+            else:
+                m += 1
+            next_start = _days_from_civil(y, m, 1) * 86400
+    return out[:k].copy()
+
+
 def month_starts(time: np.ndarray) -> np.ndarray:
     """Indices of the first bar of each calendar month (UTC) in ``time`` (UNIX seconds, sorted)."""
-    if time.shape[0] == 0:
-        return np.empty(0, dtype=np.int64)
-    months = time.astype("datetime64[s]").astype("datetime64[M]").astype(np.int64)
-    return np.concatenate(([0], np.flatnonzero(np.diff(months) != 0) + 1)).astype(np.int64)
+    return _month_starts_kernel(np.ascontiguousarray(time, dtype=np.int64))
 
 
 @njit(cache=True)
