@@ -13,6 +13,7 @@ from typing import Any
 from ..errors import StrategyError
 from .base import IndicatorCache, Param, Strategy, StrategyOutput, empty_output, output_from_kernel
 from .s01_trailing_ma import S01TrailingMA
+from .s04_stochrsi import S04StochRSI
 
 _REGISTRY: dict[str, type[Strategy]] = {}
 
@@ -69,8 +70,9 @@ def _import_strategy(spec: str) -> Strategy:
 
 
 register_strategy(S01TrailingMA)
+register_strategy(S04StochRSI)
 
 __all__ = [
-    "IndicatorCache", "Param", "Strategy", "StrategyOutput", "S01TrailingMA",
+    "IndicatorCache", "Param", "Strategy", "StrategyOutput", "S01TrailingMA", "S04StochRSI",
     "empty_output", "get_strategy", "list_strategies", "output_from_kernel", "register_strategy",
 ]
