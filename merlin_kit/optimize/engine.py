@@ -46,6 +46,10 @@ from .worker import (
 log = logging.getLogger("merlin_kit.optimize")
 
 DEFAULT_RUNS_DIR = "merlin_runs"
+NO_TRACEBACK_HINT = (
+    "not recorded: the workers died before joining the study (see their stderr). In a script, start the "
+    "optimisation under `if __name__ == \"__main__\":` - spawn and forkserver workers re-import the main module."
+)
 JOURNAL_NAME = "study.journal"
 POLL_SECONDS = 0.2
 #: after Stop, workers get this long to finish their trial before SIGTERM, then SIGKILL
@@ -606,7 +610,7 @@ class OptimizationRun:
             first_tb = next((w["traceback"] for w in failed_workers if w["traceback"]), None)
             raise OptimizationError(
                 f"every worker failed ({', '.join('worker %s: exit %s' % (w['id'], w['exitcode']) for w in failed_workers)}); "
-                f"first traceback:\n{first_tb or 'not recorded (see the workers stderr)'}"
+                f"first traceback:\n{first_tb or NO_TRACEBACK_HINT}"
             )
         if run_trials and n_complete == 0 and all(t.state == TrialState.FAIL for t in run_trials):
             first_fail = next(t for t in run_trials if t.state == TrialState.FAIL)

@@ -3,8 +3,15 @@
 A *location* is one string that a worker on any machine can open: a journal
 file path (the default, one machine), ``journal+open:///path`` (the same with
 ``JournalFileOpenLock``, what Windows and NFS need), ``redis://...`` (Optuna's
-journal on Redis), or an RDB URL (``postgresql://``, ``mysql://``,
-``sqlite:///`` for one worker).
+journal on Redis; ``?prefix=NAME`` keeps a project's keys apart), or an RDB URL
+(``postgresql://``, ``mysql://``, ``sqlite:///`` for one worker).
+
+Drivers are optional extras (``merlin-kit[postgres]``, ``[mysql]``,
+``[redis]``); a missing one is a :class:`ConfigError` naming the extra.
+Servers are probed when opened, with short timeouts, so a wrong password or an
+unreachable server is an error within seconds.  A worker's running trial sends
+a heartbeat (see :mod:`merlin_kit.optimize.worker`) so that a trial whose
+worker died on another machine is marked FAIL instead of staying RUNNING.
 """
 
 from __future__ import annotations
@@ -12,12 +19,15 @@ from __future__ import annotations
 import json
 import os
 import socket
+import warnings
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import optuna
 from optuna.storages import BaseStorage, JournalStorage
-from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock, JournalFileSymlinkLock
+from optuna.storages.journal import (
+    JournalFileBackend, JournalFileOpenLock, JournalFileSymlinkLock, JournalRedisBackend,
+)
 
 from ..errors import ConfigError
 
@@ -25,9 +35,12 @@ from ..errors import ConfigError
 LOCK_GRACE_SECONDS = 3
 OPEN_LOCK_SCHEME = "journal+open://"
 RDB_SCHEMES = ("postgresql", "postgres", "mysql", "sqlite")
-#: RDB heartbeat: a worker silent for this long has its RUNNING trial marked FAIL
+#: heartbeat of a running trial: a worker silent for HEARTBEAT_GRACE seconds has its RUNNING trial marked
+#: FAIL (RDB: Optuna's heartbeat table; journals: a trial user attr).  Environment overrides:
+#: MERLIN_HEARTBEAT_INTERVAL, MERLIN_HEARTBEAT_GRACE.
 HEARTBEAT_INTERVAL = 5
 HEARTBEAT_GRACE = 20
+#: seconds to connect (and, for the start-up probe, to get the server's first answer)
 CONNECT_TIMEOUT = 5
 
 
@@ -101,7 +114,7 @@ def sync_journal(location: str) -> None:
 
 
 def redact(location: str) -> str:
-    """Location with any password replaced, for logs and summaries."""
+    """Location with any password replaced, for logs, summaries and error messages."""
     parts = urlsplit(location)
     if parts.password:
         netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
@@ -109,8 +122,42 @@ def redact(location: str) -> str:
     return location
 
 
+def _scrub(text: str, location: str) -> str:
+    """An error message with the location's password hidden, should a driver have echoed it."""
+    password = urlsplit(location).password
+    return text.replace(password, "***") if password else text
+
+
+def _env_seconds(name: str, default: int) -> int:
+    raw = os.environ.get(name)
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number of seconds, got {raw!r}") from None
+    if value < 1:
+        raise ConfigError(f"{name} must be at least 1 second, got {raw!r}")
+    return value
+
+
+def heartbeat_interval() -> int:
+    """Seconds between a running trial's heartbeats (``MERLIN_HEARTBEAT_INTERVAL``, default 5)."""
+    return _env_seconds("MERLIN_HEARTBEAT_INTERVAL", HEARTBEAT_INTERVAL)
+
+
+def heartbeat_grace() -> int:
+    """Seconds without a heartbeat after which a RUNNING trial counts as dead (``MERLIN_HEARTBEAT_GRACE``, default 20)."""
+    return max(_env_seconds("MERLIN_HEARTBEAT_GRACE", HEARTBEAT_GRACE), heartbeat_interval() + 1)
+
+
 def open_storage(location: str, *, heartbeat: bool = True) -> BaseStorage:
-    """Open the Optuna storage at ``location`` (errors name the location and the fix)."""
+    """Open the Optuna storage at ``location`` (errors name the location and the fix).
+
+    Servers are contacted at once with short timeouts, so a wrong password, an
+    unreachable host or a server that never answers is a :class:`ConfigError`
+    within a few seconds, not a hang inside a worker.
+    """
     kind = kind_of(location)
     if kind == "journal":
         path = journal_path(location)
@@ -128,48 +175,170 @@ def open_storage(location: str, *, heartbeat: bool = True) -> BaseStorage:
     return _open_rdb(location, heartbeat=heartbeat)
 
 
+# -- Redis ------------------------------------------------------------------
+REDIS_PREFIX_PARAM = "prefix"
+#: a Redis command that takes longer than this means the server is gone (journal commands take microseconds)
+REDIS_COMMAND_TIMEOUT = 60
+
+
+def redis_url_and_prefix(location: str) -> tuple[str, str]:
+    """Split ``redis://host:port/db?prefix=NAME`` into the URL for redis-py and the journal's key prefix.
+
+    The prefix keeps several projects apart on one Redis database (every
+    process replays the whole journal of its prefix, so separate prefixes also
+    keep start-up fast); without it the keys are Optuna's defaults
+    (``:log_number``, ``:log:N``), which plain Optuna and optuna-dashboard read.
+    """
+    parts = urlsplit(location)
+    query = [(k, v) for k, v in parse_qsl(parts.query, keep_blank_values=True)]
+    prefix = "".join(v for k, v in query if k == REDIS_PREFIX_PARAM)
+    rest = urlencode([(k, v) for k, v in query if k != REDIS_PREFIX_PARAM])
+    return urlunsplit(parts._replace(query=rest)), prefix
+
+
+def _redis_client(url: str, command_timeout: float) -> Any:
+    import redis
+
+    return redis.Redis.from_url(
+        url, socket_connect_timeout=CONNECT_TIMEOUT, socket_timeout=command_timeout, socket_keepalive=True,
+    )
+
+
+class TimeoutJournalRedisBackend(JournalRedisBackend):
+    """Optuna's Redis journal with connect/command timeouts (redis-py waits forever by default)."""
+
+    def __init__(self, url: str, prefix: str = "") -> None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            super().__init__(url, prefix=prefix)
+        self._redis = _redis_client(url, REDIS_COMMAND_TIMEOUT)
+
+    def __setstate__(self, state: dict[Any, Any]) -> None:
+        self.__dict__.update(state)
+        self._redis = _redis_client(self._url, REDIS_COMMAND_TIMEOUT)
+
+
 def _open_redis(location: str) -> BaseStorage:
     try:
         import redis  # noqa: F401
     except ImportError:
-        raise ConfigError("storage: a redis:// URL needs the Redis driver: pip install 'merlin-kit[redis]'") from None
-    from optuna.storages.journal import JournalRedisBackend
-
+        raise ConfigError(
+            f"storage {redact(location)}: a redis:// URL needs the Redis driver: pip install 'merlin-kit[redis]'"
+        ) from None
+    url, prefix = redis_url_and_prefix(location)
     try:
-        backend = JournalRedisBackend(location)
-        backend._redis.ping()  # fail now, with a message, rather than inside a worker
+        probe = _redis_client(url, CONNECT_TIMEOUT)  # fail now, with a message, rather than inside a worker
+        try:
+            probe.ping()
+        finally:
+            probe.close()
+        backend = TimeoutJournalRedisBackend(url, prefix=prefix)
+        return JournalStorage(backend)
     except Exception as exc:  # redis raises many unrelated types; all mean "cannot use this server"
-        raise ConfigError(f"storage: cannot connect to Redis at {redact(location)}: {exc}") from None
-    return JournalStorage(backend)
+        raise ConfigError(
+            f"storage: cannot connect to Redis at {redact(location)}: {type(exc).__name__}: "
+            f"{_scrub(str(exc), location).splitlines()[0] if str(exc) else ''}"
+        ) from None
+
+
+# -- SQL databases (Optuna RDBStorage) ----------------------------------------
+#: driver module SQLAlchemy imports for each URL dialect, and the extra that installs it
+_DRIVERS = {
+    "postgresql+psycopg2": ("psycopg2", "postgres"),
+    "postgresql+psycopg": ("psycopg", "postgres"), "postgresql+pg8000": ("pg8000", "postgres"),
+    "mysql+mysqldb": ("MySQLdb", "mysql"), "mysql+pymysql": ("pymysql", "mysql"),
+}
+
+
+def _importable(module: str) -> bool:
+    try:
+        __import__(module)
+    except ImportError:
+        return False
+    return True
+
+
+def rdb_url(location: str) -> str:
+    """The SQLAlchemy URL for an RDB location, with a driver that is installed.
+
+    ``postgres://`` (Heroku style) becomes ``postgresql://``; a plain
+    ``postgresql://`` uses psycopg2 (the ``[postgres]`` extra), or psycopg 3
+    when only that is installed, and a plain ``mysql://`` uses PyMySQL (the
+    ``[mysql]`` extra) unless mysqlclient is installed.  A URL naming its driver (``postgresql+psycopg2://``) is kept.
+    Raises :class:`ConfigError` naming the extra when no driver is importable.
+    """
+    scheme, sep, rest = location.partition("://")
+    if scheme == "postgres":
+        scheme = "postgresql"
+    if scheme.startswith("postgres+"):
+        scheme = "postgresql+" + scheme.split("+", 1)[1]
+    if scheme == "postgresql":  # SQLAlchemy's default driver differs between versions: name one
+        scheme = "postgresql+psycopg" if not _importable("psycopg2") and _importable("psycopg") else "postgresql+psycopg2"
+    if scheme == "mysql":
+        scheme = "mysql+mysqldb" if _importable("MySQLdb") else "mysql+pymysql"
+    driver = _DRIVERS.get(scheme)
+    if driver is not None and not _importable(driver[0]):
+        raise ConfigError(
+            f"storage {redact(location)}: the {driver[0]} driver is not installed: "
+            f"pip install 'merlin-kit[{driver[1]}]'"
+        )
+    return scheme + sep + rest
+
+
+def _connect_args(url: str, *, probe: bool) -> dict[str, Any]:
+    """Driver options that bound every wait: connecting, and (for the probe) the server's first answer."""
+    scheme = url.split("://", 1)[0]
+    if scheme.startswith("postgresql"):
+        # libpq's connect_timeout covers the whole log-in; keepalives notice a vanished server mid-run
+        if scheme.endswith("pg8000"):
+            return {"timeout": CONNECT_TIMEOUT}
+        return {"connect_timeout": CONNECT_TIMEOUT,
+                "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3}
+    if scheme.startswith("mysql"):
+        # PyMySQL's connect_timeout covers only the TCP connect; the hand-shake read needs read_timeout
+        args: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT}
+        if probe:
+            args.update(read_timeout=CONNECT_TIMEOUT, write_timeout=CONNECT_TIMEOUT)
+        return args
+    return {}
 
 
 def _open_rdb(location: str, *, heartbeat: bool) -> BaseStorage:
-    scheme = urlsplit(location).scheme
-    engine_kwargs: dict[str, Any] = {}
-    if scheme.startswith(("postgresql", "postgres")):
-        try:
-            import psycopg2  # noqa: F401
-        except ImportError:
-            try:
-                import psycopg  # noqa: F401
-            except ImportError:
-                raise ConfigError("storage: a postgresql:// URL needs a driver: pip install 'merlin-kit[postgres]'") from None
-        engine_kwargs = {"connect_args": {"connect_timeout": CONNECT_TIMEOUT}}
-    elif scheme.startswith("mysql"):
-        try:
-            import pymysql  # noqa: F401
-        except ImportError:
-            raise ConfigError("storage: a mysql:// URL needs a driver: pip install 'merlin-kit[mysql]'") from None
-        engine_kwargs = {"connect_args": {"connect_timeout": CONNECT_TIMEOUT}}
-    kwargs: dict[str, Any] = {"engine_kwargs": engine_kwargs}
-    if heartbeat and not scheme.startswith("sqlite"):
-        kwargs.update(heartbeat_interval=HEARTBEAT_INTERVAL, grace_period=HEARTBEAT_GRACE)
+    url = rdb_url(location)
+    is_sqlite = url.startswith("sqlite")
     try:
-        return optuna.storages.RDBStorage(location, **kwargs)
+        if not is_sqlite:
+            # a throw-away connection with every wait bounded: wrong password, unknown host, a server that
+            # accepts but never answers -> an error in seconds (RDBStorage itself would wait much longer)
+            import sqlalchemy
+            from sqlalchemy.pool import NullPool
+
+            engine = sqlalchemy.create_engine(url, poolclass=NullPool, connect_args=_connect_args(url, probe=True))
+            try:
+                with engine.connect():
+                    pass
+            finally:
+                engine.dispose()
+        kwargs: dict[str, Any] = {"engine_kwargs": {"connect_args": _connect_args(url, probe=False), "pool_pre_ping": True}}
+        if is_sqlite:
+            kwargs = {}
+        elif heartbeat:
+            kwargs.update(heartbeat_interval=heartbeat_interval(), grace_period=heartbeat_grace())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(url, **kwargs)
+    except ConfigError:
+        raise
     except Exception as exc:  # sqlalchemy/driver errors: wrong password, unreachable host, missing database
-        raise ConfigError(f"storage: cannot open {redact(location)}: {type(exc).__name__}: {str(exc).splitlines()[0]}") from None
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        raise ConfigError(
+            f"storage: cannot open {redact(location)}: {type(exc).__name__}: {_scrub(first, location)}"
+        ) from None
 
 
 def host_id() -> str:
-    """Identifies this machine in trial ownership records (pid liveness is only checked locally)."""
-    return socket.gethostname()
+    """Identifies this machine in trial ownership records (pid liveness is only checked locally).
+
+    ``MERLIN_HOST_ID`` overrides the host name, for machines (containers) that share one.
+    """
+    return os.environ.get("MERLIN_HOST_ID") or socket.gethostname()

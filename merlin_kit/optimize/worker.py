@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
+import multiprocessing
 import os
 import sys
 import threading
@@ -307,6 +308,13 @@ def run_worker(location: str, study_name: str, worker_id: int, parent_pid: int |
         log.error("worker %s crashed:\n%s", worker_id, tb)
         report_worker_crash(location, study_name, worker_id, tb)
         sys.exit(1)
+    if multiprocessing.parent_process() is not None:
+        # Everything is in the storage already; skipping interpreter teardown (numba, LLVM,
+        # pandas) saves ~0.4 s per worker at the end of every run.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 def _configure_child_logging(worker_id: int) -> None:

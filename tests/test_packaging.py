@@ -1,0 +1,53 @@
+"""environment.yml must install what pyproject.toml declares (names and lower bounds)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+tomllib = pytest.importorskip("tomllib", reason="tomllib needs Python 3.11+")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _normalise(req: str) -> tuple[str, str]:
+    req = req.split(";")[0].replace(" ", "")
+    m = re.match(r"([A-Za-z0-9_.\-]+)(\[[^\]]*\])?(.*)", req)
+    assert m, req
+    return m.group(1).lower().replace("_", "-"), m.group(3)
+
+
+def _conda_deps() -> dict[str, str]:
+    deps: dict[str, str] = {}
+    in_deps = False
+    for line in (REPO / "environment.yml").read_text().splitlines():
+        if line.startswith("dependencies:"):
+            in_deps = True
+            continue
+        if in_deps and re.match(r"^\s{2}- ", line) and not line.strip().startswith("- pip:"):
+            name, spec = _normalise(line.strip()[2:])
+            deps[name] = spec
+    return deps
+
+
+def test_environment_yml_matches_pyproject():
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    conda = _conda_deps()
+    wanted = list(project["dependencies"])
+    wanted += [r for r in project["optional-dependencies"]["test"] if not r.startswith("merlin-kit")]
+    for extra in ("notebook", "postgres", "redis"):
+        wanted += project["optional-dependencies"][extra]
+    conda_names = {"psycopg2-binary": "psycopg2", "redis": "redis-py"}
+    for req in wanted:
+        name, spec = _normalise(req)
+        name = conda_names.get(name, name)
+        assert name in conda, f"{name} is in pyproject.toml but not in environment.yml"
+        assert conda[name] == spec, f"{name}: pyproject says {spec!r}, environment.yml says {conda[name]!r}"
+    assert "python" in conda and conda["python"] == ">=" + project["requires-python"].lstrip(">=")
+
+
+def test_console_script_declared():
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert project["scripts"]["merlin-kit"] == "merlin_kit.cli:main"
