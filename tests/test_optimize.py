@@ -67,7 +67,6 @@ def test_exact_trial_budget_every_start_method(small_csv, method):
         assert len(finished(run)) == n
         assert states(run) == {"COMPLETE": n}
         assert run.summary["multiprocess_mode"] is True
-        assert sorted({r.worker for r in run.results}) == list(range(workers)) or workers > 2  # every worker took part
         assert all(w["exitcode"] == 0 for w in run.summary["worker_reports"])
 
 
@@ -297,7 +296,7 @@ CONFIG_ERRORS = [
     (dict(warmup_bars=-1), {}, "warmup_bars must be an integer >= 0"),
     (dict(min_profit="lots"), {}, "min_profit must be a number"),
     (dict(data=12345), {}, "data: expected a CSV path, bytes"),
-    (dict(strategy="no_such_strategy"), {}, "unknown strategy 'no_such_strategy'; built-in: s01_trailing_ma"),
+    (dict(strategy="no_such_strategy"), {}, "unknown strategy 'no_such_strategy'; .*s01_trailing_ma"),
     (dict(score={"weights": {"romad": 2.0}}), {}, r"score.weights\['romad'\] must be a number in \[0, 1\]"),
     (dict(score={"normalization": "zscore"}), {}, "normalization must be one of minmax, percentile"),
     ({}, dict(target="profit"), "target 'profit' is unknown; allowed: score, net_profit"),
