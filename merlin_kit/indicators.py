@@ -463,10 +463,34 @@ def _atr_kernel(high: np.ndarray, low: np.ndarray, close: np.ndarray, period: in
     return out
 
 
+#: windows up to this size use a direct scan (faster than the deque for stop lookbacks of 2-10 bars)
+_SMALL_WINDOW = 16
+
+
+@njit(cache=True)
+def _rolling_extreme_small(x: np.ndarray, window: int, want_max: bool) -> np.ndarray:
+    """Direct-scan rolling min/max for small windows; same results as the deque kernel."""
+    n = x.shape[0]
+    out = np.empty(n, dtype=np.float64)
+    for i in range(n):
+        start = i - window + 1
+        if start < 0:
+            start = 0
+        best = np.nan
+        for j in range(start, i + 1):
+            v = x[j]
+            if v == v and (best != best or (v > best if want_max else v < best)):
+                best = v
+        out[i] = best
+    return out
+
+
 @njit(cache=True)
 def _rolling_extreme_kernel(x: np.ndarray, window: int, want_max: bool) -> np.ndarray:
     """Monotone-deque rolling min/max over the last `window` bars, NaN values skipped."""
     n = x.shape[0]
+    if window <= _SMALL_WINDOW:
+        return _rolling_extreme_small(x, window, want_max)
     out = np.empty(n, dtype=np.float64)
     dq = np.empty(n if n > 0 else 1, dtype=np.int64)
     head = 0

@@ -22,7 +22,8 @@ _SECONDS_PER_DAY = 86400
 
 @njit(cache=True)
 def _s01_kernel(
-    time, high, low, close, ma, atr_, lowest_long, highest_short, trail_long, trail_short, trade_start_idx,
+    time, high, low, close, ma, atr_, lowest_long, highest_short, trail_long, trail_long_factor, trail_short,
+    trail_short_factor, trade_start_idx,
     close_count_long, close_count_short, stop_long_x, stop_long_rr, stop_short_x, stop_short_rr,
     stop_long_max_pct, stop_short_max_pct, stop_long_max_days, stop_short_max_days,
     trail_rr_long, trail_rr_short, risk_per_trade, contract_size, commission_rate, initial_capital,
@@ -92,7 +93,7 @@ def _s01_kernel(
                     trail_active_long = True
                     if math.isnan(trail_price_long):
                         trail_price_long = stop
-            tl = trail_long[i]
+            tl = trail_long[i] * trail_long_factor
             if not math.isnan(trail_price_long) and not math.isnan(tl) and tl > trail_price_long:
                 trail_price_long = tl
             if trail_active_long:
@@ -113,7 +114,7 @@ def _s01_kernel(
                     trail_active_short = True
                     if math.isnan(trail_price_short):
                         trail_price_short = stop
-            ts = trail_short[i]
+            ts = trail_short[i] * trail_short_factor
             if not math.isnan(trail_price_short) and not math.isnan(ts) and ts < trail_price_short:
                 trail_price_short = ts
             if trail_active_short:
@@ -262,11 +263,9 @@ class S01TrailingMA(Strategy):
                 lambda: moving_average(kind, data.close, length, high=data.high, low=data.low, volume=data.volume),
             )
 
-        def trail(kind: str, length: int, offset: float) -> np.ndarray:
-            base = ma(kind, length)
-            if length > 0 and offset != 0.0:
-                return cache.get(("trail", kind, length, offset), lambda: base * (1.0 + offset / 100.0))
-            return base
+        def shift(length: int, offset: float) -> float:
+            # the offset applies only to a real MA (length > 0); x * 1.0 == x exactly
+            return 1.0 + offset / 100.0 if length > 0 else 1.0
 
         atr_ = cache.get(("atr", p["atrPeriod"]), lambda: atr(data.high, data.low, data.close, p["atrPeriod"]))
         lowest = cache.get(("lowest", p["stopLongLP"]), lambda: rolling_min(data.low, p["stopLongLP"]))
@@ -275,8 +274,8 @@ class S01TrailingMA(Strategy):
         result = _s01_kernel(
             data.time, data.high, data.low, data.close,
             ma(p["maType"], p["maLength"]), atr_, lowest, highest,
-            trail(p["trailMaType"], p["trailLongLength"], p["trailLongOffset"]),
-            trail(p["trailMaType"], p["trailShortLength"], p["trailShortOffset"]),
+            ma(p["trailMaType"], p["trailLongLength"]), shift(p["trailLongLength"], p["trailLongOffset"]),
+            ma(p["trailMaType"], p["trailShortLength"]), shift(p["trailShortLength"], p["trailShortOffset"]),
             data.trade_start_idx,
             p["closeCountLong"], p["closeCountShort"], p["stopLongX"], p["stopLongRR"], p["stopShortX"], p["stopShortRR"],
             p["stopLongMaxPct"], p["stopShortMaxPct"], p["stopLongMaxDays"], p["stopShortMaxDays"],
