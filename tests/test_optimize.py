@@ -330,3 +330,44 @@ def test_bad_data_fails_before_workers(tmp_path):
     with pytest.raises(DataError, match="bad.csv"):
         start_optimization(OptimizationConfig(data=str(bad), worker_processes=2), OptunaConfig(n_trials=5))
     assert not multiprocessing.active_children()
+
+
+# -- a lock left by a killed process, and Ctrl-C while waiting ------------------------------------
+@pytest.mark.parametrize("lock", ["symlink", "open"])
+def test_stale_journal_lock_is_broken_within_seconds(tmp_path, lock):
+    """A worker killed while holding the journal lock must not stall the others for 30 s."""
+    from merlin_kit.optimize.storage import LOCK_GRACE_SECONDS
+
+    location = journal_location(tmp_path / "j.journal", lock=lock)
+    storage = open_storage(location)
+    study = optuna.create_study(storage=storage, study_name="locked")
+    lock_path = str(tmp_path / "j.journal.lock")
+    # leave the lock behind exactly as a SIGKILLed holder would
+    if lock == "symlink":
+        os.symlink(str(tmp_path / "j.journal"), lock_path)
+    else:
+        open(lock_path, "w").close()
+    t0 = time.monotonic()
+    study.set_user_attr("after", "stale lock")
+    waited = time.monotonic() - t0
+    assert LOCK_GRACE_SECONDS - 0.5 <= waited <= LOCK_GRACE_SECONDS + 3, waited
+    assert study.user_attrs["after"] == "stale lock"
+
+
+def test_keyboard_interrupt_while_waiting_stops_the_run(small_csv):
+    import threading
+
+    run = start_optimization(
+        OptimizationConfig(data=str(small_csv), strategy="tests._strategies:SlowS01", worker_processes=2,
+                           optimize_params=FEW, warmup_bars=200),
+        OptunaConfig(n_trials=1000, sampler="random"),
+    )
+    pids = [w.process.pid for w in run._workers]
+    deadline = time.time() + 30
+    while run.progress()["finished"] < 2 and time.time() < deadline:
+        time.sleep(0.05)
+    threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
+    assert run.wait() is True  # Ctrl-C: behaves like stop(), no exception
+    assert run.done and run.summary["stop_reason"] == "stopped by user"
+    assert 0 < run.summary["total_trials"] < 1000
+    assert not any(alive(pid) for pid in pids)
