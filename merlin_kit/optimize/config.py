@@ -29,6 +29,8 @@ BUDGET_MODES = ("trials", "time", "convergence")
 SAMPLERS = ("tpe", "random")
 PRUNERS = ("none", "median", "percentile", "patient")
 START_METHODS = ("spawn", "forkserver", "fork")
+#: default limit of the test backtest run before workers start (OptimizationConfig.max_backtest_seconds)
+DEFAULT_MAX_BACKTEST_SECONDS = 30.0
 #: target aliases of the reference system -> metric name (``score`` is the composite score)
 TARGET_ALIASES: dict[str, str] = {
     "score": "score",
@@ -94,6 +96,10 @@ class OptimizationConfig:
     ``{"maLength": {"min": 50, "max": 300, "step": 25}, "maType": {"choices": ["SMA", "EMA"]}}``.
     ``fixed_params``: values of parameters that are not optimised.
     ``min_profit``: trials whose net profit (%) is below it are PRUNED.
+    ``max_backtest_seconds``: the strategy's test backtest (one run in the
+    calling process with the defaults and ``fixed_params``, before any worker
+    starts) must take at most this long, or the run fails at once with a
+    StrategyError; ``None`` turns the check off.
     """
 
     data: Any = "sample"
@@ -108,6 +114,7 @@ class OptimizationConfig:
     score: ScoreConfig | Mapping[str, Any] | None = None
     min_profit: float | None = None
     start_method: str = "spawn"
+    max_backtest_seconds: float | None = DEFAULT_MAX_BACKTEST_SECONDS
 
     def score_config(self) -> ScoreConfig:
         if isinstance(self.score, ScoreConfig):
@@ -277,6 +284,10 @@ def validate(opt: OptimizationConfig, optuna_cfg: OptunaConfig) -> tuple[Strateg
     if opt.start_method not in multiprocessing.get_all_start_methods():
         raise ConfigError(
             f"start_method {opt.start_method!r} is not available on this platform; available: {', '.join(multiprocessing.get_all_start_methods())}"
+        )
+    if opt.max_backtest_seconds is not None and (not _is_number(opt.max_backtest_seconds) or opt.max_backtest_seconds <= 0):
+        raise ConfigError(
+            f"max_backtest_seconds must be a number of seconds > 0, or None for no limit; got {opt.max_backtest_seconds!r}"
         )
     if opt.min_profit is not None and not _is_number(opt.min_profit):
         raise ConfigError(f"min_profit must be a number (net profit in %) or None, got {opt.min_profit!r}")

@@ -18,7 +18,7 @@ from ..backtest import load_data
 from ..data import PreparedData, fingerprint, prepare
 from ..errors import ConfigError, DataError, StrategyError
 from ..scoring import ScoreConfig
-from ..strategies import Strategy, get_strategy
+from ..strategies import Strategy, get_strategy, is_registered_id
 from .config import OptunaConfig, SearchDim
 
 CONFIG_ATTR = "merlin.config"
@@ -91,8 +91,12 @@ class RunConfig:
 
 
 def strategy_to_ref(strategy_spec: Any, strategy: Strategy) -> dict[str, str]:
-    """How a worker finds the strategy: its id / import path, or the object itself pickled by value."""
-    if isinstance(strategy_spec, str):
+    """How a worker finds the strategy: its id / plug-in name / import path, or the object itself pickled.
+
+    An id registered at run time (``@register_strategy`` in a notebook cell) is
+    unknown to a fresh worker process, so that strategy travels as an object too.
+    """
+    if isinstance(strategy_spec, str) and not is_registered_id(strategy_spec):
         return {"spec": strategy_spec}
     import cloudpickle
 
@@ -103,8 +107,8 @@ def strategy_to_ref(strategy_spec: Any, strategy: Strategy) -> dict[str, str]:
         raise StrategyError(
             f"strategy {strategy!r} cannot be sent to worker processes: {type(exc).__name__}: {exc}. "
             "It must be picklable by value: do not keep open files, locks, sockets or database connections "
-            "on the strategy object (open them inside run()), or move it to an importable module and pass "
-            "'package.module:ClassName'."
+            "on the strategy object or in notebook globals that its code uses (open them inside run()), or move "
+            "it to an importable module and pass 'package.module:ClassName'."
         ) from None
     return {"pickle": base64.b64encode(blob).decode("ascii")}
 
