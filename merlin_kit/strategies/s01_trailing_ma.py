@@ -15,6 +15,7 @@ from numba import njit
 
 from ..data import PreparedData
 from ..indicators import MA_KINDS, atr, moving_average, rolling_max, rolling_min
+from ._trades import kernel_result, log_trade, new_trade_log
 from .base import IndicatorCache, Param, Strategy, StrategyOutput, output_from_kernel
 
 _SECONDS_PER_DAY = 86400
@@ -29,15 +30,7 @@ def _s01_kernel(
     trail_rr_long, trail_rr_short, risk_per_trade, contract_size, commission_rate, initial_capital,
 ):  # pragma: no cover - compiled
     n = close.shape[0]
-    cap = n // 2 + 1
-    t_dir = np.empty(cap, np.int8)
-    t_entry = np.empty(cap, np.int64)
-    t_exit = np.empty(cap, np.int64)
-    t_entry_px = np.empty(cap, np.float64)
-    t_exit_px = np.empty(cap, np.float64)
-    t_size = np.empty(cap, np.float64)
-    t_net = np.empty(cap, np.float64)
-    t_pct = np.empty(cap, np.float64)
+    trades = new_trade_log(n)
     balance_curve = np.empty(n, np.float64)
     equity_curve = np.empty(n, np.float64)
 
@@ -136,15 +129,7 @@ def _s01_kernel(
             exit_commission = exit_price * size * commission_rate
             net = gross - exit_commission - entry_commission
             balance += gross - exit_commission
-            t_dir[n_trades] = position
-            t_entry[n_trades] = entry_idx
-            t_exit[n_trades] = i
-            t_entry_px[n_trades] = entry_price
-            t_exit_px[n_trades] = exit_price
-            t_size[n_trades] = size
-            t_net[n_trades] = net
-            t_pct[n_trades] = net / (entry_price * size) * 100.0
-            n_trades += 1
+            n_trades = log_trade(trades, n_trades, position, entry_idx, i, entry_price, exit_price, size, net)
             position = 0
             size = 0.0
             entry_price = math.nan
@@ -209,11 +194,7 @@ def _s01_kernel(
             equity_curve[i] = balance
         prev_position = position
 
-    return (
-        t_dir[:n_trades].copy(), t_entry[:n_trades].copy(), t_exit[:n_trades].copy(),
-        t_entry_px[:n_trades].copy(), t_exit_px[:n_trades].copy(), t_size[:n_trades].copy(),
-        t_net[:n_trades].copy(), t_pct[:n_trades].copy(), balance_curve, equity_curve,
-    )
+    return kernel_result(trades, n_trades, balance_curve, equity_curve)
 
 
 def _ma_param(name: str, default: str, description: str) -> Param:

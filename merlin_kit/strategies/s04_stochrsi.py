@@ -36,6 +36,7 @@ from numba import njit
 
 from ..data import PreparedData
 from ..indicators import rolling_max, rolling_min, rsi, sma, stoch_rsi
+from ._trades import kernel_result, log_trade, new_trade_log
 from .base import IndicatorCache, Param, Strategy, StrategyOutput, output_from_kernel
 
 
@@ -46,15 +47,7 @@ def s04_kernel(
 ):  # pragma: no cover - compiled
     """The S04 bar loop on precomputed series; returns the kernel tuple of ``output_from_kernel``."""
     n = close.shape[0]
-    cap = n // 2 + 1
-    t_dir = np.empty(cap, np.int8)
-    t_entry = np.empty(cap, np.int64)
-    t_exit = np.empty(cap, np.int64)
-    t_entry_px = np.empty(cap, np.float64)
-    t_exit_px = np.empty(cap, np.float64)
-    t_size = np.empty(cap, np.float64)
-    t_net = np.empty(cap, np.float64)
-    t_pct = np.empty(cap, np.float64)
+    trades = new_trade_log(n)
     balance_curve = np.empty(n, np.float64)
     equity_curve = np.empty(n, np.float64)
 
@@ -151,15 +144,7 @@ def s04_kernel(
             exit_commission = exit_price * size * commission_pct / 100.0
             net = gross - entry_commission - exit_commission
             balance += net
-            t_dir[n_trades] = position
-            t_entry[n_trades] = entry_idx
-            t_exit[n_trades] = i
-            t_entry_px[n_trades] = entry_price
-            t_exit_px[n_trades] = exit_price
-            t_size[n_trades] = size
-            t_net[n_trades] = net
-            t_pct[n_trades] = net / (entry_price * size) * 100.0
-            n_trades += 1
+            n_trades = log_trade(trades, n_trades, position, entry_idx, i, entry_price, exit_price, size, net)
             position = 0
             size = 0.0
             entry_price = math.nan
@@ -199,11 +184,7 @@ def s04_kernel(
             equity_curve[i] = balance
         prev_position = position
 
-    return (
-        t_dir[:n_trades].copy(), t_entry[:n_trades].copy(), t_exit[:n_trades].copy(),
-        t_entry_px[:n_trades].copy(), t_exit_px[:n_trades].copy(), t_size[:n_trades].copy(),
-        t_net[:n_trades].copy(), t_pct[:n_trades].copy(), balance_curve, equity_curve,
-    )
+    return kernel_result(trades, n_trades, balance_curve, equity_curve)
 
 
 class S04StochRSI(Strategy):
