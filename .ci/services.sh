@@ -1,38 +1,138 @@
-# Sourced by .ci/run: start PostgreSQL and Redis on 127.0.0.1 for the storage tests and export their URLs.
-# Usable by hand too: `source .ci/services.sh && start_services`.
+# Sourced by .ci/run: start PostgreSQL and Redis on 127.0.0.1 for the storage tests and export
+#   MERLIN_TEST_POSTGRES_URL=postgresql://merlin:merlin@127.0.0.1:55432/merlin
+#   MERLIN_TEST_REDIS_URL=redis://127.0.0.1:56379/0
+# Usable by hand too:  source .ci/services.sh && start_services     (stop_services to stop them)
+#
+# Idempotent (a server already answering on its port is reused, an existing data folder is kept),
+# works as root (PostgreSQL then runs as the 'postgres' user) or as an ordinary user, and fails
+# loudly: every function prints what went wrong (with the server log's tail) and returns 1, which
+# stops a caller running under `set -e`.  Needs the Debian packages postgresql and redis-server.
+# This file is sourced, so it sets no shell options of its own.
 
 MERLIN_PG_PORT=${MERLIN_PG_PORT:-55432}
 MERLIN_REDIS_PORT=${MERLIN_REDIS_PORT:-56379}
 MERLIN_SERVICES_DIR=${MERLIN_SERVICES_DIR:-/tmp/merlin-ci-services}
 
-start_postgres() {
-  local bindir datadir
-  bindir=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
-  datadir="$MERLIN_SERVICES_DIR/pg"
-  mkdir -p "$MERLIN_SERVICES_DIR"
-  chown postgres "$MERLIN_SERVICES_DIR" 2>/dev/null || true
-  if [ ! -d "$datadir" ]; then
-    su postgres -c "$bindir/initdb -D $datadir -A md5 --pwfile=<(echo postgres) -U postgres" >/dev/null
+_merlin_fail() {
+  echo "services.sh: ERROR: $*" >&2
+  return 1
+}
+
+# Run a command as the PostgreSQL server's owner: 'postgres' when we are root (the server refuses
+# to run as root), ourselves otherwise.
+_merlin_pg_run() {
+  if [ "$(id -u)" = 0 ]; then
+    if command -v runuser >/dev/null 2>&1; then
+      runuser -u postgres -- "$@"
+    else
+      su -s /bin/sh postgres -c "$(printf '%q ' "$@")"
+    fi
+  else
+    "$@"
   fi
-  su postgres -c "$bindir/pg_ctl -D $datadir -o '-p $MERLIN_PG_PORT -k /tmp -c listen_addresses=127.0.0.1' -l $datadir/log -w start" >/dev/null
-  PGPASSWORD=postgres psql -h 127.0.0.1 -p "$MERLIN_PG_PORT" -U postgres -tAc "SELECT 1 FROM pg_roles WHERE rolname='merlin'" | grep -q 1 \
-    || PGPASSWORD=postgres psql -h 127.0.0.1 -p "$MERLIN_PG_PORT" -U postgres -qc "CREATE ROLE merlin LOGIN PASSWORD 'merlin' CREATEDB"
-  PGPASSWORD=postgres psql -h 127.0.0.1 -p "$MERLIN_PG_PORT" -U postgres -tAc "SELECT 1 FROM pg_database WHERE datname='merlin'" | grep -q 1 \
-    || PGPASSWORD=postgres psql -h 127.0.0.1 -p "$MERLIN_PG_PORT" -U postgres -qc "CREATE DATABASE merlin OWNER merlin"
-  export MERLIN_TEST_POSTGRES_URL="postgresql://merlin:merlin@127.0.0.1:$MERLIN_PG_PORT/merlin"
+}
+
+_merlin_pg_bindir() {
+  local dir
+  if [ -n "${MERLIN_PG_BINDIR:-}" ]; then
+    echo "$MERLIN_PG_BINDIR"
+    return 0
+  fi
+  dir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+  if [ -z "$dir" ] && command -v pg_config >/dev/null 2>&1; then
+    dir=$(pg_config --bindir)
+  fi
+  [ -n "$dir" ] && [ -x "$dir/initdb" ] && [ -x "$dir/pg_ctl" ] || return 1
+  echo "$dir"
+}
+
+start_postgres() {
+  local bindir datadir sockdir log url
+  bindir=$(_merlin_pg_bindir) \
+    || { _merlin_fail "PostgreSQL server binaries not found (apt-get install postgresql, or set MERLIN_PG_BINDIR)"; return 1; }
+  command -v psql >/dev/null 2>&1 || { _merlin_fail "psql not found (apt-get install postgresql-client)"; return 1; }
+  datadir="$MERLIN_SERVICES_DIR/pg"
+  sockdir="$MERLIN_SERVICES_DIR/pg-socket"
+  log="$MERLIN_SERVICES_DIR/pg.log"
+  if [ "$(id -u)" = 0 ] && ! id postgres >/dev/null 2>&1; then
+    _merlin_fail "running as root but there is no 'postgres' user (the postgresql package creates it)"; return 1
+  fi
+  mkdir -p "$MERLIN_SERVICES_DIR" "$sockdir" || { _merlin_fail "cannot create $MERLIN_SERVICES_DIR"; return 1; }
+  chmod 755 "$MERLIN_SERVICES_DIR"
+  chmod 700 "$sockdir"
+  if [ "$(id -u)" = 0 ]; then
+    chown postgres "$sockdir" || return 1
+    touch "$log" && chown postgres "$log" || return 1
+  fi
+
+  if "$bindir/pg_isready" -q -h 127.0.0.1 -p "$MERLIN_PG_PORT"; then
+    echo "PostgreSQL already answering on 127.0.0.1:$MERLIN_PG_PORT; reusing it"
+  else
+    if [ ! -f "$datadir/PG_VERSION" ]; then
+      rm -rf "$datadir"
+      mkdir -p "$datadir" && chmod 700 "$datadir" || { _merlin_fail "cannot create $datadir"; return 1; }
+      [ "$(id -u)" = 0 ] && chown postgres "$datadir"
+      # superuser 'postgres' over the private unix socket only (trust); every TCP login needs a password
+      _merlin_pg_run "$bindir/initdb" -D "$datadir" -U postgres --auth-local=trust --auth-host=scram-sha-256 \
+        -E UTF8 --no-locale >"$MERLIN_SERVICES_DIR/initdb.log" 2>&1 \
+        || { cat "$MERLIN_SERVICES_DIR/initdb.log" >&2; _merlin_fail "initdb failed in $datadir"; return 1; }
+    fi
+    _merlin_pg_run "$bindir/pg_ctl" -D "$datadir" -l "$log" -w -t 60 \
+      -o "-p $MERLIN_PG_PORT -k $sockdir -c listen_addresses=127.0.0.1 -c max_connections=200" start >/dev/null \
+      || { tail -n 30 "$log" >&2; _merlin_fail "PostgreSQL did not start on 127.0.0.1:$MERLIN_PG_PORT (log: $log)"; return 1; }
+  fi
+
+  # role and database, created once (the superuser reaches the server over the private socket)
+  if [ -S "$sockdir/.s.PGSQL.$MERLIN_PG_PORT" ]; then
+    _merlin_pg_run psql -h "$sockdir" -p "$MERLIN_PG_PORT" -U postgres -d postgres -v ON_ERROR_STOP=1 -qtA >/dev/null <<'SQL' \
+      || { _merlin_fail "could not create the role/database merlin"; return 1; }
+SELECT 'CREATE ROLE merlin LOGIN PASSWORD ''merlin'' CREATEDB'
+  WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'merlin') \gexec
+SELECT 'CREATE DATABASE merlin OWNER merlin'
+  WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'merlin') \gexec
+SQL
+  fi
+  url="postgresql://merlin:merlin@127.0.0.1:$MERLIN_PG_PORT/merlin"
+  PGCONNECT_TIMEOUT=5 psql "$url" -qtAc "SELECT 1" >/dev/null \
+    || { _merlin_fail "cannot log in to $url (a server not started by this script, without the merlin role?)"; return 1; }
+  export MERLIN_TEST_POSTGRES_URL="$url"
 }
 
 start_redis() {
-  mkdir -p "$MERLIN_SERVICES_DIR/redis"
-  redis-server --port "$MERLIN_REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no \
-    --dir "$MERLIN_SERVICES_DIR/redis" --daemonize yes >/dev/null
-  for _ in $(seq 50); do redis-cli -p "$MERLIN_REDIS_PORT" ping 2>/dev/null | grep -q PONG && break; sleep 0.1; done
-  export MERLIN_TEST_REDIS_URL="redis://127.0.0.1:$MERLIN_REDIS_PORT/0"
+  local dir url i
+  command -v redis-server >/dev/null 2>&1 || { _merlin_fail "redis-server not found (apt-get install redis-server)"; return 1; }
+  command -v redis-cli >/dev/null 2>&1 || { _merlin_fail "redis-cli not found (apt-get install redis-tools)"; return 1; }
+  dir="$MERLIN_SERVICES_DIR/redis"
+  mkdir -p "$dir" || { _merlin_fail "cannot create $dir"; return 1; }
+  if redis-cli -h 127.0.0.1 -p "$MERLIN_REDIS_PORT" ping 2>/dev/null | grep -q PONG; then
+    echo "Redis already answering on 127.0.0.1:$MERLIN_REDIS_PORT; reusing it"
+  else
+    redis-server --port "$MERLIN_REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no --dir "$dir" \
+      --daemonize yes --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" \
+      || { _merlin_fail "redis-server failed to start"; return 1; }
+    for i in $(seq 100); do
+      redis-cli -h 127.0.0.1 -p "$MERLIN_REDIS_PORT" ping 2>/dev/null | grep -q PONG && break
+      sleep 0.1
+    done
+    redis-cli -h 127.0.0.1 -p "$MERLIN_REDIS_PORT" ping 2>/dev/null | grep -q PONG \
+      || { tail -n 30 "$dir/redis.log" >&2; _merlin_fail "Redis did not answer on 127.0.0.1:$MERLIN_REDIS_PORT"; return 1; }
+  fi
+  url="redis://127.0.0.1:$MERLIN_REDIS_PORT/0"
+  export MERLIN_TEST_REDIS_URL="$url"
 }
 
 start_services() {
-  start_postgres
-  start_redis
+  start_postgres || return 1
+  start_redis || return 1
   echo "PostgreSQL: $MERLIN_TEST_POSTGRES_URL"
   echo "Redis:      $MERLIN_TEST_REDIS_URL"
+}
+
+stop_services() {
+  local bindir
+  if bindir=$(_merlin_pg_bindir) && [ -f "$MERLIN_SERVICES_DIR/pg/postmaster.pid" ]; then
+    _merlin_pg_run "$bindir/pg_ctl" -D "$MERLIN_SERVICES_DIR/pg" -m fast -w stop >/dev/null || true
+  fi
+  redis-cli -h 127.0.0.1 -p "$MERLIN_REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
+  unset MERLIN_TEST_POSTGRES_URL MERLIN_TEST_REDIS_URL
 }

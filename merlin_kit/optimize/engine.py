@@ -22,7 +22,8 @@ import threading
 import time
 import traceback
 import uuid
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -33,14 +34,16 @@ from optuna.trial import FrozenTrial, TrialState
 from ..backtest import Backtester, load_data
 from ..data import PreparedData, fingerprint, prepare
 from ..errors import ConfigError, MerlinError, OptimizationError, StrategyError
-from ..metrics import METRIC_NAMES
+from ..metrics import METRIC_NAMES, compute_metrics, month_starts
 from ..scoring import score_all
+from ..strategies import IndicatorCache, StrategyOutput
 from .config import OptimizationConfig, OptunaConfig, target_direction, target_metric, validate
 from .runconfig import RunConfig, store_run_config, strategy_to_ref
 from .storage import host_id, journal_location, journal_path, kind_of, open_storage, redact, sync_journal
 from .worker import (
     ERROR_ATTR, FINISHED_STATES, METRICS_ATTR, OWNER_ATTR, PRUNE_REASON_ATTR, STOP_ATTR, TRACEBACK_ATTR,
-    WORKER_STATUS_PREFIX, WorkerLoop, is_better, pid_alive, run_worker, trials_since_improvement,
+    WORKER_STATUS_PREFIX, StaleTrialReaper, WorkerLoop, converged_attr, is_better, pid_alive, run_worker,
+    trials_since_improvement,
 )
 
 log = logging.getLogger("merlin_kit.optimize")
@@ -52,6 +55,10 @@ NO_TRACEBACK_HINT = (
 )
 JOURNAL_NAME = "study.journal"
 POLL_SECONDS = 0.2
+#: WAITING trials kept queued ahead of the workers on a database (at least; more at high trial rates)
+RDB_QUEUE_WINDOW = 16
+#: how often the monitor looks for RUNNING trials whose worker is gone (on any machine)
+REAP_SECONDS = 1.0
 #: after Stop, workers get this long to finish their trial before SIGTERM, then SIGKILL
 STOP_GRACE_SECONDS = 3.0
 KILL_GRACE_SECONDS = 1.5
@@ -156,6 +163,8 @@ class OptimizationRun:
         self._lock = threading.Lock()
         self._progress: dict[str, Any] = {}
         self._stop_reason = ""
+        self._queue_lock = threading.Lock()
+        self._to_enqueue = 0
         self._monitor: threading.Thread | None = None
         self._prepared: PreparedData | None = None
         self._final_study: optuna.Study | None = None
@@ -205,7 +214,8 @@ class OptimizationRun:
             min_profit=opt.min_profit,
             space=self.space,
             score=self.score_config,
-            optuna=cfg,
+            # the study is readable by whoever reads the database (dashboards, exports): no password in it
+            optuna=replace(cfg, storage=None if cfg.storage is None else redact(os.fspath(cfg.storage))),
             metric=self.metric,
             direction=self.direction,
             first_trial_number=len(existing),
@@ -243,23 +253,77 @@ class OptimizationRun:
         return target, name
 
     def _check_strategy(self) -> None:
-        """One backtest in the parent: a broken strategy fails here, before any worker starts."""
+        """One timed backtest in the parent: a strategy that raises, returns malformed output or is too
+        slow fails here with a StrategyError, before any worker starts."""
         assert self._prepared is not None
         params = dict(self.opt.fixed_params or {})  # the schema's defaults for everything else
+        label = f"strategy {self.strategy.id or self.strategy!r}"
+        full = self.strategy.validate_params(params)
+        cache = IndicatorCache()
+        starts = month_starts(self._prepared.time)
+        took = self._test_backtest(full, label, cache, starts)
+        limit = self.opt.max_backtest_seconds
+        if limit is None or took <= limit:
+            return
+        # the first call may include one-off compilation (numba JIT): judge a second, warm run
+        first = took
+        took = self._test_backtest(full, label, IndicatorCache(), starts)
+        if took > limit:
+            raise StrategyError(
+                f"{label} is too slow: one backtest of {self._prepared.n_bars} bars took {took:.1f} s "
+                f"(first call {first:.1f} s), above max_backtest_seconds={limit:g}, so the optimisation was not "
+                f"started. Speed it up (compile the bar loop with numba, cache indicators with the IndicatorCache "
+                f"passed to run(), test on a shorter window with start/end), or raise the limit: "
+                f"OptimizationConfig(..., max_backtest_seconds={math.ceil(2 * max(took, limit))}) "
+                f"(None turns the check off)."
+            )
+
+    def _test_backtest(self, full: dict[str, Any], label: str, cache: IndicatorCache, starts: Any) -> float:
+        """Run the strategy once, check what it returned; the seconds it took (run + metrics)."""
+        assert self._prepared is not None
+        n_bars = self._prepared.n_bars
+        t0 = time.perf_counter()
         try:
-            bt = Backtester(self.strategy, self._prepared)
-            _, output, _ = bt.run(params)
-            output.check(self._prepared.n_bars, where=f"strategy {self.strategy.id or self.strategy!r}")
+            output = self.strategy.run(self._prepared, full, cache)
         except MerlinError:
             raise
         except Exception as exc:
             raise StrategyError(
-                f"strategy {self.strategy.id or self.strategy!r} failed on a test backtest with {params}: "
+                f"{label} failed on a test backtest with {full}: "
                 f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
             ) from exc
+        if not isinstance(output, StrategyOutput):
+            raise StrategyError(
+                f"{label}: run() returned {type(output).__name__}, not a StrategyOutput; return "
+                "StrategyOutput(direction, entry_idx, exit_idx, entry_price, exit_price, size, net_pnl, profit_pct, "
+                "balance, equity, initial_capital) or output_from_kernel(kernel_result, capital)"
+            )
+        try:
+            output.check(n_bars, where=label)
+            for name in ("direction", "entry_idx", "exit_idx"):
+                if getattr(output, name).dtype.kind not in "iu":
+                    raise StrategyError(f"{label}: trade array {name!r} must hold integers, got dtype {getattr(output, name).dtype}")
+        except StrategyError as exc:
+            raise StrategyError(f"{exc} (malformed output of the test backtest with {full})") from None
+        except Exception as exc:
+            raise StrategyError(
+                f"{label} returned a malformed StrategyOutput ({type(exc).__name__}: {exc}); every trade field "
+                f"must be a 1-D numpy array with one value per trade and balance/equity one value per bar ({n_bars})"
+            ) from exc
+        try:
+            compute_metrics(output, starts)
+        except Exception as exc:
+            raise StrategyError(
+                f"{label}: the metrics of its test backtest could not be computed: {type(exc).__name__}: {exc}"
+            ) from exc
+        return time.perf_counter() - t0
 
     def _storage_location(self) -> str:
         cfg = self.config
+        if cfg.output_dir is not None or (cfg.save_study and cfg.storage is None):
+            # results.csv/summary.json go to output_dir with any storage (a server's study included)
+            self.run_dir = Path(cfg.output_dir) if cfg.output_dir is not None else Path(DEFAULT_RUNS_DIR) / safe_name(self.study_name)
+            self.run_dir.mkdir(parents=True, exist_ok=True)
         if cfg.storage is not None:
             loc = os.fspath(cfg.storage)
             if kind_of(loc) == "journal":
@@ -269,9 +333,6 @@ class OptimizationRun:
                     return loc
                 return journal_location(path)
             return loc
-        if cfg.save_study or cfg.output_dir is not None:
-            self.run_dir = Path(cfg.output_dir) if cfg.output_dir is not None else Path(DEFAULT_RUNS_DIR) / safe_name(self.study_name)
-            self.run_dir.mkdir(parents=True, exist_ok=True)
         if cfg.save_study:
             assert self.run_dir is not None
             return journal_location(self.run_dir / JOURNAL_NAME)
@@ -301,19 +362,48 @@ class OptimizationRun:
             self._monitor.start()
 
     def _fill_queue(self) -> None:
-        """Enqueue exactly the run's trial budget as WAITING trials (workers only run claimed ones)."""
+        """Queue exactly the run's trial budget as WAITING trials (workers only run claimed ones).
+
+        Journals get the whole budget at once.  A database gets it in windows
+        (:meth:`_top_up_queue`, called by the monitor and by an in-process
+        worker that finds the queue empty): Optuna re-reads every unfinished
+        trial of a study from the server on each trial, so a queue of the whole
+        budget would make every trial cost O(budget) on PostgreSQL/MySQL.
+        """
         waiting = self._storage.get_all_trials(self._study_id, deepcopy=False, states=(TrialState.WAITING,))
-        need = int(self.config.n_trials or 0) - len(waiting)
-        for _ in range(max(0, need)):
-            self._study.enqueue_trial({}, skip_if_exists=False)
-        for extra in waiting[int(self.config.n_trials or 0):]:  # a stopped earlier run left more than needed
+        n = int(self.config.n_trials or 0)
+        for extra in waiting[n:]:  # a stopped earlier run left more than needed
             self._storage.set_trial_user_attr(extra._trial_id, ERROR_ATTR, "cancelled: queued by an earlier run")
             self._storage.set_trial_state_values(extra._trial_id, state=TrialState.FAIL)
-        self._storage.set_study_user_attr(self._study_id, f"merlin.queued.{self.run_id}", True)
+        with self._queue_lock:
+            self._to_enqueue = max(0, n - len(waiting))
+        self._top_up_queue(min(len(waiting), n))
+
+    def _top_up_queue(self, waiting: int | None = None) -> None:
+        with self._queue_lock:
+            if self._to_enqueue <= 0:
+                return
+            if kind_of(self.location) != "rdb":
+                k = self._to_enqueue
+            else:
+                if waiting is None:
+                    waiting = len(self._storage.get_all_trials(self._study_id, deepcopy=False,
+                                                               states=(TrialState.WAITING,)))
+                rate = float(self._progress.get("trials_per_second") or 0.0)
+                window = max(RDB_QUEUE_WINDOW, math.ceil(4 * rate * POLL_SECONDS))
+                if waiting > window // 2:
+                    return
+                k = min(self._to_enqueue, window - waiting)
+            for _ in range(k):
+                self._study.enqueue_trial({}, skip_if_exists=False)
+            self._to_enqueue -= k
+            if self._to_enqueue == 0:
+                self._storage.set_study_user_attr(self._study_id, f"merlin.queued.{self.run_id}", True)
 
     def _thread_worker(self, worker: _Worker) -> None:
         try:
-            WorkerLoop(self.location, self.study_name, worker.worker_id, stop_event=self._stop_event).run()
+            WorkerLoop(self.location, self.study_name, worker.worker_id, stop_event=self._stop_event,
+                       refill=self._top_up_queue).run()
         except Exception:
             worker.error = traceback.format_exc()
             log.error("worker 0 crashed:\n%s", worker.error)
@@ -323,7 +413,7 @@ class OptimizationRun:
         self._start(inline=True)
         worker = self._workers[0]
         try:
-            WorkerLoop(self.location, self.study_name, 0, stop_event=self._stop_event).run()
+            WorkerLoop(self.location, self.study_name, 0, stop_event=self._stop_event, refill=self._top_up_queue).run()
         except KeyboardInterrupt:
             self._stop_reason = "interrupted"
         except Exception:
@@ -332,15 +422,23 @@ class OptimizationRun:
         self._finish()
 
     def _watch(self) -> None:
+        reaper = StaleTrialReaper(self._study, self.location)
+        next_reap = 0.0
         try:
             while True:
+                if time.monotonic() >= next_reap:  # dead workers' trials -> FAIL, so the end can be reached
+                    reaper.reap()
+                    next_reap = time.monotonic() + REAP_SECONDS
                 self._refresh_progress()
+                if self.config.budget_mode == "trials":
+                    self._top_up_queue()
                 if self._budget_reached_without_local_workers():
                     break
-                if self._workers and not any(w.alive() for w in self._workers):
+                if self._workers and not any(w.alive() for w in self._workers) and not self._remote_trials_running():
                     break
                 if self._stop_event.is_set():
                     self._terminate_workers()
+                    self._wait_for_remote_trials(STOP_GRACE_SECONDS)
                     break
                 if self.config.budget_mode == "time" and time.time() > self.run_config.deadline + DEADLINE_OVERRUN_SECONDS:
                     self._stop_reason = "time limit reached (stuck trials stopped)"
@@ -354,6 +452,23 @@ class OptimizationRun:
             self._terminate_workers()
         self._finish()
 
+    def _remote_trials_running(self) -> bool:
+        """Whether workers other than ours (``merlin-kit worker`` elsewhere) still run trials of this run."""
+        ours = {w.pid for w in self._workers}
+        here = host_id()
+        for t in self._storage.get_all_trials(self._study_id, deepcopy=False, states=(TrialState.RUNNING,)):
+            owner = t.user_attrs.get(OWNER_ATTR)
+            ours_here = owner is not None and owner.get("host") == here and owner.get("pid") in ours
+            if owner and owner.get("run") == self.run_id and not ours_here:
+                return True
+        return False
+
+    def _wait_for_remote_trials(self, timeout: float) -> None:
+        """After Stop: give remote workers' trials in flight a moment to finish (they stop at the next trial)."""
+        end = time.monotonic() + timeout
+        while self._remote_trials_running() and time.monotonic() < end:
+            time.sleep(POLL_SECONDS)
+
     def _budget_reached_without_local_workers(self) -> bool:
         """With worker_processes=0 (remote workers only) the parent decides when the run is over."""
         if self._workers:
@@ -364,7 +479,9 @@ class OptimizationRun:
             return p.get("finished", 0) >= (self.config.n_trials or 0) and p.get("running", 0) == 0
         if mode == "time":
             return time.time() >= self.run_config.deadline and p.get("running", 0) == 0
-        return p.get("since_improvement", 0) >= (self.config.convergence_patience or 0) and p.get("running", 0) == 0
+        converged = (p.get("since_improvement", 0) >= (self.config.convergence_patience or 0)
+                     or self._storage.get_study_user_attrs(self._study_id).get(converged_attr(self.run_id)) is not None)
+        return converged and p.get("running", 0) == 0
 
     def _request_stop(self) -> None:
         self._stop_event.set()
@@ -518,7 +635,9 @@ class OptimizationRun:
     def _fail_orphaned_trials(self) -> None:
         """Mark FAIL the RUNNING trials whose worker process is dead (never a live worker's trial)."""
         if kind_of(self.location) == "rdb":
-            optuna.storages.fail_stale_trials(self._study)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                optuna.storages.fail_stale_trials(self._study)
         local_pids = {w.pid for w in self._workers if not w.alive()}
         here = host_id()
         for t in self._storage.get_all_trials(self._study_id, deepcopy=False, states=(TrialState.RUNNING,)):

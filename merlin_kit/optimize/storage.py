@@ -147,7 +147,10 @@ def heartbeat_interval() -> int:
 
 
 def heartbeat_grace() -> int:
-    """Seconds without a heartbeat after which a RUNNING trial counts as dead (``MERLIN_HEARTBEAT_GRACE``, default 20)."""
+    """Seconds without a heartbeat after which a RUNNING trial counts as dead.
+
+    ``MERLIN_HEARTBEAT_GRACE``, default 20; always more than the interval.
+    """
     return max(_env_seconds("MERLIN_HEARTBEAT_GRACE", HEARTBEAT_GRACE), heartbeat_interval() + 1)
 
 
@@ -235,9 +238,9 @@ def _open_redis(location: str) -> BaseStorage:
         backend = TimeoutJournalRedisBackend(url, prefix=prefix)
         return JournalStorage(backend)
     except Exception as exc:  # redis raises many unrelated types; all mean "cannot use this server"
+        first = " ".join((str(exc).strip().splitlines() or [""])[0].split())
         raise ConfigError(
-            f"storage: cannot connect to Redis at {redact(location)}: {type(exc).__name__}: "
-            f"{_scrub(str(exc), location).splitlines()[0] if str(exc) else ''}"
+            f"storage: cannot connect to Redis at {redact(location)}: {type(exc).__name__}: {_scrub(first, location)}"
         ) from None
 
 
@@ -273,7 +276,8 @@ def rdb_url(location: str) -> str:
     if scheme.startswith("postgres+"):
         scheme = "postgresql+" + scheme.split("+", 1)[1]
     if scheme == "postgresql":  # SQLAlchemy's default driver differs between versions: name one
-        scheme = "postgresql+psycopg" if not _importable("psycopg2") and _importable("psycopg") else "postgresql+psycopg2"
+        only_v3 = not _importable("psycopg2") and _importable("psycopg")
+        scheme = "postgresql+psycopg" if only_v3 else "postgresql+psycopg2"
     if scheme == "mysql":
         scheme = "mysql+mysqldb" if _importable("MySQLdb") else "mysql+pymysql"
     driver = _DRIVERS.get(scheme)
@@ -319,21 +323,39 @@ def _open_rdb(location: str, *, heartbeat: bool) -> BaseStorage:
                     pass
             finally:
                 engine.dispose()
-        kwargs: dict[str, Any] = {"engine_kwargs": {"connect_args": _connect_args(url, probe=False), "pool_pre_ping": True}}
+        engine_kwargs = {"connect_args": _connect_args(url, probe=False), "pool_pre_ping": True}
+        kwargs: dict[str, Any] = {"engine_kwargs": engine_kwargs}
         if is_sqlite:
             kwargs = {}
         elif heartbeat:
             kwargs.update(heartbeat_interval=heartbeat_interval(), grace_period=heartbeat_grace())
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(url, **kwargs)
+            rdb = optuna.storages.RDBStorage(url, **kwargs)
+        # the same trial cache that optuna.create_study/load_study put around an RDBStorage: a study and the
+        # storage we call directly must share it (a trial claimed through one must be known to the other),
+        # and it reads only new or unfinished trials from the server on each poll
+        return optuna.storages.get_storage(rdb)
     except ConfigError:
         raise
     except Exception as exc:  # sqlalchemy/driver errors: wrong password, unreachable host, missing database
-        first = str(exc).splitlines()[0] if str(exc) else ""
+        orig = getattr(exc, "orig", None) or exc  # the driver's own error inside SQLAlchemy's wrapper
+        first = " ".join((str(orig).strip().splitlines() or [""])[0].split())
         raise ConfigError(
-            f"storage: cannot open {redact(location)}: {type(exc).__name__}: {_scrub(first, location)}"
+            f"storage: cannot open {redact(location)}: {type(orig).__name__}: {_scrub(first, location)}"
         ) from None
+
+
+def close_storage(storage: BaseStorage) -> None:
+    """Release a storage's server connections now rather than at garbage collection (best effort)."""
+    backend = getattr(storage, "_backend", storage)
+    try:
+        if isinstance(backend, optuna.storages.RDBStorage):
+            backend.engine.dispose()
+        elif isinstance(backend, JournalStorage) and isinstance(backend._backend, JournalRedisBackend):
+            backend._backend._redis.close()
+    except Exception:  # closing is a courtesy to the server; never an error
+        pass
 
 
 def host_id() -> str:
