@@ -129,21 +129,18 @@ def test_single_worker_is_reproducible_with_seed(small_csv):
 
 
 # -- inputs that are not paths, and clean-up --------------------------------------------------
-def _merlin_temp_dirs() -> set[str]:
-    return {p for p in os.listdir(tempfile.gettempdir()) if p.startswith("merlin-run-")}
-
-
 @pytest.mark.parametrize("kind", ["bytes", "binary file", "text file"])
-def test_uploaded_data_and_cleanup(small_csv, kind):
+def test_uploaded_data_and_cleanup(small_csv, kind, tmp_path, monkeypatch):
     raw = small_csv.read_bytes()
     source = {"bytes": raw, "binary file": io.BytesIO(raw), "text file": io.StringIO(raw.decode())}[kind]
-    before = _merlin_temp_dirs()
-    run = optimize(make(small_csv, 2, data=source) if False else
-                   OptimizationConfig(data=source, worker_processes=2, optimize_params=FEW, warmup_bars=200),
+    private_tmp = tmp_path / "tmp"
+    private_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(private_tmp))  # only this run's temp files land here
+    run = optimize(OptimizationConfig(data=source, worker_processes=2, optimize_params=FEW, warmup_bars=200),
                    OptunaConfig(n_trials=8, sampler="random", seed=2))
     assert run.summary["total_trials"] == 8
-    assert not os.path.exists(run._tmpdir)  # private data copy and journal removed
-    assert _merlin_temp_dirs() == before
+    assert run._tmpdir.startswith(str(private_tmp))
+    assert list(private_tmp.iterdir()) == []  # private data copy and journal removed
     assert run.summary["storage"] is None
     # the in-memory copy keeps the study usable after the journal is gone
     assert len(run.study.trials) == 8
