@@ -227,12 +227,26 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
     import optuna
 
-    from .optimize.worker import run_worker
+    import zlib
+
+    from .optimize.storage import host_id
+    from .optimize.worker import check_join, run_worker
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    base = args.worker_id if args.worker_id is not None else (os.getpid() % 100000) * 100
+    if args.workers < 1:
+        raise MerlinError(f"--workers must be at least 1, got {args.workers}")
+    # storage reachable, study exists, data present and identical: one line and exit 2 otherwise
+    check_join(args.storage, args.study, args.data)
+    # worker ids offset the sampler seed: the default mixes this machine's name into the pid, so that two
+    # machines whose workers happen to have the same pid do not sample the same parameters
+    base = args.worker_id
+    if base is None:
+        base = (zlib.crc32(f"{host_id()}:{os.getpid()}".encode()) % 10**6) * 100
     if args.workers == 1:
-        run_worker(args.storage, args.study, base, None, args.data)
+        stats = run_worker(args.storage, args.study, base, None, args.data)
+        if stats is not None:
+            print(f"merlin-kit worker {base}: {stats.trials} trials ({stats.failed} failed); {stats.stop_reason}",
+                  file=sys.stderr)
         return 0
     ctx = multiprocessing.get_context("spawn")
     procs = [ctx.Process(target=run_worker, args=(args.storage, args.study, base + i, os.getpid(), args.data),
@@ -253,6 +267,33 @@ def cmd_worker(args: argparse.Namespace) -> int:
         print(f"merlin-kit worker: worker exit codes {codes}", file=sys.stderr)
         return 1
     return 0
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    """optuna-dashboard on a run folder (with study.journal) or a storage URL, in the foreground."""
+    from .notebook.dashboard import DEFAULT_HOST, dashboard, port_is_free
+
+    target = args.storage or args.run_dir
+    if not target:
+        raise MerlinError("give a run folder (containing study.journal) or --storage URL")
+    if args.storage and args.run_dir:
+        raise MerlinError("give either a run folder or --storage, not both")
+    host = args.host or DEFAULT_HOST
+    port = args.port
+    if port is None and port_is_free(8080, host):
+        port = 8080
+    try:
+        handle = dashboard(target, port=port, host=host)
+    except RuntimeError as exc:  # the dashboard process did not start; its log is in the message
+        raise MerlinError(str(exc)) from None
+    print(f"optuna-dashboard: {handle.url}  (storage {handle.storage}; Ctrl-C to stop)", flush=True)
+    try:
+        code = handle.wait()
+    except KeyboardInterrupt:
+        handle.stop()
+        return 0
+    print(f"merlin-kit dashboard: optuna-dashboard exited with code {code}:\n{handle.log()[-2000:]}", file=sys.stderr)
+    return 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -295,12 +336,21 @@ def build_parser() -> argparse.ArgumentParser:
     op.set_defaults(func=cmd_optimize)
 
     wk = sub.add_parser("worker", help="join an existing study (from any machine) and run its trials")
-    wk.add_argument("--storage", required=True, help="the study's storage URL or journal path")
+    wk.add_argument("--storage", required=True,
+                    help="the study's storage: postgresql://USER:PASSWORD@HOST/DB, mysql://..., redis://HOST:PORT/DB "
+                         "or a journal file path")
     wk.add_argument("--study", required=True, help="study name")
     wk.add_argument("--data", help="local path of the study's data (checked against its fingerprint)")
     wk.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1)")
     wk.add_argument("--worker-id", type=int, help="first worker id (default derived from the pid)")
     wk.set_defaults(func=cmd_worker)
+
+    db = sub.add_parser("dashboard", help="open a study in optuna-dashboard (127.0.0.1 unless --host)")
+    db.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="run folder containing study.journal")
+    db.add_argument("--storage", help="journal file path or postgresql:// mysql:// redis:// sqlite:/// URL")
+    db.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    db.add_argument("--port", type=int, help="port (default 8080, or a free one when 8080 is taken)")
+    db.set_defaults(func=cmd_dashboard)
     return parser
 
 

@@ -1,0 +1,478 @@
+"""Live monitor of a running optimisation: progress, workers, and plotly charts updated in place.
+
+:class:`LiveMonitor` reads the run's study storage from a daemon thread at most
+once per ``interval`` (1 s) and updates ipywidgets and ``go.FigureWidget``
+charts; widget state changes made from a thread are sent to the frontend as
+comm messages at once, so the charts move while the kernel is idle (or busy
+with something else).  When the run ends it adds the best trial's equity and
+drawdown with its trades, the parameter importances and the results table.
+
+Without a frontend (papermill, nbclient, a script) :func:`monitor` waits for
+the run and displays static figures instead of widgets: a FigureWidget saves
+~5 MB of state into an executed notebook.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import math
+import os
+import threading
+import time
+import traceback
+from typing import Any, Callable
+
+import ipywidgets as W
+import plotly.graph_objects as go
+from optuna.trial import TrialState
+
+from . import figures
+from .results import results_table, run_figures, show_static, summary_lines, target_column
+
+log = logging.getLogger("merlin_kit.notebook")
+
+
+def prewarm() -> None:
+    """Import what FigureWidget and plotly's renderers need now, before worker processes compete for the CPU.
+
+    (plotly.io imports nbformat -> jsonschema -> rfc3987_syntax, which builds a grammar: ~3 s idle,
+    far longer on a machine whose cores are busy with workers.)
+    """
+    try:
+        import plotly.io as pio
+
+        pio.templates["plotly_white"]
+        import plotly.basewidget  # noqa: F401
+    except ImportError:  # anywidget missing: FigureWidget says so when used
+        pass
+
+#: environment override of frontend detection: "1" forces live widgets, "0" static output
+LIVE_ENV = "MERLIN_KIT_LIVE"
+#: trial states the monitor reads (never the WAITING queue of a trials budget)
+_SHOWN_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL, TrialState.RUNNING)
+#: the monitor never refreshes more often than this (seconds)
+MIN_INTERVAL = 1.0
+
+
+def has_frontend() -> bool:
+    """Whether widgets shown now would be rendered and updated by a live frontend (JupyterLab, Notebook 7).
+
+    ``MERLIN_KIT_LIVE=1``/``0`` decides when set.  Otherwise: only inside an IPython
+    kernel, and only when a widget frontend has connected to it (its widget manager opened
+    the ``jupyter.widget.control`` comm), the current request is a widget event (a button
+    click), or it came from a notebook frontend (JupyterLab sends cell metadata with an
+    execute request; papermill and nbclient send none).
+    """
+    env = os.environ.get(LIVE_ENV, "").strip().lower()
+    if env in ("1", "true", "yes", "on"):
+        return True
+    if env in ("0", "false", "no", "off"):
+        return False
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover - IPython comes with ipywidgets
+        return False
+    shell = get_ipython()
+    if shell is None or getattr(shell, "kernel", None) is None:
+        return False
+    if getattr(W.Widget, "_control_comm", None) is not None:
+        return True
+    try:
+        parent = shell.get_parent() if hasattr(shell, "get_parent") else shell.kernel.get_parent()
+    except Exception:
+        return False
+    parent = parent or {}
+    if (parent.get("header") or {}).get("msg_type") in ("comm_msg", "comm_open"):
+        return True  # called from a widget event (a button click): a frontend sent it
+    metadata = parent.get("metadata") or {}
+    return any(k in metadata for k in ("cellId", "deletedCells", "recordTiming"))
+
+
+def chart_interval(n_trials: int) -> float:
+    """Seconds between chart redraws: every second for small studies, less often for big ones
+    (a browser redrawing thousands of markers and lines every second starves the machine)."""
+    if n_trials < 500:
+        return MIN_INTERVAL
+    if n_trials < 2000:
+        return 2.0
+    return 5.0
+
+
+def _fmt_seconds(s: float | None) -> str:
+    if s is None or not math.isfinite(s):
+        return "—"
+    s = max(0.0, float(s))
+    if s < 60:
+        return f"{s:.0f} s"
+    if s < 3600:
+        return f"{int(s // 60)} min {int(s % 60):02d} s"
+    return f"{int(s // 3600)} h {int(s % 3600 // 60):02d} min"
+
+
+def _fmt_value(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return str(v)
+
+
+def progress_text(p: dict[str, Any]) -> str:
+    """The progress line of a progress snapshot: finished/budget, elapsed/limit or since-improvement/patience."""
+    mode = p.get("budget_mode")
+    budget = p.get("budget") or 0
+    if mode == "trials":
+        return f"{p.get('finished', 0)} / {int(budget)} trials"
+    if mode == "time":
+        return f"{_fmt_seconds(p.get('elapsed'))} / {_fmt_seconds(budget)} ({p.get('finished', 0)} trials)"
+    return (f"{int(p.get('done') or 0)} / {int(budget)} trials without improvement "
+            f"({p.get('finished', 0)} trials)")
+
+
+class LiveMonitor:
+    """Progress, best value, rate, ETA, workers and live charts of one run (see the module doc).
+
+    ``live=False`` builds no widgets: :meth:`show` waits and displays static figures.
+    ``on_finish(monitor)`` is called (from the monitor thread) once the final state is shown.
+    """
+
+    def __init__(self, run: Any, *, live: bool = True, interval: float = MIN_INTERVAL,
+                 on_finish: Callable[["LiveMonitor"], None] | None = None, final: bool = True,
+                 start: bool = True) -> None:
+        self.run = run
+        self.live = live
+        self.interval = max(MIN_INTERVAL, float(interval))
+        self.on_finish = on_finish
+        self.final = final
+        self.updates = 0
+        self.error: str | None = None
+        self.finished = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._halt = threading.Event()
+        self._n_charted = -1
+        self._charted_at = 0.0
+        self._displayed = False
+        self.figures: dict[str, Any] = {}
+        if live:
+            self._build()
+            if start:
+                self.start()
+
+    # -- widgets ---------------------------------------------------------------
+    def _build(self) -> None:
+        run = self.run
+        metric = target_column(run)
+        self.title = W.HTML(f"<b>{html.escape(str(run.study_name))}</b> — {html.escape(run.strategy.id)}, "
+                            f"target <b>{html.escape(metric)}</b> ({run.direction})")
+        self.status = W.HTML("starting…")
+        self.progress_bar = W.FloatProgress(value=0.0, min=0.0, max=1.0, description="Progress",
+                                            bar_style="info", layout=W.Layout(width="60%"))
+        self.progress_label = W.HTML("")
+        self.best_label = W.HTML("best: —")
+        self.rate_label = W.HTML("")
+        self.workers_label = W.HTML("")
+        self.errors_label = W.HTML("", layout=W.Layout(display="none"))
+        self.history = go.FigureWidget(figures.history_figure((), run.direction, metric))
+        self.parallel = go.FigureWidget(figures.parallel_figure((), run.space, metric, run.direction))
+        self.final_box = W.VBox([])
+        self.figures = {"history": self.history, "parallel": self.parallel}
+        for fw in (self.history, self.parallel):
+            fw.layout.autosize = True
+        self.widget = W.VBox([
+            self.title,
+            W.HBox([self.progress_bar, self.progress_label]),
+            self.status, self.best_label, self.rate_label, self.workers_label, self.errors_label,
+            self.history, self.parallel, self.final_box,
+        ], layout=W.Layout(width="100%"))
+        self.widget.add_class("merlin-live-monitor")
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import display
+
+        if self._displayed is not False and self._displayed == _execution_count():
+            return  # already shown by monitor() in this cell
+        self._displayed = _execution_count()
+        if self.live:
+            display(self.widget)
+        else:
+            self.show()
+
+    # -- thread ----------------------------------------------------------------
+    def start(self) -> None:
+        if self._thread is not None:
+            return
+        parent = None
+        try:
+            from IPython import get_ipython
+
+            shell = get_ipython()
+            if shell is not None and getattr(shell, "kernel", None) is not None:
+                parent = shell.get_parent() if hasattr(shell, "get_parent") else None
+        except Exception:
+            parent = None
+        self._thread = threading.Thread(target=self._loop, args=(parent,), daemon=True, name="merlin-live-monitor")
+        self._thread.start()
+
+    def _loop(self, parent: Any) -> None:
+        if parent is not None:
+            try:  # route anything this thread prints to the cell that started it (ipykernel >= 7)
+                from IPython import get_ipython
+
+                get_ipython().set_parent(parent)
+            except Exception:
+                pass
+        try:
+            while not self._halt.is_set():
+                done = self.run.done
+                self.update()
+                if done:
+                    break
+                self._halt.wait(self.interval)
+            if not self._halt.is_set() and self.final:
+                self.show_final()
+        except Exception:
+            self.error = traceback.format_exc()
+            log.error("live monitor failed:\n%s", self.error)
+            try:
+                self._show_errors([f"monitor error: {self.error.strip().splitlines()[-1]}"])
+            except Exception:
+                pass
+        finally:
+            if self.on_finish is not None:
+                try:
+                    self.on_finish(self)
+                except Exception:
+                    log.exception("on_finish callback failed")
+            self.finished.set()
+
+    def stop(self) -> None:
+        """Stop refreshing (the run itself goes on: use ``run.stop()`` for that)."""
+        self._halt.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until the run has ended and the final state is shown."""
+        if not self.live:
+            return self.run.wait(timeout)
+        return self.finished.wait(timeout)
+
+    # -- updates ---------------------------------------------------------------
+    def _trials(self) -> list[Any]:
+        first = getattr(getattr(self.run, "run_config", None), "first_trial_number", 0) or 0
+        try:
+            trials = self.run.study.get_trials(deepcopy=False, states=_SHOWN_STATES)
+        except Exception:  # a temporary journal removed at the end of the run; the next tick reads the copy
+            return []
+        return [t for t in trials if t.number >= first]
+
+    def update(self) -> None:
+        """One refresh from the storage (called by the thread; callable by hand)."""
+        run = self.run
+        p = run.progress()
+        self.updates += 1
+        self.progress_bar.value = float(p.get("fraction") or 0.0)
+        self.progress_label.value = f"<b>{html.escape(progress_text(p))}</b>"
+        best = p.get("best_value")
+        if best is None:
+            self.best_label.value = "best: —"
+        else:
+            names = {d.name for d in run.space}
+            params = ", ".join(f"{k}={_fmt_value(v)}" for k, v in (p.get("best_params") or {}).items() if k in names)
+            self.best_label.value = (f"best objective <b>{best:.6g}</b> (trial {p.get('best_trial')})"
+                                     f"<br><span style='font-size:90%'>{html.escape(params)}</span>")
+        eta = p.get("eta_seconds")
+        self.rate_label.value = (
+            f"{p.get('trials_per_second', 0.0):.1f} trials/s · elapsed {_fmt_seconds(p.get('elapsed'))}"
+            + ("" if eta is None or run.done else f" · ETA {_fmt_seconds(eta)}")
+            + f" · {p.get('complete', 0)} complete, {p.get('pruned', 0)} pruned, {p.get('failed', 0)} failed,"
+              f" {p.get('running', 0)} running"
+        )
+        self.workers_label.value = self._workers_html(p.get("workers") or [])
+        trials = self._trials()
+        self._show_errors(self._error_lines(p, trials))
+        if run.done:
+            self.status.value = "finished" if not run.error else "<span style='color:#b00'>failed</span>"
+        else:
+            self.status.value = "running…"
+        n_finished = sum(getattr(t.state, "name", "") in ("COMPLETE", "PRUNED", "FAIL") for t in trials)
+        now = time.monotonic()
+        if n_finished != self._n_charted and now - self._charted_at >= chart_interval(n_finished):
+            self._n_charted = n_finished
+            self._charted_at = now
+            self._update_charts(trials)
+
+    def _update_charts(self, trials: list[Any]) -> None:
+        numbers, values, best = figures.history_data(trials, self.run.direction)
+        with self.history.batch_update():
+            self.history.data[0].x = numbers
+            self.history.data[0].y = values
+            self.history.data[1].x = numbers
+            self.history.data[1].y = best
+        shown = figures.parallel_sample(trials, self.run.direction)
+        dims, colour = figures.parallel_dimensions(shown, self.run.space, target_column(self.run))
+        with self.parallel.batch_update():
+            self.parallel.data[0].dimensions = dims
+            self.parallel.data[0].line.color = colour
+            self.parallel.layout.title.text = figures.parallel_title(len(shown), len(values))
+
+    @staticmethod
+    def _workers_html(workers: list[dict[str, Any]]) -> str:
+        if not workers:
+            return ""
+        cells = []
+        for w in workers:
+            if w.get("alive"):
+                state, color = "running", "#2a7"
+            elif w.get("exitcode") in (0, None):
+                state, color = "done", "#777"
+            else:
+                state, color = f"exit {w.get('exitcode')}", "#b00"
+            cells.append(f"<span style='margin-right:1em'>worker {w['id']} (pid {w.get('pid')}): "
+                         f"<b style='color:{color}'>{state}</b>, {w.get('trials', 0)} trials</span>")
+        return "Workers: " + "".join(cells)
+
+    def _error_lines(self, p: dict[str, Any], trials: list[Any]) -> list[str]:
+        lines = []
+        for w in p.get("workers") or []:
+            if not w.get("alive") and w.get("exitcode") not in (0, None):
+                lines.append(f"worker {w['id']} (pid {w.get('pid')}) exited with code {w.get('exitcode')}")
+        failed = [t for t in trials if getattr(t.state, "name", "") == "FAIL"]
+        if failed:
+            last = failed[-1]
+            lines.append(f"{len(failed)} failed trial(s); last (trial {last.number}): "
+                         f"{last.user_attrs.get('error') or 'no message recorded'}")
+        try:
+            attrs = self.run.study.user_attrs
+        except Exception:
+            attrs = {}
+        prefix = f"merlin.worker.{getattr(self.run, 'run_id', '')}."
+        for key, status in sorted(attrs.items()):
+            if key.startswith(prefix) and isinstance(status, dict) and status.get("status") == "crashed":
+                lines.append(f"worker {key[len(prefix):]} crashed: {status.get('last_error')}")
+        if self.run.done:
+            for w in (self.run.summary or {}).get("worker_reports", []) or []:
+                if w.get("last_error") and w.get("exitcode") not in (0, None):
+                    line = f"worker {w['id']}: {w['last_error']}"
+                    if line not in lines:
+                        lines.append(line)
+            if self.run.error is not None:
+                lines.append(f"run failed: {type(self.run.error).__name__}: {self.run.error}")
+        return lines
+
+    def _show_errors(self, lines: list[str]) -> None:
+        if not lines:
+            self.errors_label.layout.display = "none"
+            return
+        self.errors_label.value = ("<div style='color:#b00;white-space:pre-wrap'>"
+                                   + "<br>".join(html.escape(x) for x in lines) + "</div>")
+        self.errors_label.layout.display = None
+
+    # -- final state -----------------------------------------------------------
+    def show_final(self) -> None:
+        """Final widgets: summary, best equity/drawdown with trades, importances, results table."""
+        run = self.run
+        p = run.progress()
+        self.progress_bar.value = float(p.get("fraction") or 0.0)
+        reason = (run.summary or {}).get("stop_reason", "")
+        stopped = "stop" in reason and "budget" not in reason
+        self.progress_bar.bar_style = "danger" if run.error else ("warning" if stopped else "success")
+        self.status.value = ("<b>Finished</b>: " + "<br>".join(html.escape(x) for x in summary_lines(run))
+                             if run.summary else "<b>Finished</b>")
+        children: list[Any] = []
+        best = run.best
+        if best is not None:
+            try:
+                bt = best.backtest()
+                self.equity = go.FigureWidget(figures.equity_figure(
+                    bt, title=f"Best trial {best.trial_number}: equity and drawdown"))
+                self.figures["equity"] = self.equity
+                children.append(self.equity)
+            except Exception as exc:
+                children.append(W.HTML(f"<span style='color:#b00'>best-trial backtest failed: {html.escape(str(exc))}</span>"))
+        imp, note = figures.param_importances(run.study)
+        self.importance = go.FigureWidget(figures.importance_figure(imp, note))
+        self.figures["importance"] = self.importance
+        children.append(self.importance)
+        children.append(self._results_widget())
+        self.final_box.children = tuple(children)
+        self._update_charts(self._trials())
+
+    def _results_widget(self) -> W.Widget:
+        table = results_table(self.run)
+        if table.empty:
+            return W.HTML("No finished trials.")
+        sort = W.Dropdown(options=list(table.columns), value=table.columns[0], description="Sort by",
+                          layout=W.Layout(width="320px"))
+        order = W.ToggleButtons(options=[("best first", "best"), ("ascending", "asc"), ("descending", "desc")],
+                                value="best", style={"button_width": "90px"})
+        rows = W.IntText(value=50, description="Rows", layout=W.Layout(width="160px"))
+        out = W.HTML()
+
+        def render(*_: Any) -> None:
+            if order.value == "best":
+                frame = results_table(self.run, sort_by=sort.value)
+            else:
+                frame = results_table(self.run, sort_by=sort.value, ascending=order.value == "asc")
+            out.value = ("<div style='max-height:420px;overflow:auto'>"
+                         + frame.head(max(1, rows.value)).to_html(index=False, float_format=lambda x: f"{x:.6g}",
+                                                                  na_rep="", border=0)
+                         + "</div>")
+
+        for w in (sort, order, rows):
+            w.observe(render, names="value")
+        render()
+        self.results_sort = sort
+        self.results_html = out
+        return W.VBox([W.HTML("<b>Results</b>"), W.HBox([sort, order, rows]), out])
+
+    # -- static ----------------------------------------------------------------
+    def show(self, progress_every: float = 10.0) -> None:
+        """Static mode: wait for the run (a progress line now and then), then display figures and tables."""
+        from IPython.display import display
+
+        run = self.run
+        last = 0.0
+        while not run.wait(0.5):
+            now = time.monotonic()
+            if now - last >= progress_every:
+                last = now
+                print(progress_text(run.progress()), flush=True)
+        for line in summary_lines(run):
+            print(line)
+        figs = run_figures(run, top=0)  # (compare_equity(run) draws the top curves on demand)
+        self.figures = figs
+        for fig in figs.values():
+            show_static(fig)
+        display(results_table(run, top=20))
+        self.finished.set()
+
+
+def monitor(run: Any, live: bool | None = None, *, display: bool = True, **kwargs: Any) -> LiveMonitor:
+    """Watch ``run``: live widgets when a frontend is attached (``live=None`` detects it), else static output.
+
+    Live: returns at once with a :class:`LiveMonitor` (displayed when ``display``).
+    Static: waits for the run, then displays the summary, figures and the top results.
+    """
+    if live is None:
+        live = has_frontend()
+    mon = LiveMonitor(run, live=live, **kwargs)
+    if display:
+        from IPython.display import display as _display
+
+        mon._displayed = _execution_count()
+        if live:
+            _display(mon.widget)
+        else:
+            mon.show()
+    return mon
+
+
+def _execution_count() -> int | None:
+    try:
+        from IPython import get_ipython
+
+        shell = get_ipython()
+        return None if shell is None else int(shell.execution_count)
+    except Exception:
+        return None
+
+
+__all__ = ["LiveMonitor", "has_frontend", "monitor", "progress_text"]

@@ -1,0 +1,864 @@
+"""The configuration panel: every setting of an optimisation as ipywidgets, validated as you type.
+
+:class:`ConfigPanel` is an ``ipywidgets.VBox``.  Its rows are built from the
+strategy's parameter schema; its values become the engine's config objects
+(:meth:`ConfigPanel.config`) and can be loaded from them
+(:meth:`ConfigPanel.from_config`), so a notebook can switch between clicks and
+code.  Validation is the engine's own (:func:`merlin_kit.optimize.config.validate`
+and ``build_search_space`` per parameter row); each error is shown next to the
+field it concerns and disables Run, so nothing starts with a bad configuration.
+"""
+
+from __future__ import annotations
+
+import html
+import os
+import re
+import threading
+from dataclasses import fields
+from typing import Any, Callable
+
+import ipywidgets as W
+import pandas as pd
+
+from ..errors import ConfigError, DataError, MerlinError, ParameterError, StrategyError
+from ..metrics import METRIC_NAMES
+from ..optimize import OptimizationConfig, OptunaConfig, start_optimization
+from ..optimize.config import (
+    BUDGET_MODES, PRUNERS, SAMPLERS, TARGET_ALIASES, build_search_space, validate,
+)
+from ..scoring import DEFAULT_WEIGHTS, SCORE_METRICS, ScoreConfig
+from ..strategies import Param, Strategy, get_strategy, list_strategies
+from .live import LiveMonitor, has_frontend, prewarm
+
+SAMPLE = "sample"
+#: data source modes of the panel
+DATA_MODES = (("Sample data", "sample"), ("CSV path", "path"), ("Upload CSV", "upload"))
+_OBJECT_MODE = ("From code", "object")
+_LABEL_WIDTH = "150px"
+_ERR_STYLE = "color:#c62828;font-size:90%"
+_HIDDEN = "none"
+
+
+def _cpu_count() -> int:
+    return max(1, os.cpu_count() or 1)
+
+
+def _label(text: str) -> W.HTML:
+    """A right-aligned row label as wide as the panel's descriptions."""
+    return W.HTML(f"<div style='text-align:right;padding-right:8px'>{html.escape(text)}</div>",
+                  layout=W.Layout(width=_LABEL_WIDTH))
+
+
+def _err_html() -> W.HTML:
+    return W.HTML("", layout=W.Layout(margin="0 0 0 8px"))
+
+
+def _show(widget: W.Widget, visible: bool) -> None:
+    widget.layout.display = None if visible else _HIDDEN
+
+
+def is_visible(widget: W.Widget) -> bool:
+    """Whether a panel widget is shown (its layout does not hide it)."""
+    return widget.layout.display != _HIDDEN
+
+
+class ParamRow:
+    """One strategy parameter: optimise checkbox, range (min/max/step or choices) or a fixed value."""
+
+    def __init__(self, param: Param, on_change: Callable[..., None]) -> None:
+        self.param = p = param
+        tip = p.description or p.name
+        self.optimize = W.Checkbox(value=bool(p.optimize), description=p.name, indent=False, tooltip=tip,
+                                   layout=W.Layout(width="190px"))
+        small = W.Layout(width="150px")
+        if p.kind in ("int", "float"):
+            num = W.IntText if p.kind == "int" else W.FloatText
+            lo = next(v for v in (p.opt_low, p.low, p.default) if v is not None)
+            hi = next(v for v in (p.opt_high, p.high, p.default) if v is not None)
+            step = p.opt_step if p.opt_step is not None else (1 if p.kind == "int" else 0)
+            style = {"description_width": "34px"}
+            self.min = num(value=lo, description="min", layout=small, style=style)
+            self.max = num(value=hi, description="max", layout=small, style=style)
+            self.step = num(value=step, description="step", layout=small, style=style,
+                            tooltip="0 = continuous" if p.kind == "float" else "")
+            self.choices = None
+            self.fixed = num(value=p.default, description="value", layout=W.Layout(width="160px"),
+                             style={"description_width": "44px"})
+            self.range_box = W.HBox([self.min, self.max, self.step])
+            watched = [self.min, self.max, self.step, self.fixed]
+        else:
+            options = [(str(c), c) for c in (p.choices or ())]
+            self.min = self.max = self.step = None
+            self.choices = W.SelectMultiple(options=options, value=tuple(p.choices or ()),
+                                            rows=min(4, len(options)), layout=W.Layout(width="300px"),
+                                            tooltip="the choices to try (Ctrl/Shift-click to select several)")
+            self.fixed = W.Dropdown(options=options, value=p.default, description="value",
+                                    layout=W.Layout(width="220px"), style={"description_width": "44px"})
+            self.range_box = W.HBox([self.choices])
+            watched = [self.choices, self.fixed]
+        self.error = _err_html()
+        self.fixed_box = W.HBox([self.fixed])
+        self.box = W.HBox([self.optimize, self.range_box, self.fixed_box, self.error],
+                          layout=W.Layout(align_items="center"))
+        self.optimize.observe(self._toggle, names="value")
+        for w in [self.optimize, *watched]:
+            w.observe(on_change, names="value")
+        self._toggle()
+
+    @property
+    def name(self) -> str:
+        return self.param.name
+
+    def _toggle(self, *_: Any) -> None:
+        _show(self.range_box, self.optimize.value)
+        _show(self.fixed_box, not self.optimize.value)
+
+    def range(self) -> dict[str, Any]:
+        """This row's ``param_ranges`` entry."""
+        if self.choices is not None:
+            return {"choices": list(self.choices.value)}
+        cast = int if self.param.kind == "int" else float
+        step = self.step.value
+        out = {"min": cast(self.min.value), "max": cast(self.max.value)}
+        if not (self.param.kind == "float" and step == 0):
+            out["step"] = cast(step)
+        return out
+
+    def value(self) -> Any:
+        v = self.fixed.value
+        if self.param.kind == "int":
+            return int(v)
+        if self.param.kind == "float":
+            return float(v)
+        return v
+
+    def set_range(self, low: Any = None, high: Any = None, step: Any = None, choices: Any = None) -> None:
+        if self.choices is not None:
+            if choices is not None:
+                self.choices.value = tuple(c for c in self.param.choices or () if c in set(choices))
+            return
+        if low is not None:
+            self.min.value = low
+        if high is not None:
+            self.max.value = high
+        if self.param.kind == "float" and step is None:
+            self.step.value = 0
+        elif step is not None:
+            self.step.value = step
+
+    def set_error(self, message: str) -> None:
+        self.error.value = f"<span style='{_ERR_STYLE}'>{html.escape(message)}</span>" if message else ""
+
+
+class ConfigPanel(W.VBox):
+    """Configure, start and stop an optimisation with clicks (see the module doc).
+
+    ``live`` chooses the monitor attached by Run: ``None`` detects a frontend
+    (:func:`~merlin_kit.notebook.live.has_frontend`), ``True`` always builds the
+    live widgets, ``False`` none (use :meth:`wait` to show static results).
+    """
+
+    def __init__(self, opt: OptimizationConfig | None = None, cfg: OptunaConfig | None = None, *,
+                 live: bool | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.add_class("merlin-config-panel")
+        self.live = live
+        self.run: Any = None
+        self.monitor: LiveMonitor | None = None
+        self.dashboard_handle: Any = None
+        self.errors: dict[str, str] = {}
+        self.param_rows: dict[str, ParamRow] = {}
+        self._suspend = 0
+        self._start_error: tuple[str, str] | None = None
+        self._upload_bytes: bytes | None = None
+        self._data_object: Any = None
+        self._score_base: ScoreConfig | None = None
+        self._carry_opt: dict[str, Any] = {}
+        self._carry_cfg: dict[str, Any] = {}
+        self._carry_fixed: set[str] = set()
+        self._strategy_path_error: str | None = None
+        self._strategy_cache: dict[int, Strategy] = {}
+        if live is not False:
+            prewarm()
+        self._build_widgets()
+        self.set_config(opt or OptimizationConfig(worker_processes=_cpu_count()),
+                        cfg or OptunaConfig(save_study=True))
+
+    # -- construction ----------------------------------------------------------
+    def _build_widgets(self) -> None:
+        label = {"description_width": _LABEL_WIDTH}
+
+        def wide() -> W.Layout:  # a new Layout per widget: visibility is set on the layout
+            return W.Layout(width="460px")
+
+        # data
+        self.data_mode = W.ToggleButtons(options=list(DATA_MODES), value="sample", style={"button_width": "110px"})
+        self.data_path = W.Text(value="", placeholder="path/to/ohlcv.csv", description="CSV path", style=label,
+                                layout=wide())
+        self.upload = W.FileUpload(accept=".csv,.txt", multiple=False, description="Choose CSV")
+        self.upload_label = W.HTML("")
+        self.upload_box = W.HBox([W.HTML("", layout=W.Layout(width=_LABEL_WIDTH)), self.upload, self.upload_label])
+        self.data_error = _err_html()
+        self.start_date = W.Text(value="", placeholder="YYYY-MM-DD (optional)", description="Start", style=label,
+                                 layout=W.Layout(width="330px"))
+        self.end_date = W.Text(value="", placeholder="YYYY-MM-DD (optional)", description="End",
+                               layout=W.Layout(width="230px"), style={"description_width": "40px"})
+        self.warmup = W.IntText(value=1000, description="Warm-up bars", layout=W.Layout(width="250px"),
+                                style={"description_width": "100px"})
+        self.window_error = _err_html()
+        # strategy
+        self.strategy = W.Dropdown(options=[(s, s) for s in list_strategies()], description="Strategy",
+                                   style=label, layout=wide())
+        self.strategy_path = W.Text(value="", placeholder="or a user strategy: package.module:ClassName",
+                                    continuous_update=False, layout=W.Layout(width="330px"))
+        self.strategy_error = _err_html()
+        self.params_box = W.VBox([])
+        self.params_error = _err_html()
+        # objective and budget
+        self.target = W.Dropdown(options=self._target_options(), value="score", description="Target", style=label,
+                                 layout=wide())
+        self.target_error = _err_html()
+        self.score_weights = {
+            key: W.FloatSlider(value=DEFAULT_WEIGHTS.get(key, 0.0), min=0.0, max=1.0, step=0.05, description=key,
+                               readout_format=".2f", style={"description_width": "90px"},
+                               layout=W.Layout(width="360px"))
+            for key in SCORE_METRICS
+        }
+        self.score_error = _err_html()
+        self.score_box = W.VBox([W.HTML("<i>Score weights</i>", layout=W.Layout(margin="0 0 0 160px")),
+                                 *[W.HBox([W.HTML("", layout=W.Layout(width="70px")), s])
+                                   for s in self.score_weights.values()], self.score_error])
+        self.budget_mode = W.ToggleButtons(options=[("Trials", "trials"), ("Time", "time"),
+                                                    ("Convergence", "convergence")],
+                                           value="trials", style={"button_width": "110px"},
+                                           tooltips=["a number of trials", "a time limit in seconds",
+                                                     "stop after N trials without improvement"])
+        self.n_trials = W.IntText(value=100, description="Trials", style=label, layout=W.Layout(width="300px"))
+        self.time_limit = W.FloatText(value=60.0, description="Seconds", style=label, layout=W.Layout(width="300px"))
+        self.patience = W.IntText(value=30, description="Patience (trials)", style=label,
+                                  layout=W.Layout(width="300px"))
+        self.budget_error = _err_html()
+        # execution
+        cpus = _cpu_count()
+        self.workers = W.IntSlider(value=cpus, min=1, max=cpus, description="Workers", style=label,
+                                   layout=W.Layout(width="460px"))
+        self.workers_error = _err_html()
+        self.sampler = W.Dropdown(options=list(SAMPLERS), value="tpe", description="Sampler", style=label,
+                                  layout=W.Layout(width="300px"))
+        self.pruner = W.Dropdown(options=list(PRUNERS), value="none", description="Pruner",
+                                 style={"description_width": "60px"}, layout=W.Layout(width="220px"))
+        self.sampler_error = _err_html()
+        self.seed = W.Text(value="", placeholder="random", description="Seed", style=label,
+                           layout=W.Layout(width="300px"))
+        self.seed_error = _err_html()
+        self.study_name = W.Text(value="", placeholder="automatic", description="Study name", style=label,
+                                 layout=wide())
+        self.study_error = _err_html()
+        self.save_study = W.Checkbox(value=True, description="Save study and results (run folder)", indent=False)
+        self.output_dir = W.Text(value="", placeholder="./merlin_runs/<study name>", description="Run folder",
+                                 style=label, layout=wide())
+        self.output_error = _err_html()
+        # actions
+        self.run_button = W.Button(description="Run", button_style="success", icon="play",
+                                   tooltip="start the optimisation")
+        self.stop_button = W.Button(description="Stop", button_style="danger", icon="stop", disabled=True,
+                                    tooltip="stop every worker and keep the results so far")
+        self.dashboard_button = W.Button(description="optuna-dashboard", icon="external-link", disabled=True,
+                                         layout=W.Layout(width="180px"),
+                                         tooltip="open the study in optuna-dashboard (needs a running or saved study)")
+        self.status = W.HTML("")
+        self.general_error = _err_html()
+        self.dashboard_link = W.HTML("")
+        self.monitor_area = W.VBox([])
+
+        self.run_button.on_click(lambda _: self.start())
+        self.stop_button.on_click(lambda _: self.stop())
+        self.dashboard_button.on_click(lambda _: self.open_dashboard())
+        self.data_mode.observe(self._on_data_mode, names="value")
+        self.upload.observe(self._on_upload, names="value")
+        self.strategy.observe(self._on_strategy, names="value")
+        self.strategy_path.observe(self._on_strategy_path, names="value")
+        self.target.observe(self._on_target, names="value")
+        self.budget_mode.observe(self._on_budget_mode, names="value")
+        self.save_study.observe(self._on_save, names="value")
+        watched = [self.data_path, self.start_date, self.end_date, self.warmup, self.n_trials, self.time_limit,
+                   self.patience, self.workers, self.sampler, self.pruner, self.seed, self.study_name,
+                   self.output_dir, *self.score_weights.values()]
+        for w in watched:
+            w.observe(self._changed, names="value")
+
+        def section(title: str) -> W.HTML:
+            return W.HTML(f"<h4 style='margin:10px 0 4px 0'>{title}</h4>")
+
+        self.children = (
+            section("Data"),
+            W.HBox([_label("Source"), self.data_mode, self.data_error]),
+            self.data_path, self.upload_box,
+            W.HBox([self.start_date, self.end_date, self.warmup, self.window_error]),
+            section("Strategy and parameters"),
+            W.HBox([self.strategy, self.strategy_path, self.strategy_error]),
+            W.HTML("<span style='font-size:90%;color:#555'>tick a parameter to optimise it over min/max/step "
+                   "(or the selected choices); unticked parameters keep the value shown</span>"),
+            self.params_box, self.params_error,
+            section("Objective and budget"),
+            W.HBox([self.target, self.target_error]),
+            self.score_box,
+            W.HBox([_label("Budget"), self.budget_mode]),
+            W.HBox([self.n_trials, self.time_limit, self.patience, self.budget_error]),
+            section("Execution"),
+            W.HBox([self.workers, self.workers_error]),
+            W.HBox([self.sampler, self.pruner, self.sampler_error]),
+            W.HBox([self.seed, self.seed_error]),
+            W.HBox([self.study_name, self.study_error]),
+            W.HBox([W.HTML("", layout=W.Layout(width="160px")), self.save_study]),
+            W.HBox([self.output_dir, self.output_error]),
+            W.HBox([self.run_button, self.stop_button, self.dashboard_button, self.status]),
+            self.general_error, self.dashboard_link,
+            self.monitor_area,
+        )
+        self._field_widgets = {
+            "data": self.data_error, "window": self.window_error, "strategy": self.strategy_error,
+            "params": self.params_error, "target": self.target_error, "score": self.score_error,
+            "budget": self.budget_error, "workers": self.workers_error, "sampler": self.sampler_error,
+            "seed": self.seed_error, "study_name": self.study_error, "output": self.output_error,
+            "general": self.general_error,
+        }
+
+    @staticmethod
+    def _target_options() -> list[tuple[str, str]]:
+        options = [("score (composite)", "score")]
+        options += [(f"{alias} ({metric})", alias) for alias, metric in TARGET_ALIASES.items() if alias != "score"]
+        covered = set(TARGET_ALIASES.values())
+        options += [(m, m) for m in METRIC_NAMES if m not in covered]
+        return options
+
+    # -- visibility ------------------------------------------------------------
+    def _on_data_mode(self, *_: Any) -> None:
+        mode = self.data_mode.value
+        _show(self.data_path, mode == "path")
+        _show(self.upload_box, mode == "upload")
+        self._changed()
+
+    def _on_upload(self, *_: Any) -> None:
+        files = self.upload.value
+        if files:
+            f = files[0]
+            self._upload_bytes = bytes(f["content"])
+            self.upload_label.value = f"{html.escape(str(f.get('name', 'file')))} ({len(self._upload_bytes):,} bytes)"
+        self._changed()
+
+    def _on_target(self, *_: Any) -> None:
+        _show(self.score_box, self.target.value == "score")
+        self._changed()
+
+    def _on_budget_mode(self, *_: Any) -> None:
+        mode = self.budget_mode.value
+        _show(self.n_trials, mode == "trials")
+        _show(self.time_limit, mode == "time")
+        _show(self.patience, mode == "convergence")
+        self._changed()
+
+    def _on_save(self, *_: Any) -> None:
+        _show(self.output_dir, self.save_study.value)
+        self._changed()
+
+    def _on_strategy(self, *_: Any) -> None:
+        self._build_param_rows()
+        self._changed()
+
+    def _on_strategy_path(self, change: Any) -> None:
+        """A user strategy typed as ``package.module:ClassName``: added to the dropdown and selected."""
+        text = str(change["new"]).strip()
+        self._strategy_path_error = None
+        if text:
+            try:
+                get_strategy(text)
+            except (MerlinError, ValueError) as exc:
+                self._strategy_path_error = str(exc).splitlines()[0]
+            else:
+                if text not in [v for _, v in self.strategy.options]:
+                    self.strategy.options = [*self.strategy.options, (text, text)]
+                self.strategy.value = text
+        self._changed()
+
+    def _strategy(self) -> Strategy:
+        spec = self.strategy.value
+        key = id(spec) if not isinstance(spec, str) else hash(spec)
+        if key not in self._strategy_cache:
+            self._strategy_cache[key] = get_strategy(spec)
+        return self._strategy_cache[key]
+
+    def _build_param_rows(self) -> None:
+        try:
+            strategy = self._strategy()
+        except (MerlinError, ValueError) as exc:
+            self.param_rows = {}
+            self.params_box.children = ()
+            self._set_error("strategy", str(exc))
+            return
+        self.param_rows = {p.name: ParamRow(p, self._changed) for p in strategy.params}
+        self.params_box.children = tuple(r.box for r in self.param_rows.values())
+
+    # -- config objects ----------------------------------------------------------
+    def _data_source(self) -> Any:
+        mode = self.data_mode.value
+        if mode == "sample":
+            return SAMPLE
+        if mode == "path":
+            path = self.data_path.value.strip()
+            if not path:
+                raise _FieldError("data", "enter the path of a CSV file")
+            if not os.path.isfile(path):
+                raise _FieldError("data", f"file not found: {path}")
+            return path
+        if mode == "upload":
+            if self._upload_bytes is None:
+                raise _FieldError("data", "choose a CSV file to upload")
+            return self._upload_bytes
+        return self._data_object
+
+    def _window(self) -> tuple[str | None, str | None]:
+        out = []
+        for w, name in ((self.start_date, "start"), (self.end_date, "end")):
+            text = w.value.strip()
+            if not text:
+                out.append(None)
+                continue
+            try:
+                pd.Timestamp(text)
+            except (ValueError, TypeError):
+                raise _FieldError("window", f"{name}: {text!r} is not a date (YYYY-MM-DD or ISO-8601)") from None
+            out.append(text)
+        start, end = out
+        if start is not None and end is not None and _utc(start) > _utc(end):
+            raise _FieldError("window", f"start ({start}) is after end ({end})")
+        return start, end
+
+    def _score(self) -> Any:
+        weights = {k: float(s.value) for k, s in self.score_weights.items()}
+        base = self._score_base
+        if base is None and weights == {k: float(DEFAULT_WEIGHTS.get(k, 0.0)) for k in SCORE_METRICS}:
+            return None
+        known = set(base.weights) if base is not None else set()
+        weights = {k: v for k, v in weights.items() if v > 0 or k in known}
+        try:
+            if base is None:
+                return ScoreConfig(weights=weights)
+            from dataclasses import replace
+
+            return replace(base, weights=weights)
+        except ConfigError as exc:
+            raise _FieldError("score", str(exc)) from None
+
+    def _seed(self) -> int | None:
+        text = self.seed.value.strip()
+        if not text:
+            return None
+        try:
+            return int(text)
+        except ValueError:
+            raise _FieldError("seed", f"seed must be a whole number or empty, got {text!r}") from None
+
+    def _build(self) -> tuple[OptimizationConfig, OptunaConfig]:
+        """Config objects from the widgets; a :class:`_FieldError` names the first bad field."""
+        data = self._data_source()
+        start, end = self._window()
+        optimized = [n for n, r in self.param_rows.items() if r.optimize.value]
+        ranges = {n: self.param_rows[n].range() for n in optimized}
+        fixed = {}
+        for n, r in self.param_rows.items():
+            if not r.optimize.value:
+                v = r.value()
+                if v != r.param.default or n in self._carry_fixed:
+                    fixed[n] = v
+        mode = self.budget_mode.value
+        opt = OptimizationConfig(
+            data=data, strategy=self.strategy.value, optimize_params=optimized, param_ranges=ranges,
+            fixed_params=fixed, start=start, end=end, warmup_bars=int(self.warmup.value),
+            worker_processes=int(self.workers.value), score=self._score(), **self._carry_opt,
+        )
+        cfg = OptunaConfig(
+            target=self.target.value, budget_mode=mode,
+            n_trials=int(self.n_trials.value) if mode == "trials" else None,
+            time_limit=float(self.time_limit.value) if mode == "time" else None,
+            convergence_patience=int(self.patience.value) if mode == "convergence" else None,
+            sampler=self.sampler.value, pruner=self.pruner.value, seed=self._seed(),
+            study_name=self.study_name.value.strip() or None, save_study=bool(self.save_study.value),
+            output_dir=(self.output_dir.value.strip() or None) if self.save_study.value else self._carry_cfg.get("output_dir"),
+            **{k: v for k, v in self._carry_cfg.items() if k != "output_dir"},
+        )
+        return opt, cfg
+
+    def config(self) -> tuple[OptimizationConfig, OptunaConfig]:
+        """``(OptimizationConfig, OptunaConfig)`` of the panel; raises ConfigError when a setting is invalid."""
+        self.validate()
+        if self.errors:
+            field, message = next(iter(self.errors.items()))
+            raise ConfigError(f"{field}: {message}")
+        return self._build()
+
+    @classmethod
+    def from_config(cls, opt: OptimizationConfig, cfg: OptunaConfig | None = None, **kwargs: Any) -> "ConfigPanel":
+        """A panel showing ``opt``/``cfg`` (the inverse of :meth:`config`)."""
+        return cls(opt, cfg or OptunaConfig(), **kwargs)
+
+    def set_config(self, opt: OptimizationConfig, cfg: OptunaConfig) -> None:
+        """Load config objects into the widgets (an invalid config is loaded and its errors shown)."""
+        self._suspend += 1
+        try:
+            self._set_data(opt.data)
+            self.start_date.value = _date_text(opt.start)
+            self.end_date.value = _date_text(opt.end)
+            self.warmup.value = int(opt.warmup_bars) if isinstance(opt.warmup_bars, int) else 0
+            self._set_strategy(opt.strategy)
+            self._set_params(opt)
+            try:
+                score = opt.score_config()
+                self._score_base = opt.score if isinstance(opt.score, ScoreConfig) else (
+                    ScoreConfig.from_dict(opt.score) if opt.score else None)
+            except ConfigError:
+                score, self._score_base = ScoreConfig(), None
+            for key, slider in self.score_weights.items():
+                slider.value = float(score.weights.get(key, 0.0))
+            self.workers.max = max(_cpu_count(), int(opt.worker_processes or 1), self.workers.max)
+            self.workers.value = int(opt.worker_processes or 1)
+            self._carry_opt = {"min_profit": opt.min_profit, "start_method": opt.start_method}
+            # target, budget, execution
+            if cfg.target not in [v for _, v in self.target.options]:
+                self.target.options = [*self.target.options, (cfg.target, cfg.target)]
+            self.target.value = cfg.target
+            self.budget_mode.value = cfg.budget_mode if cfg.budget_mode in BUDGET_MODES else "trials"
+            if cfg.n_trials is not None:
+                self.n_trials.value = int(cfg.n_trials)
+            if cfg.time_limit is not None:
+                self.time_limit.value = float(cfg.time_limit)
+            if cfg.convergence_patience is not None:
+                self.patience.value = int(cfg.convergence_patience)
+            self.sampler.value = cfg.sampler if cfg.sampler in SAMPLERS else "tpe"
+            self.pruner.value = cfg.pruner if cfg.pruner in PRUNERS else "none"
+            self.seed.value = "" if cfg.seed is None else str(cfg.seed)
+            self.study_name.value = cfg.study_name or ""
+            self.save_study.value = bool(cfg.save_study)
+            self.output_dir.value = "" if cfg.output_dir is None else os.fspath(cfg.output_dir)
+            self._carry_cfg = {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name in
+                               ("n_startup_trials", "pruner_warmup_trials", "pruner_patience", "storage")}
+            if not cfg.save_study and cfg.output_dir is not None:
+                self._carry_cfg["output_dir"] = cfg.output_dir
+        finally:
+            self._suspend -= 1
+        self._on_data_mode()
+        self._on_target()
+        self._on_budget_mode()
+        self._on_save()
+        self.validate()
+
+    def _set_data(self, data: Any) -> None:
+        options = list(DATA_MODES)
+        if isinstance(data, str) and data == SAMPLE and not os.path.exists(data):
+            self.data_mode.options = options
+            self.data_mode.value = "sample"
+        elif isinstance(data, (str, os.PathLike)):
+            self.data_mode.options = options
+            self.data_path.value = os.fspath(data)
+            self.data_mode.value = "path"
+        elif isinstance(data, (bytes, bytearray)):
+            self.data_mode.options = options
+            self._upload_bytes = bytes(data)
+            self.upload_label.value = f"bytes from code ({len(self._upload_bytes):,} bytes)"
+            self.data_mode.value = "upload"
+        else:
+            self.data_mode.options = options + [_OBJECT_MODE]
+            self._data_object = data
+            self.data_mode.value = "object"
+
+    def _set_strategy(self, spec: Any) -> None:
+        values = [v for _, v in self.strategy.options]
+        if isinstance(spec, str) and spec.strip() in values:
+            self.strategy.value = spec.strip()
+            self._build_param_rows()
+            return
+        if isinstance(spec, str):
+            label = spec
+        else:
+            try:
+                label = get_strategy(spec).id or repr(spec)
+            except (MerlinError, ValueError):
+                label = repr(spec)
+            label = f"{label} (from code)"
+        self.strategy.options = [*self.strategy.options, (label, spec)]
+        self.strategy.value = spec
+        self._build_param_rows()
+
+    def _set_params(self, opt: OptimizationConfig) -> None:
+        self._carry_fixed = set(dict(opt.fixed_params or {}))
+        try:
+            strategy = self._strategy()
+        except (MerlinError, ValueError):
+            return
+        fixed = dict(opt.fixed_params or {})
+        try:
+            dims = {d.name: d for d in build_search_space(strategy, opt)}
+        except ConfigError:
+            dims = None
+        if dims is None:  # an invalid config: show what it says as far as it goes
+            names = set(opt.optimize_params) if opt.optimize_params is not None else {
+                p.name for p in strategy.params if p.optimize or p.name in (opt.param_ranges or {})}
+            for name, row in self.param_rows.items():
+                row.optimize.value = name in names and name not in fixed
+                r = dict((opt.param_ranges or {}).get(name) or {}) if isinstance(
+                    (opt.param_ranges or {}).get(name), dict) else {}
+                row.set_range(r.get("min"), r.get("max"), r.get("step"), r.get("choices"))
+        else:
+            for name, row in self.param_rows.items():
+                d = dims.get(name)
+                row.optimize.value = d is not None
+                if d is not None:
+                    if d.kind == "categorical":
+                        row.set_range(choices=d.choices)
+                    else:
+                        row.set_range(d.low, d.high, d.step)
+        for name, value in fixed.items():
+            row = self.param_rows.get(name)
+            if row is None:
+                continue
+            try:
+                row.fixed.value = row.param.validate(value)
+            except (ParameterError, Exception):
+                pass
+
+    # -- validation ----------------------------------------------------------------
+    def _changed(self, *_: Any) -> None:
+        if self._suspend:
+            return
+        self._start_error = None
+        self.validate()
+
+    def _set_error(self, field: str, message: str) -> None:
+        if field in self.param_rows:
+            self.param_rows[field].set_error(message)
+        else:
+            widget = self._field_widgets.get(field, self.general_error)
+            widget.value = f"<span style='{_ERR_STYLE}'>{html.escape(message)}</span>" if message else ""
+        if message:
+            self.errors.setdefault(field, message)
+
+    def validate(self) -> bool:
+        """Check every setting; show each error beside its field; enable Run only when all is valid."""
+        self.errors = {}
+        for widget in self._field_widgets.values():
+            widget.value = ""
+        for row in self.param_rows.values():
+            row.set_error("")
+        self._validate_fields()
+        if self._start_error is not None:
+            self._set_error(*self._start_error)
+        running = self.run is not None and not self.run.done
+        self.run_button.disabled = bool(self.errors) or running
+        if self.errors and not running:
+            self.status.value = f"<span style='{_ERR_STYLE}'>fix the settings marked in red to run</span>"
+        elif not running and self.status.value.startswith("<span style='color:#c62828"):
+            self.status.value = ""
+        return not self.errors
+
+    def _validate_fields(self) -> None:
+        # panel-level fields (each checked on its own so several messages show at once)
+        for check in (self._data_source, self._window, self._seed, self._score):
+            try:
+                check()
+            except _FieldError as exc:
+                self._set_error(exc.field, exc.message)
+        if self._strategy_path_error:
+            self._set_error("strategy", self._strategy_path_error)
+        try:
+            strategy = self._strategy()
+        except (MerlinError, ValueError) as exc:
+            self._set_error("strategy", str(exc))
+            return
+        # each parameter row with the engine's own range checks
+        optimised = 0
+        for name, row in self.param_rows.items():
+            try:
+                if row.optimize.value:
+                    optimised += 1
+                    build_search_space(strategy, OptimizationConfig(optimize_params=[name],
+                                                                    param_ranges={name: row.range()}))
+                else:
+                    row.param.validate(row.value())
+            except (ConfigError, ParameterError) as exc:
+                self._set_error(name, _strip_field(str(exc)))
+        if not optimised:
+            self._set_error("params", "tick at least one parameter to optimise")
+        if self.errors:
+            return
+        # everything together, with the engine's validation
+        try:
+            opt, cfg = self._build()
+            validate(opt, cfg)
+        except _FieldError as exc:
+            self._set_error(exc.field, exc.message)
+        except (MerlinError, ValueError) as exc:
+            field = field_of_error(str(exc), self.param_rows)
+            self._set_error(field, _strip_field(str(exc)) if field in self.param_rows else str(exc))
+
+    # -- actions -------------------------------------------------------------------
+    def start(self) -> Any:
+        """Validate and start the optimisation (the Run button); returns the run, or None if invalid."""
+        if self.run is not None and not self.run.done:
+            self.status.value = "a run is already going: Stop it first"
+            return None
+        self._start_error = None
+        if not self.validate():
+            return None
+        opt, cfg = self._build()
+        self.status.value = "starting…"
+        self.run_button.disabled = True
+        try:
+            run = start_optimization(opt, cfg)
+        except (MerlinError, ValueError) as exc:
+            if isinstance(exc, DataError):
+                field = "data"
+            elif isinstance(exc, StrategyError):
+                field = "strategy"
+            else:
+                field = field_of_error(str(exc), self.param_rows)
+            self._start_error = (field, str(exc).splitlines()[0])
+            self.validate()
+            self.status.value = f"<span style='{_ERR_STYLE}'>not started: {html.escape(str(exc).splitlines()[0])}</span>"
+            return None
+        self.run = run
+        self.stop_button.disabled = False
+        self.dashboard_button.disabled = False
+        self.dashboard_link.value = ""
+        self.status.value = f"running <b>{html.escape(run.study_name)}</b>…"
+        live = has_frontend() if self.live is None else self.live
+        if live:
+            self.monitor = LiveMonitor(run, on_finish=self._on_finish)
+            self.monitor_area.children = (self.monitor.widget,)
+        else:
+            self.monitor = None
+            self.monitor_area.children = ()
+            threading.Thread(target=self._wait_then_finish, args=(run,), daemon=True,
+                             name="merlin-panel-wait").start()
+        return run
+
+    def _wait_then_finish(self, run: Any) -> None:
+        try:
+            run.wait()
+        except Exception:
+            pass
+        self._on_finish(None)
+
+    def _on_finish(self, _monitor: Any) -> None:
+        run = self.run
+        self.stop_button.disabled = True
+        reason = (run.summary or {}).get("stop_reason", "") if run is not None else ""
+        if run is not None and run.error is not None:
+            self.status.value = f"<span style='{_ERR_STYLE}'>failed: {html.escape(str(run.error).splitlines()[0])}</span>"
+        else:
+            self.status.value = f"finished: {html.escape(reason)}"
+        self.validate()
+        self._finished_event.set()
+
+    def stop(self) -> None:
+        """Stop the running optimisation (the Stop button): workers end within a few seconds, results are kept."""
+        run = self.run
+        if run is None or run.done:
+            return
+        self.stop_button.disabled = True
+        self.status.value = "stopping…"
+        threading.Thread(target=run.stop, daemon=True, name="merlin-panel-stop").start()
+
+    def wait(self, timeout: float | None = None, *, show: bool = True) -> bool:
+        """Wait for the run started by :meth:`start`; without a live monitor, then show static results."""
+        if self.run is None:
+            raise RuntimeError("no run: press Run or call panel.start() first")
+        if not self.run.wait(timeout):
+            return False
+        if self.monitor is not None:
+            self.monitor.wait(timeout)
+        elif show:
+            LiveMonitor(self.run, live=False).show()
+        self._finished_event.wait(5)
+        return True
+
+    def open_dashboard(self, port: int | None = None) -> Any:
+        """Start optuna-dashboard on the run's storage and show its link in the panel."""
+        from .dashboard import dashboard
+
+        if self.run is None:
+            return None
+        if self.dashboard_handle is not None:
+            self.dashboard_handle.stop()
+        try:
+            self.dashboard_handle = dashboard(self.run, port=port)
+        except (MerlinError, ValueError, RuntimeError) as exc:
+            self.dashboard_link.value = f"<span style='{_ERR_STYLE}'>{html.escape(str(exc))}</span>"
+            return None
+        self.dashboard_link.value = self.dashboard_handle._repr_html_()
+        return self.dashboard_handle
+
+    @property
+    def _finished_event(self) -> threading.Event:
+        ev = self.__dict__.get("_finished_ev")
+        if ev is None:
+            ev = self.__dict__["_finished_ev"] = threading.Event()
+        return ev
+
+
+class _FieldError(Exception):
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+_FIELD_PREFIXES = (
+    ("start_method", "general"), ("data", "data"), ("warmup_bars", "window"), ("start", "window"), ("end", "window"),
+    ("worker_processes", "workers"), ("target", "target"), ("n_trials", "budget"), ("time_limit", "budget"),
+    ("convergence_patience", "budget"), ("budget_mode", "budget"), ("sampler", "sampler"), ("pruner", "sampler"),
+    ("n_startup_trials", "sampler"), ("seed", "seed"), ("study_name", "study_name"), ("study ", "study_name"),
+    ("score", "score"), ("storage", "output"), ("no parameter", "params"), ("optimize_params", "params"),
+    ("min_profit", "general"),
+)
+
+
+def field_of_error(message: str, params: dict[str, Any] | None = None) -> str:
+    """The panel field an engine error message is about (a parameter name for range and value errors)."""
+    m = re.match(r"param_ranges\[['\"]([^'\"]+)['\"]\]", message)
+    if m:
+        return m.group(1)
+    if message.startswith("fixed_params") or message.startswith("parameter"):
+        for name in params or {}:
+            if f"'{name}'" in message:
+                return name
+        return "params"
+    for prefix, field in _FIELD_PREFIXES:
+        if message.startswith(prefix):
+            return field
+    return "general"
+
+
+def _strip_field(message: str) -> str:
+    """``param_ranges['x'].min must be ...`` -> ``min must be ...`` (the row already names the parameter)."""
+    message = re.sub(r"^param_ranges\[['\"][^'\"]+['\"]\]\.?:?\s*", "", message)
+    return re.sub(r"^fixed_params:\s*", "", message)
+
+
+def _date_text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    try:
+        return pd.Timestamp(value).isoformat()
+    except (ValueError, TypeError):
+        return str(value)
+
+
+def _utc(text: str) -> pd.Timestamp:
+    ts = pd.Timestamp(text)
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+__all__ = ["ConfigPanel", "ParamRow", "field_of_error", "is_visible"]
