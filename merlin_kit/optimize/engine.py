@@ -57,6 +57,9 @@ JOURNAL_NAME = "study.journal"
 POLL_SECONDS = 0.2
 #: WAITING trials kept queued ahead of the workers on a database (at least; more at high trial rates)
 RDB_QUEUE_WINDOW = 16
+#: the same on a journal, where a queued trial is cheap but 100,000 of them are not (seconds to write,
+#: and every storage read and the dashboard would walk them)
+JOURNAL_QUEUE_WINDOW = 256
 #: how often the monitor looks for RUNNING trials whose worker is gone (on any machine)
 REAP_SECONDS = 1.0
 #: after Stop, workers get this long to finish their trial before SIGTERM, then SIGKILL
@@ -364,7 +367,7 @@ class OptimizationRun:
     def _fill_queue(self) -> None:
         """Queue exactly the run's trial budget as WAITING trials (workers only run claimed ones).
 
-        Journals get the whole budget at once.  A database gets it in windows
+        The budget is queued in windows
         (:meth:`_top_up_queue`, called by the monitor and by an in-process
         worker that finds the queue empty): Optuna re-reads every unfinished
         trial of a study from the server on each trial, so a queue of the whole
@@ -383,17 +386,15 @@ class OptimizationRun:
         with self._queue_lock:
             if self._to_enqueue <= 0:
                 return
-            if kind_of(self.location) != "rdb":
-                k = self._to_enqueue
-            else:
-                if waiting is None:
-                    waiting = len(self._storage.get_all_trials(self._study_id, deepcopy=False,
-                                                               states=(TrialState.WAITING,)))
-                rate = float(self._progress.get("trials_per_second") or 0.0)
-                window = max(RDB_QUEUE_WINDOW, math.ceil(4 * rate * POLL_SECONDS))
-                if waiting > window // 2:
-                    return
-                k = min(self._to_enqueue, window - waiting)
+            if waiting is None:
+                waiting = len(self._storage.get_all_trials(self._study_id, deepcopy=False,
+                                                           states=(TrialState.WAITING,)))
+            rate = float(self._progress.get("trials_per_second") or 0.0)
+            least = RDB_QUEUE_WINDOW if kind_of(self.location) == "rdb" else JOURNAL_QUEUE_WINDOW
+            window = max(least, math.ceil(4 * rate * POLL_SECONDS))
+            if waiting > window // 2:
+                return
+            k = min(self._to_enqueue, window - waiting)
             for _ in range(k):
                 self._study.enqueue_trial({}, skip_if_exists=False)
             self._to_enqueue -= k
