@@ -84,28 +84,13 @@ class OptimizationResult:
     prune_reason: str | None = None
     run_id: str | None = None
 
-    def backtest(self, run: "OptimizationRun | None" = None):
-        """Re-run this result's parameters as a full backtest (trades, curves)."""
-        if run is None:
-            raise ValueError("pass the run: result.backtest(run), or use run.best.backtest()")
-        return run.backtest(self)
-
-
-class _BoundResult:
-    """``run.best`` — a result that knows its run, so ``run.best.backtest()`` works."""
-
-    def __init__(self, run: "OptimizationRun", result: OptimizationResult) -> None:
-        self._run = run
-        self._result = result
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._result, name)
+    run: "OptimizationRun | None" = field(default=None, repr=False, compare=False)
 
     def backtest(self):
-        return self._run.backtest(self._result)
-
-    def __repr__(self) -> str:
-        return f"best {self._result!r}"
+        """Re-run this result's parameters as a full backtest (trades, curves) on its run's window."""
+        if self.run is None:
+            raise ValueError("this result is not attached to a run; use run.backtest(result)")
+        return self.run.backtest(self)
 
 
 @dataclass
@@ -672,6 +657,7 @@ class OptimizationRun:
                 error=t.user_attrs.get(ERROR_ATTR),
                 prune_reason=t.user_attrs.get(PRUNE_REASON_ATTR),
                 run_id=owner.get("run"),
+                run=self,
             ))
         complete = [r for r in results if r.state == "COMPLETE" and r.metrics]
         for r, s in zip(complete, score_all([r.metrics for r in complete], self.score_config)):
@@ -765,9 +751,9 @@ class OptimizationRun:
         return results_frame(self.results, self.metric)
 
     @property
-    def best(self) -> _BoundResult | None:
+    def best(self) -> OptimizationResult | None:
         complete = [r for r in self.results if r.state == "COMPLETE"]
-        return _BoundResult(self, complete[0]) if complete else None
+        return complete[0] if complete else None
 
     def backtest(self, result: OptimizationResult):
         """Full backtest (trades, curves) of one result's parameters on the run's window."""
