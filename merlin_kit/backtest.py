@@ -15,12 +15,15 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
+from ._memory import keep_freed_memory
 from .data import DataSource, PreparedData, load_ohlcv, prepare, sample
 from .errors import DataError
 from .metrics import compute_metrics, month_starts
 from .strategies import IndicatorCache, Strategy, StrategyOutput, get_strategy
 
 SAMPLE_SOURCE = "sample"
+
+keep_freed_memory()  # bar-sized arrays are allocated per backtest: reuse the heap (see _memory)
 
 
 def load_data(source: DataSource | str, *, name: str | None = None) -> pd.DataFrame:

@@ -17,7 +17,8 @@ followed literally, operation by operation where the order matters:
   recomputed (compensated) every ``_RECOMPUTE_EVERY`` bars, so they stay within
   a few ulps of the direct definition even after huge values leave the window.
 
-The kernels are compiled with ``@njit(cache=True)`` and without ``fastmath``:
+The kernels are compiled with ``@njit(cache=True, nogil=True)`` (nogil: independent
+indicators of one backtest can run on threads) and without ``fastmath``:
 IEEE semantics (no reassociation, no FMA contraction) keep results
 reproducible, and the on-disk cache makes later processes (optimisation
 workers) start without recompiling.
@@ -52,7 +53,7 @@ _WMA_DIRECT_MAX = 32
 # SMA: pandas roll_mean, bit for bit
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _sma_kernel(x: np.ndarray, length: int) -> np.ndarray:
     n = x.shape[0]
     out = np.empty(n, dtype=np.float64)
@@ -142,7 +143,7 @@ def _sma_kernel(x: np.ndarray, length: int) -> np.ndarray:
 # EMA
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _ema_kernel(x: np.ndarray, length: int) -> np.ndarray:
     n = x.shape[0]
     out = np.empty(n, dtype=np.float64)
@@ -170,7 +171,7 @@ def _ema_kernel(x: np.ndarray, length: int) -> np.ndarray:
 # Weighted windows (WMA, ALMA)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _weighted_window_kernel(x: np.ndarray, w: np.ndarray, wsum: float) -> np.ndarray:
     """out[i] = sum_k w[k] * x[i-L+1+k] / wsum (k = 0 oldest), summed in k order; NaN until L values."""
     n = x.shape[0]
@@ -194,7 +195,7 @@ def _weighted_window_kernel(x: np.ndarray, w: np.ndarray, wsum: float) -> np.nda
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _two_sum_add(s: float, c: float, v: float) -> tuple[float, float]:
     """Neumaier step: add v to the compensated sum (s, c)."""
     t = s + v
@@ -205,7 +206,7 @@ def _two_sum_add(s: float, c: float, v: float) -> tuple[float, float]:
     return t, c
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _two_product(a: float, b: float) -> tuple[float, float]:
     """Dekker: a*b = p + e exactly (barring overflow), without FMA."""
     p = a * b
@@ -219,7 +220,7 @@ def _two_product(a: float, b: float) -> tuple[float, float]:
     return p, e
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _wma_running_kernel(x: np.ndarray, length: int) -> np.ndarray:
     """WMA in O(n): numerator N_i = N_{i-1} + L*x_i - S_{i-1}, window sum S_i = S_{i-1} + x_i - x_{i-L}.
 
@@ -278,7 +279,7 @@ def _wma_running_kernel(x: np.ndarray, length: int) -> np.ndarray:
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _wma_kernel(x: np.ndarray, length: int) -> np.ndarray:
     if length <= 0:
         out = np.empty(x.shape[0], dtype=np.float64)
@@ -290,7 +291,7 @@ def _wma_kernel(x: np.ndarray, length: int) -> np.ndarray:
     return _wma_running_kernel(x, length)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _alma_kernel(x: np.ndarray, length: int) -> np.ndarray:
     if length <= 0:
         out = np.empty(x.shape[0], dtype=np.float64)
@@ -310,7 +311,7 @@ def _alma_kernel(x: np.ndarray, length: int) -> np.ndarray:
 # Running window sums (VWMA, KAMA)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _rolling_sum_kernel(v: np.ndarray, length: int) -> np.ndarray:
     """Sum of the last `length` values; NaN until `length` values or when the window holds a NaN.
 
@@ -361,7 +362,7 @@ def _rolling_sum_kernel(v: np.ndarray, length: int) -> np.ndarray:
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _vwma_kernel(src: np.ndarray, volume: np.ndarray, length: int) -> np.ndarray:
     n = src.shape[0]
     pv = np.empty(n, dtype=np.float64)
@@ -376,7 +377,7 @@ def _vwma_kernel(src: np.ndarray, volume: np.ndarray, length: int) -> np.ndarray
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _vwap_kernel(high: np.ndarray, low: np.ndarray, close: np.ndarray, volume: np.ndarray) -> np.ndarray:
     n = close.shape[0]
     out = np.empty(n, dtype=np.float64)
@@ -394,7 +395,7 @@ def _vwap_kernel(high: np.ndarray, low: np.ndarray, close: np.ndarray, volume: n
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _kama_kernel(src: np.ndarray, length: int) -> np.ndarray:
     n = src.shape[0]
     out = np.empty(n, dtype=np.float64)
@@ -431,7 +432,7 @@ def _kama_kernel(src: np.ndarray, length: int) -> np.ndarray:
 # ATR, rolling extremes, RSI, StochRSI
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _atr_kernel(high: np.ndarray, low: np.ndarray, close: np.ndarray, period: int) -> np.ndarray:
     n = close.shape[0]
     out = np.empty(n, dtype=np.float64)
@@ -467,25 +468,31 @@ def _atr_kernel(high: np.ndarray, low: np.ndarray, close: np.ndarray, period: in
 _SMALL_WINDOW = 16
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _rolling_extreme_small(x: np.ndarray, window: int, want_max: bool) -> np.ndarray:
-    """Direct-scan rolling min/max for small windows; same results as the deque kernel."""
+    """Small-window rolling min/max as ``window - 1`` passes, each folding in the bar ``k`` back.
+
+    Each pass is a branch-free compare-and-select over the whole series (it vectorises),
+    so a stop lookback of 2 costs one pass instead of a scan per bar. Same values as the
+    deque kernel: NaN inputs are skipped, NaN only where the whole window is NaN.
+    """
     n = x.shape[0]
-    out = np.empty(n, dtype=np.float64)
-    for i in range(n):
-        start = i - window + 1
-        if start < 0:
-            start = 0
-        best = np.nan
-        for j in range(start, i + 1):
-            v = x[j]
-            if v == v and (best != best or (v > best if want_max else v < best)):
-                best = v
-        out[i] = best
+    out = x.copy()
+    for k in range(1, window):
+        if want_max:
+            for i in range(k, n):
+                v = x[i - k]
+                b = out[i]
+                out[i] = v if (v > b or b != b) else b
+        else:
+            for i in range(k, n):
+                v = x[i - k]
+                b = out[i]
+                out[i] = v if (v < b or b != b) else b
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _rolling_extreme_kernel(x: np.ndarray, window: int, want_max: bool) -> np.ndarray:
     """Monotone-deque rolling min/max over the last `window` bars, NaN values skipped."""
     n = x.shape[0]
@@ -512,7 +519,7 @@ def _rolling_extreme_kernel(x: np.ndarray, window: int, want_max: bool) -> np.nd
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _rsi_kernel(close: np.ndarray, length: int) -> np.ndarray:
     n = close.shape[0]
     out = np.empty(n, dtype=np.float64)
@@ -543,7 +550,7 @@ def _rsi_kernel(close: np.ndarray, length: int) -> np.ndarray:
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _stoch_kernel(r: np.ndarray, length: int) -> np.ndarray:
     n = r.shape[0]
     lo = _rolling_extreme_kernel(r, length, False)

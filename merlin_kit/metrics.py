@@ -27,7 +27,7 @@ METRIC_NAMES: tuple[str, ...] = (
 LOWER_IS_BETTER: frozenset[str] = frozenset({"max_drawdown_pct", "max_drawdown", "ulcer_index", "losing_trades", "max_consecutive_losses"})
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _days_from_civil(y, m, d):  # pragma: no cover - compiled
     """Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's algorithm)."""
     y -= m <= 2
@@ -39,7 +39,7 @@ def _days_from_civil(y, m, d):  # pragma: no cover - compiled
     return era * 146097 + doe - 719468
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _civil_year_month(days):  # pragma: no cover - compiled
     z = days + 719468
     era = (z if z >= 0 else z - 146096) // 146097
@@ -52,7 +52,7 @@ def _civil_year_month(days):  # pragma: no cover - compiled
     return y, m
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _month_starts_kernel(time):  # pragma: no cover - compiled
     n = time.shape[0]
     out = np.empty(n, np.int64)
@@ -77,25 +77,31 @@ def month_starts(time: np.ndarray) -> np.ndarray:
     return _month_starts_kernel(np.ascontiguousarray(time, dtype=np.int64))
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _curve_stats(balance, equity, starts):  # pragma: no cover - compiled
+    """Max drawdown % of the balance, its peak, the ulcer index of the equity and monthly returns.
+
+    One pass. The drawdown ``(peak - b) / peak * 100`` is evaluated only at a new low
+    since the last peak: for a fixed peak it can only grow as ``b`` falls (rounding is
+    monotone), so the maximum is the same number the per-bar formula gives.
+    """
     n = balance.shape[0]
-    peak = balance[0]
+    peak = balance[0] if n > 0 else 0.0
+    trough = peak
     max_dd_pct = 0.0
-    max_balance = balance[0]
+    eq_peak = equity[0] if n > 0 else 0.0
+    sq = 0.0
     for i in range(n):
         b = balance[i]
         if b > peak:
             peak = b
-        if b > max_balance:
-            max_balance = b
-        if peak > 0:
-            dd = (peak - b) / peak * 100.0
-            if dd > max_dd_pct:
-                max_dd_pct = dd
-    eq_peak = equity[0]
-    sq = 0.0
-    for i in range(n):
+            trough = b
+        elif b < trough:
+            trough = b
+            if peak > 0:
+                dd = (peak - b) / peak * 100.0
+                if dd > max_dd_pct:
+                    max_dd_pct = dd
         e = equity[i]
         if e > eq_peak:
             eq_peak = e
@@ -108,10 +114,10 @@ def _curve_stats(balance, equity, starts):  # pragma: no cover - compiled
         first = equity[starts[k]]
         last = equity[starts[k + 1]] if k + 1 < m else equity[n - 1]
         monthly[k] = (last / first - 1.0) * 100.0
-    return max_dd_pct, max_balance, ulcer, monthly
+    return max_dd_pct, peak, ulcer, monthly  # the last peak is the highest balance
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _trade_stats(net):  # pragma: no cover - compiled
     wins = 0
     losses = 0

@@ -54,6 +54,36 @@ def test_drawdown_romad_recovery_and_trade_stats():
     assert m["sqn"] is None  # needs >= 30 trades
 
 
+def plain_curve_stats(balance, equity):
+    """The spec's per-bar formulas, written out: drawdown at every bar, ulcer over the equity."""
+    peak, max_dd = balance[0], 0.0
+    for b in balance:
+        peak = max(peak, b)
+        if peak > 0:
+            max_dd = max(max_dd, (peak - b) / peak * 100.0)
+    eq_peak, sq = equity[0], 0.0
+    for e in equity:
+        eq_peak = max(eq_peak, e)
+        sq += (e / eq_peak - 1.0) ** 2
+    return max_dd, max(balance), math.sqrt(sq / len(equity)) * 100.0
+
+
+# few distinct levels: ties, repeated troughs and new peaks at equal values all occur
+level = st.sampled_from([50.0, 80.5, 99.0, 100.0, 100.0, 101.25, 120.0, 0.5, 333.3])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(level, level), min_size=1, max_size=120))
+def test_one_pass_drawdown_and_ulcer_equal_the_per_bar_formulas(bars):
+    balance = np.array([b for b, _ in bars])
+    equity = np.array([e for _, e in bars])
+    m = compute_metrics(output([], balance, equity), np.array([0]))
+    max_dd, max_balance, ulcer = plain_curve_stats(balance.tolist(), equity.tolist())
+    assert m["max_drawdown_pct"] == max_dd  # exactly: evaluated only at new lows, same expression
+    assert m["max_drawdown"] == max_dd / 100.0 * max_balance
+    assert m["ulcer_index"] == ulcer
+
+
 def test_profit_factor_edge_cases_and_none_without_trades():
     assert compute_metrics(output([5, 3], [100, 105, 108]), np.array([0]))["profit_factor"] == 999.0
     assert compute_metrics(output([0.0], [100, 100]), np.array([0]))["profit_factor"] == 1.0

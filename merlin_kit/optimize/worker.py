@@ -47,6 +47,7 @@ from optuna.trial import FrozenTrial, Trial, TrialState
 from ..backtest import Backtester
 from ..errors import ConfigError
 from ..scoring import minmax_score
+from ..strategies import IndicatorCache
 from .runconfig import RunConfig, load_run_config
 from .storage import heartbeat_grace, heartbeat_interval, host_id, kind_of, open_storage, redact
 
@@ -151,7 +152,8 @@ class TrialRunner:
         self.study = study
         self.cfg = cfg
         self.worker_id = worker_id
-        self.backtester = Backtester(cfg.load_strategy(), cfg.load_prepared(data_path))
+        # one thread per worker: an optimisation's parallelism is its worker processes
+        self.backtester = Backtester(cfg.load_strategy(), cfg.load_prepared(data_path), cache=IndicatorCache(threads=1))
         self.owner = {"worker": worker_id, "pid": os.getpid(), "host": host_id(), "run": cfg.run_id}
         self.stats = WorkerStats()
 

@@ -11,7 +11,7 @@ import numpy as np
 from numba import njit
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def new_trade_log(n_bars):  # pragma: no cover - compiled
     """Buffers for at most one trade per two bars (an entry and an exit never share a bar)."""
     cap = n_bars // 2 + 1
@@ -21,7 +21,7 @@ def new_trade_log(n_bars):  # pragma: no cover - compiled
     )
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def log_trade(log, k, direction, entry_idx, exit_idx, entry_price, exit_price, size, net):  # pragma: no cover
     """Record trade ``k``; profit % is net P&L over the entry notional. Returns ``k + 1``."""
     log[0][k] = direction
@@ -35,7 +35,7 @@ def log_trade(log, k, direction, entry_idx, exit_idx, entry_price, exit_price, s
     return k + 1
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def kernel_result(log, k, balance, equity):  # pragma: no cover - compiled
     """(direction, entry_idx, exit_idx, entry_price, exit_price, size, net_pnl, profit_pct, balance, equity)."""
     return (

@@ -10,7 +10,10 @@ all of it by declaring its parameters once.
 from __future__ import annotations
 
 import math
+import os
+import threading
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Literal, Mapping, Sequence
 
@@ -147,16 +150,39 @@ class StrategyOutput:
             raise StrategyError(f"{where}: initial_capital must be a positive number")
 
 
+#: a backtest that misses several indicators on at least this many bars computes them on threads
+PARALLEL_MIN_BARS = 100_000
+
+_pool: ThreadPoolExecutor | None = None
+_pool_pid = 0
+_pool_lock = threading.Lock()
+
+
+def _indicator_pool(threads: int) -> ThreadPoolExecutor:
+    """The process's indicator thread pool (re-created in a forked child, whose copy has no threads)."""
+    global _pool, _pool_pid
+    with _pool_lock:
+        if _pool is None or _pool_pid != os.getpid() or _pool._max_workers < threads:
+            _pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="merlin-indicators")
+            _pool_pid = os.getpid()
+        return _pool
+
+
 class IndicatorCache:
     """A bounded LRU cache of indicator series for one prepared window.
 
     An optimisation evaluates thousands of parameter sets on the same bars; a
     moving average depends only on (kind, length), so reusing it across trials
-    removes most of the indicator cost.
+    removes most of the indicator cost.  :meth:`get_many` computes the misses of
+    one run concurrently on long series (the kernels release the GIL): on
+    1,000,000 bars the five or six indicators of an S01 run are independent
+    latency-bound loops.  ``threads`` caps that (default: every CPU, at most 4);
+    optimisation workers use 1, since their parallelism is one process per core.
     """
 
-    def __init__(self, max_bytes: int = 256 * 2**20) -> None:
+    def __init__(self, max_bytes: int = 256 * 2**20, *, threads: int | None = None) -> None:
         self.max_bytes = max_bytes
+        self.threads = max(1, threads if threads is not None else min(4, os.cpu_count() or 1))
         self._items: OrderedDict[tuple[Any, ...], np.ndarray] = OrderedDict()
         self._bytes = 0
         self.hits = 0
@@ -170,7 +196,28 @@ class IndicatorCache:
             self.hits += 1
             return arr
         self.misses += 1
-        arr = compute()
+        return self._store(key, compute())
+
+    def get_many(
+        self, requests: Mapping[tuple[Any, ...], Callable[[], np.ndarray]], *, bars: int
+    ) -> dict[tuple[Any, ...], np.ndarray]:
+        """:meth:`get` for several independent series of ``bars`` bars; misses may run on threads."""
+        missing = [key for key in requests if key not in self._items]
+        if len(missing) < 2 or bars < PARALLEL_MIN_BARS or self.threads < 2:
+            return {key: self.get(key, compute) for key, compute in requests.items()}
+        pool = _indicator_pool(self.threads)
+        futures = {key: pool.submit(requests[key]) for key in missing}
+        computed = {key: future.result() for key, future in futures.items()}
+        out: dict[tuple[Any, ...], np.ndarray] = {}
+        for key in requests:
+            if key in computed:
+                self.misses += 1
+                out[key] = self._store(key, computed[key])
+            else:
+                out[key] = self.get(key, requests[key])
+        return out
+
+    def _store(self, key: tuple[Any, ...], arr: np.ndarray) -> np.ndarray:
         arr.flags.writeable = False
         self._items[key] = arr
         self._bytes += arr.nbytes

@@ -8,7 +8,7 @@ well under a millisecond on ~16k bars.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 from numba import njit
@@ -21,7 +21,7 @@ from .base import IndicatorCache, Param, Strategy, StrategyOutput, output_from_k
 _SECONDS_PER_DAY = 86400
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _s01_kernel(
     time, high, low, close, ma, atr_, lowest_long, highest_short, trail_long, trail_long_factor, trail_short,
     trail_short_factor, trade_start_idx,
@@ -238,25 +238,36 @@ class S01TrailingMA(Strategy):
         p = params
         cache = cache if cache is not None else IndicatorCache()
 
-        def ma(kind: str, length: int) -> np.ndarray:
-            return cache.get(
-                ("ma", kind, length),
-                lambda: moving_average(kind, data.close, length, high=data.high, low=data.low, volume=data.volume),
+        def ma(kind: str, length: int) -> tuple[tuple[Any, ...], Callable[[], np.ndarray]]:
+            return ("ma", kind, length), lambda: moving_average(
+                kind, data.close, length, high=data.high, low=data.low, volume=data.volume
             )
 
         def shift(length: int, offset: float) -> float:
             # the offset applies only to a real MA (length > 0); x * 1.0 == x exactly
             return 1.0 + offset / 100.0 if length > 0 else 1.0
 
-        atr_ = cache.get(("atr", p["atrPeriod"]), lambda: atr(data.high, data.low, data.close, p["atrPeriod"]))
-        lowest = cache.get(("lowest", p["stopLongLP"]), lambda: rolling_min(data.low, p["stopLongLP"]))
-        highest = cache.get(("highest", p["stopShortLP"]), lambda: rolling_max(data.high, p["stopShortLP"]))
+        trend_key, trend = ma(p["maType"], p["maLength"])
+        trail_long_key, trail_long = ma(p["trailMaType"], p["trailLongLength"])
+        trail_short_key, trail_short = ma(p["trailMaType"], p["trailShortLength"])
+        atr_key, lowest_key, highest_key = ("atr", p["atrPeriod"]), ("lowest", p["stopLongLP"]), ("highest", p["stopShortLP"])
+        series = cache.get_many(
+            {
+                trend_key: trend,
+                trail_long_key: trail_long,
+                trail_short_key: trail_short,
+                atr_key: lambda: atr(data.high, data.low, data.close, p["atrPeriod"]),
+                lowest_key: lambda: rolling_min(data.low, p["stopLongLP"]),
+                highest_key: lambda: rolling_max(data.high, p["stopShortLP"]),
+            },
+            bars=data.n_bars,
+        )
         capital = self.initial_capital(p)
         result = _s01_kernel(
             data.time, data.high, data.low, data.close,
-            ma(p["maType"], p["maLength"]), atr_, lowest, highest,
-            ma(p["trailMaType"], p["trailLongLength"]), shift(p["trailLongLength"], p["trailLongOffset"]),
-            ma(p["trailMaType"], p["trailShortLength"]), shift(p["trailShortLength"], p["trailShortOffset"]),
+            series[trend_key], series[atr_key], series[lowest_key], series[highest_key],
+            series[trail_long_key], shift(p["trailLongLength"], p["trailLongOffset"]),
+            series[trail_short_key], shift(p["trailShortLength"], p["trailShortOffset"]),
             data.trade_start_idx,
             p["closeCountLong"], p["closeCountShort"], p["stopLongX"], p["stopLongRR"], p["stopShortX"], p["stopShortRR"],
             p["stopLongMaxPct"], p["stopShortMaxPct"], p["stopLongMaxDays"], p["stopShortMaxDays"],

@@ -40,7 +40,7 @@ from ._trades import kernel_result, log_trade, new_trade_log
 from .base import IndicatorCache, Param, Strategy, StrategyOutput, output_from_kernel
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def s04_kernel(
     high, low, close, k, d, lowest_low, highest_high, trade_start_idx,
     ob_level, os_level, confirm_bars, risk_per_trade, contract_size, commission_pct, initial_capital,
