@@ -516,6 +516,35 @@ class PreparedData:
         """The OHLCV frame of the window (a new, writeable DataFrame)."""
         return pd.DataFrame({c: np.array(getattr(self, c)) for c in OHLCV_COLUMNS}, index=self.index.copy())
 
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the window as one uncompressed ``.npz`` file (arrays only, no pickles).
+
+        Reading it back takes milliseconds where parsing and validating the CSV
+        takes seconds on a million bars: the optimiser hands its worker
+        processes the window this way.
+        """
+        with open(path, "wb") as fh:
+            np.savez(fh, index_ns=self.index.asi8, time=self.time, open=self.open, high=self.high, low=self.low,
+                     close=self.close, volume=self.volume, trade_start_idx=np.int64(self.trade_start_idx))
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str]) -> "PreparedData":
+        """Read a window written by :meth:`save`."""
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                arrays = {k: z[k] for k in z.files}
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{os.fspath(path)}: not a prepared window written by PreparedData.save ({exc})") from None
+        missing = [k for k in ("index_ns", "time", *OHLCV_COLUMNS, "trade_start_idx") if k not in arrays]
+        if missing:
+            raise DataError(f"{os.fspath(path)}: prepared window lacks {', '.join(missing)}")
+        for arr in arrays.values():
+            arr.flags.writeable = False  # ours alone: PreparedData keeps them without a copy
+        return cls(
+            _index_from_ns(arrays["index_ns"]), arrays["time"], arrays["open"], arrays["high"], arrays["low"],
+            arrays["close"], arrays["volume"], int(arrays["trade_start_idx"]),
+        )
+
     def __repr__(self) -> str:
         if self.n_bars == 0:
             return "PreparedData(n_bars=0)"

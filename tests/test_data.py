@@ -630,3 +630,27 @@ def test_reference_file_loads_fast() -> None:
         load_ohlcv(path)
         best = min(best, time.perf_counter() - t0)
     assert best < 0.1, f"loading {LINK_FILE} took {best * 1000:.1f} ms"
+
+
+def test_prepared_window_save_and_load_round_trip(tmp_path: Path) -> None:
+    prepared = prepare(load_ohlcv(sample(3000)), "2024-01-10", None, 500)
+    path = tmp_path / "window.npz"
+    prepared.save(path)
+    back = PreparedData.load(path)
+    assert back.index.equals(prepared.index) and str(back.index.tz) == "UTC"
+    assert back.trade_start_idx == prepared.trade_start_idx
+    for col in ("time", *OHLCV_COLUMNS):
+        np.testing.assert_array_equal(getattr(back, col), getattr(prepared, col))
+        assert not getattr(back, col).flags.writeable
+    assert fingerprint(back) == fingerprint(prepared)
+
+
+def test_prepared_window_load_names_a_bad_file(tmp_path: Path) -> None:
+    junk = tmp_path / "junk.npz"
+    junk.write_bytes(b"not a zip")
+    with pytest.raises(DataError, match=r"junk\.npz: not a prepared window written by PreparedData\.save"):
+        PreparedData.load(junk)
+    partial = tmp_path / "partial.npz"
+    np.savez(partial, time=np.arange(3))
+    with pytest.raises(DataError, match="prepared window lacks index_ns, open, high, low, close, volume, trade_start_idx"):
+        PreparedData.load(partial)

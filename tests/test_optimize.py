@@ -158,6 +158,31 @@ def test_uploaded_bytes_are_private_while_running(small_csv):
     assert not os.path.exists(path)
 
 
+def test_local_workers_read_the_validated_window_not_the_csv(small_csv, tmp_path):
+    """Workers on this machine load the parent's saved window: the CSV may vanish once the run has started."""
+    csv = tmp_path / "moving.csv"
+    csv.write_bytes(small_csv.read_bytes())
+    run = start_optimization(make(csv), OptunaConfig(n_trials=10, sampler="random", seed=3))
+    try:
+        copy = run.run_config.local_copy
+        assert copy is not None and os.stat(copy["path"]).st_mode & 0o777 == 0o600
+        csv.unlink()  # the workers are still importing: they must not need it
+    finally:
+        run.wait(120)
+    assert run.summary["completed_trials"] + run.summary["pruned_trials"] == 10
+    assert run.summary["failed_trials"] == 0
+    assert not os.path.exists(copy["path"])
+
+
+def test_a_window_saved_on_another_machine_is_not_used(small_csv):
+    from merlin_kit.optimize.runconfig import RunConfig
+
+    run = optimize(make(small_csv), OptunaConfig(n_trials=2, sampler="random", seed=4))
+    cfg = RunConfig.from_json({**run.run_config.to_json(), "local_copy": {"path": "/nonexistent/prepared.npz",
+                                                                          "host": "another-machine"}})
+    assert cfg.load_prepared().n_bars == run._prepared.n_bars  # read from the CSV instead
+
+
 def test_save_study_and_resume(small_csv, tmp_path):
     cfg = dict(sampler="random", seed=1, study_name="resume-me", save_study=True, output_dir=str(tmp_path / "run"))
     first = optimize(make(small_csv, 2), OptunaConfig(n_trials=10, **cfg))

@@ -209,9 +209,20 @@ class OptimizationRun:
             first_trial_number=len(existing),
             started_at=started,
             deadline=started + float(cfg.time_limit) if cfg.budget_mode == "time" else None,
+            local_copy=self._save_prepared_for_workers(),
         )
         store_run_config(storage, self._study_id, self.run_config)
         self._started = started
+
+    def _save_prepared_for_workers(self) -> dict[str, str] | None:
+        """Worker processes on this machine read the validated window, not the CSV (private temp file)."""
+        if self.opt.worker_processes < 2:
+            return None  # the in-process worker gets the window itself
+        assert self._prepared is not None
+        path = os.path.join(self._tmpdir, "prepared.npz")
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        self._prepared.save(path)
+        return {"path": path, "host": host_id()}
 
     def _materialise_data(self, source: Any) -> tuple[str, str]:
         """A path every worker can read: the user's file, ``sample``, or a private temp copy (mode 0600)."""
@@ -389,7 +400,7 @@ class OptimizationRun:
     def _thread_worker(self, worker: _Worker) -> None:
         try:
             WorkerLoop(self.location, self.study_name, worker.worker_id, stop_event=self._stop_event,
-                       refill=self._top_up_queue).run()
+                       refill=self._top_up_queue, prepared=self._prepared).run()
         except Exception:
             worker.error = traceback.format_exc()
             log.error("worker 0 crashed:\n%s", worker.error)
@@ -399,7 +410,8 @@ class OptimizationRun:
         self._start(inline=True)
         worker = self._workers[0]
         try:
-            WorkerLoop(self.location, self.study_name, 0, stop_event=self._stop_event, refill=self._top_up_queue).run()
+            WorkerLoop(self.location, self.study_name, 0, stop_event=self._stop_event, refill=self._top_up_queue,
+                       prepared=self._prepared).run()
         except KeyboardInterrupt:
             self._stop_reason = "interrupted"
         except Exception:

@@ -45,6 +45,7 @@ from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from ..backtest import Backtester
+from ..data import PreparedData
 from ..errors import ConfigError
 from ..scoring import minmax_score
 from ..strategies import IndicatorCache
@@ -148,12 +149,14 @@ class WorkerStats:
 class TrialRunner:
     """Evaluates one claimed trial: suggest, backtest, score, store metrics, tell."""
 
-    def __init__(self, study: optuna.Study, cfg: RunConfig, worker_id: int, data_path: str | None = None) -> None:
+    def __init__(self, study: optuna.Study, cfg: RunConfig, worker_id: int, data_path: str | None = None,
+                 prepared: PreparedData | None = None) -> None:
         self.study = study
         self.cfg = cfg
         self.worker_id = worker_id
+        data = prepared if prepared is not None else cfg.load_prepared(data_path)
         # one thread per worker: an optimisation's parallelism is its worker processes
-        self.backtester = Backtester(cfg.load_strategy(), cfg.load_prepared(data_path), cache=IndicatorCache(threads=1))
+        self.backtester = Backtester(cfg.load_strategy(), data, cache=IndicatorCache(threads=1))
         self.owner = {"worker": worker_id, "pid": os.getpid(), "host": host_id(), "run": cfg.run_id}
         self.stats = WorkerStats()
 
@@ -378,7 +381,7 @@ class WorkerLoop:
 
     def __init__(self, location: str, study_name: str, worker_id: int, *, parent_pid: int | None = None,
                  stop_event: threading.Event | None = None, data_path: str | None = None,
-                 refill: Callable[[], None] | None = None) -> None:
+                 refill: Callable[[], None] | None = None, prepared: PreparedData | None = None) -> None:
         self.storage = open_storage(location)
         self.study_id = study_id_of(self.storage, location, study_name)
         self.cfg = load_run_config(self.storage, self.study_id)
@@ -389,7 +392,8 @@ class WorkerLoop:
         self.worker_id = worker_id
         self.parent_pid = parent_pid
         self.stop_event = stop_event
-        self.runner = TrialRunner(self.study, self.cfg, worker_id, data_path)
+        # prepared: the run's own process passes the window it validated (no second load)
+        self.runner = TrialRunner(self.study, self.cfg, worker_id, data_path, prepared)
         self.heartbeat = TrialHeartbeat(self.storage)
         self.refill = refill  # in the run's own process: tops up a database's queue when it runs dry
         self.stop_reason = ""
