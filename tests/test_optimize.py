@@ -7,6 +7,7 @@ import math
 import multiprocessing
 import os
 import signal
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -181,6 +182,24 @@ def test_a_window_saved_on_another_machine_is_not_used(small_csv):
     cfg = RunConfig.from_json({**run.run_config.to_json(), "local_copy": {"path": "/nonexistent/prepared.npz",
                                                                           "host": "another-machine"}})
     assert cfg.load_prepared().n_bars == run._prepared.n_bars  # read from the CSV instead
+
+
+def _report_preloaded(queue) -> None:
+    queue.put("merlin_kit.optimize._preload" in sys.modules)
+
+
+def test_forkserver_workers_fork_from_a_warm_server(small_csv):
+    """With forkserver the server preloads the package and its kernels once; workers are forks of it."""
+    run = optimize(make(small_csv, start_method="forkserver"), OptunaConfig(n_trials=4, sampler="random", seed=5))
+    assert run.summary["total_trials"] == 4
+    ctx = multiprocessing.get_context("forkserver")
+    queue = ctx.Queue()
+    probe = ctx.Process(target=_report_preloaded, args=(queue,))
+    probe.start()
+    try:
+        assert queue.get(timeout=60) is True
+    finally:
+        probe.join(10)
 
 
 def test_save_study_and_resume(small_csv, tmp_path):

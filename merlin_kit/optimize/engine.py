@@ -349,6 +349,9 @@ class OptimizationRun:
                 worker.thread.start()
         elif n > 1:
             ctx = multiprocessing.get_context(self.opt.start_method)
+            if self.opt.start_method == "forkserver":
+                # a no-op once the server runs: its first start decides what it preloads
+                ctx.set_forkserver_preload(["__main__", "merlin_kit.optimize._preload"])
             for i in range(n):
                 proc = ctx.Process(target=run_worker, args=(self.location, self.study_name, i, os.getpid()),
                                    name=f"merlin-worker-{i}", daemon=True)
