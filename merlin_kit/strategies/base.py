@@ -152,6 +152,8 @@ class StrategyOutput:
 
 #: a backtest that misses several indicators on at least this many bars computes them on threads
 PARALLEL_MIN_BARS = 100_000
+#: default cap of those threads
+DEFAULT_THREADS = min(4, os.cpu_count() or 1)
 
 _pool: ThreadPoolExecutor | None = None
 _pool_pid = 0
@@ -182,7 +184,7 @@ class IndicatorCache:
 
     def __init__(self, max_bytes: int = 256 * 2**20, *, threads: int | None = None) -> None:
         self.max_bytes = max_bytes
-        self.threads = max(1, threads if threads is not None else min(4, os.cpu_count() or 1))
+        self.threads = max(1, threads if threads is not None else DEFAULT_THREADS)
         self._items: OrderedDict[tuple[Any, ...], np.ndarray] = OrderedDict()
         self._bytes = 0
         self.hits = 0
