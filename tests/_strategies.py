@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import os
 import time
 from typing import Any, Mapping
 
@@ -40,3 +42,27 @@ class ChildCrashS01(S01TrailingMA):
         parent = os.environ.get("MERLIN_TEST_PARENT_PID")
         if parent is not None and int(parent) != os.getpid():
             raise RuntimeError("worker cannot construct this strategy (test)")
+
+
+class TeardownProbeS01(S01TrailingMA):
+    """S01 whose first run in a process registers an atexit hook that appends the pid to
+    ``$MERLIN_TEST_TEARDOWN_FILE``: it shows whether a worker went through interpreter teardown."""
+
+    id = "test_teardown_probe_s01"
+
+    def run(self, data, params: Mapping[str, Any], cache: IndicatorCache | None = None):
+        global _probe_registered
+        if not _probe_registered:
+            atexit.register(_append_pid)
+            _probe_registered = True
+        return super().run(data, params, cache)
+
+
+_probe_registered = False
+
+
+def _append_pid() -> None:
+    path = os.environ.get("MERLIN_TEST_TEARDOWN_FILE")
+    if path:
+        with open(path, "a") as fh:
+            fh.write(f"{os.getpid()}\n")

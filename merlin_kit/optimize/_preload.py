@@ -15,15 +15,23 @@ import logging
 
 from ..backtest import backtest
 from ..data import load_ohlcv, prepare, sample
+from ..indicators import MA_KINDS, moving_average, rolling_max, rolling_min, rsi, stoch_rsi
 from . import worker  # noqa: F401  (the entry point's module and its imports)
 
 log = logging.getLogger(__name__)
 
 
 def _warm_kernels() -> None:
-    """One tiny S01 backtest: loads the indicator, strategy and metrics kernels used by its defaults."""
+    """Every moving average and stop indicator once, and a tiny S01 backtest (strategy and metrics kernels)."""
     try:
-        backtest(prepare(load_ohlcv(sample(600)), None, None, 100), "s01_trailing_ma")
+        data = prepare(load_ohlcv(sample(600)), None, None, 100)
+        for kind in MA_KINDS:
+            moving_average(kind, data.close, 20, high=data.high, low=data.low, volume=data.volume)
+        for window in (2, 40):  # the small-window and the deque kernel
+            rolling_min(data.low, window)
+            rolling_max(data.high, window)
+        stoch_rsi(rsi(data.close, 14), 14)
+        backtest(data, "s01_trailing_ma")
     except Exception:  # only a speed-up: a worker loads what it needs itself anyway
         log.warning("forkserver warm-up failed; workers will load the kernels themselves", exc_info=True)
 

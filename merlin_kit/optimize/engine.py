@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import math
 import multiprocessing
+import multiprocessing.connection
 import os
 import re
 import shutil
@@ -446,12 +447,20 @@ class OptimizationRun:
                     self._request_stop()
                     self._terminate_workers()
                     break
-                time.sleep(POLL_SECONDS)
+                self._pause()
         except Exception as exc:  # the monitor must always finish the run
             self.error = exc
             log.exception("monitor failed")
             self._terminate_workers()
         self._finish()
+
+    def _pause(self) -> None:
+        """One poll interval, cut short when a worker process ends (the run's end is seen at once)."""
+        sentinels = [w.process.sentinel for w in self._workers if w.process is not None and w.alive()]
+        if sentinels:
+            multiprocessing.connection.wait(sentinels, timeout=POLL_SECONDS)
+        else:
+            self._stop_event.wait(POLL_SECONDS)
 
     def _remote_trials_running(self) -> bool:
         """Whether workers other than ours (``merlin-kit worker`` elsewhere) still run trials of this run."""

@@ -523,7 +523,6 @@ def run_worker(location: str, study_name: str, worker_id: int, parent_pid: int |
         loop = WorkerLoop(location, study_name, worker_id, parent_pid=parent_pid, data_path=data_path)
         stats = loop.run()
         stats.stop_reason = loop.stop_reason
-        return stats
     except KeyboardInterrupt:
         sys.exit(130)
     except Exception:
@@ -538,6 +537,7 @@ def run_worker(location: str, study_name: str, worker_id: int, parent_pid: int |
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)
+    return stats
 
 
 def _configure_child_logging(worker_id: int) -> None:
