@@ -1,11 +1,15 @@
-"""Shared fixtures: the reference data beside the repository (``../shared``), skipped when absent."""
+"""Shared fixtures: the reference data beside the repository (``../shared``), skipped when absent,
+and CSV files of the bundled synthetic sample."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Callable
 
 import pytest
+
+from merlin_kit.data import sample
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -39,3 +43,16 @@ def baseline() -> dict:
 @pytest.fixture(scope="session")
 def baseline_params(baseline) -> dict:
     return {k: v for k, v in baseline["parameters"].items() if k not in RUN_SETTING_KEYS}
+
+
+@pytest.fixture(scope="session")
+def write_sample_csv(tmp_path_factory) -> Callable[..., Path]:
+    """``write_sample_csv(name, n_bars, seed=None)``: the bundled sample as a CSV file in a fresh folder."""
+
+    def write(name: str, n_bars: int, seed: int | None = None) -> Path:
+        path = tmp_path_factory.mktemp("sample") / name
+        frame = sample(n_bars) if seed is None else sample(n_bars, seed=seed)
+        frame.to_csv(path, index_label="time")
+        return path
+
+    return write

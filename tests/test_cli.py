@@ -10,7 +10,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from merlin_kit.data import sample
 from tests.conftest import BASELINE_TRADES, needs_shared
 
 
@@ -19,10 +18,8 @@ def cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def small_csv(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("cli") / "small.csv"
-    sample(3000).to_csv(path, index_label="time")
-    return path
+def small_csv(write_sample_csv) -> Path:
+    return write_sample_csv("small.csv", 3000)
 
 
 @needs_shared

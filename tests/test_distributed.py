@@ -27,7 +27,6 @@ import pytest
 from optuna.trial import TrialState
 
 from merlin_kit import cli
-from merlin_kit.data import sample
 from merlin_kit.errors import ConfigError
 from merlin_kit.optimize import OptimizationConfig, OptunaConfig, start_optimization
 from merlin_kit.optimize.storage import CONNECT_TIMEOUT, close_storage, open_storage, redact
@@ -53,17 +52,13 @@ def _server_url(var: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def data_csv(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("data") / "bars.csv"
-    sample(3000).to_csv(path, index_label="time")
-    return path
+def data_csv(write_sample_csv) -> Path:
+    return write_sample_csv("bars.csv", 3000)
 
 
 @pytest.fixture(scope="module")
-def other_csv(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("data") / "other.csv"
-    sample(3000, seed=7).to_csv(path, index_label="time")
-    return path
+def other_csv(write_sample_csv) -> Path:
+    return write_sample_csv("other.csv", 3000, seed=7)
 
 
 @pytest.fixture(autouse=True)

@@ -16,7 +16,6 @@ import pytest
 
 pytest.importorskip("optuna_dashboard")
 
-from merlin_kit.data import sample
 from merlin_kit.errors import ConfigError
 from merlin_kit.notebook import DashboardHandle, dashboard
 from merlin_kit.notebook.dashboard import free_port, resolve_storage
@@ -27,10 +26,8 @@ _OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 @pytest.fixture(scope="module")
-def small_csv(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("dashdata") / "small.csv"
-    sample(3000).to_csv(path, index_label="time")
-    return path
+def small_csv(write_sample_csv) -> Path:
+    return write_sample_csv("small.csv", 3000)
 
 
 @pytest.fixture(scope="module")

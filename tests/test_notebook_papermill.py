@@ -19,7 +19,6 @@ papermill = pytest.importorskip("papermill")
 pytest.importorskip("ipykernel")
 
 import merlin_kit as mk
-from merlin_kit.data import sample
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = REPO / "notebooks"
@@ -30,10 +29,8 @@ pytestmark = pytest.mark.timeout(300)
 
 
 @pytest.fixture(scope="module")
-def small_csv(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("nbdata") / "small.csv"
-    sample(4000).to_csv(path, index_label="time")
-    return path
+def small_csv(write_sample_csv) -> Path:
+    return write_sample_csv("small.csv", 4000)
 
 
 def execute(name: str, tmp_path: Path, **parameters) -> dict:

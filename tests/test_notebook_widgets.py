@@ -32,11 +32,9 @@ FEW = ["closeCountLong", "closeCountShort", "stopLongX", "maType"]
 
 
 @pytest.fixture(scope="module")
-def small_csv(tmp_path_factory) -> Path:
+def small_csv(write_sample_csv) -> Path:
     """4,000 bars of the bundled sample as a CSV file (fast trials)."""
-    path = tmp_path_factory.mktemp("data") / "small.csv"
-    sample(4000).to_csv(path, index_label="time")
-    return path
+    return write_sample_csv("small.csv", 4000)
 
 
 def small_opt(small_csv, workers=2, **kw) -> OptimizationConfig:

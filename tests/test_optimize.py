@@ -29,12 +29,9 @@ FEW = ["closeCountLong", "closeCountShort", "stopLongX", "stopShortX"]
 
 
 @pytest.fixture(scope="module")
-def small_csv(tmp_path_factory) -> Path:
+def small_csv(write_sample_csv) -> Path:
     """4,000 bars of the bundled sample as a CSV file (fast trials)."""
-    path = tmp_path_factory.mktemp("data") / "small.csv"
-    frame = sample(4000)
-    frame.to_csv(path, index_label="time")
-    return path
+    return write_sample_csv("small.csv", 4000)
 
 
 def make(small_csv, workers=2, params=FEW, **opt_kwargs):

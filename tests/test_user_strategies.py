@@ -29,7 +29,6 @@ import numpy as np
 import pytest
 
 import merlin_kit as mk
-from merlin_kit.data import sample
 from merlin_kit.errors import ConfigError, StrategyError
 from merlin_kit.optimize import OptimizationConfig, OptunaConfig, optimize
 from merlin_kit.optimize.runconfig import strategy_from_ref, strategy_to_ref
@@ -44,10 +43,8 @@ FEW = ["closeCountLong", "closeCountShort"]
 
 
 @pytest.fixture(scope="module")
-def small_csv(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("data") / "small.csv"
-    sample(3000).to_csv(path, index_label="time")
-    return path
+def small_csv(write_sample_csv) -> Path:
+    return write_sample_csv("small.csv", 3000)
 
 
 @pytest.fixture
