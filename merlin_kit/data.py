@@ -253,7 +253,8 @@ def _validate(
             stamp = sorted_ns[dup[0]]
             rows = np.sort(order[sorted_ns == stamp]) + 1
             shown = ", ".join(str(r) for r in rows[:10]) + (", ..." if rows.size > 10 else "")
-            raise DataError(f"{label}: duplicate timestamp {_fmt_ts(stamp)} at rows {shown}")
+            raise DataError(f"{label}: duplicate timestamp {_fmt_ts(stamp)} at rows {shown}",
+                            column=time_label, row=int(rows[0]))
 
     values = {c: _to_float(columns[c], c, label, ns) for c in OHLCV_COLUMNS}
 
@@ -262,30 +263,35 @@ def _validate(
         if bad.size:
             i = bad[0]
             raise DataError(
-                f"{label}: non-positive price {_fmt(values[col][i])} in column {columns[col].name!r} at {_where(i, ns)}"
+                f"{label}: non-positive price {_fmt(values[col][i])} in column {columns[col].name!r} at {_where(i, ns)}",
+                column=str(columns[col].name), row=int(i) + 1,
             )
     vol = values["volume"]
     bad = np.flatnonzero(vol < 0)
     if bad.size:
         i = bad[0]
-        raise DataError(f"{label}: negative volume {_fmt(vol[i])} in column {columns['volume'].name!r} at {_where(i, ns)}")
+        raise DataError(f"{label}: negative volume {_fmt(vol[i])} in column {columns['volume'].name!r} at {_where(i, ns)}",
+                        column=str(columns["volume"].name), row=int(i) + 1)
 
     o, h, lo, c = (values[k] for k in PRICE_COLUMNS)
     bad = np.flatnonzero(h < lo)
     if bad.size:
         i = bad[0]
-        raise DataError(f"{label}: impossible bar: high {_fmt(h[i])} is below low {_fmt(lo[i])} at {_where(i, ns)}")
+        raise DataError(f"{label}: impossible bar: high {_fmt(h[i])} is below low {_fmt(lo[i])} at {_where(i, ns)}",
+                        row=int(i) + 1)
     bad = np.flatnonzero((h < o) | (h < c))
     if bad.size:
         i = bad[0]
         raise DataError(
-            f"{label}: impossible bar: high {_fmt(h[i])} is below open {_fmt(o[i])} or close {_fmt(c[i])} at {_where(i, ns)}"
+            f"{label}: impossible bar: high {_fmt(h[i])} is below open {_fmt(o[i])} or close {_fmt(c[i])} at {_where(i, ns)}",
+            row=int(i) + 1,
         )
     bad = np.flatnonzero((lo > o) | (lo > c))
     if bad.size:
         i = bad[0]
         raise DataError(
-            f"{label}: impossible bar: low {_fmt(lo[i])} is above open {_fmt(o[i])} or close {_fmt(c[i])} at {_where(i, ns)}"
+            f"{label}: impossible bar: low {_fmt(lo[i])} is above open {_fmt(o[i])} or close {_fmt(c[i])} at {_where(i, ns)}",
+            row=int(i) + 1,
         )
 
     if n < min_bars:
@@ -315,13 +321,14 @@ def _time_to_ns(values: pd.Series, col: str, label: str) -> np.ndarray:
         dt = dt.tz_localize("UTC") if dt.tz is None else dt.tz_convert("UTC")
         nat = np.flatnonzero(dt.isna())
         if nat.size:
-            raise DataError(f"{label}: missing time in column {col!r} at row {nat[0] + 1}")
+            raise DataError(f"{label}: missing time in column {col!r} at row {nat[0] + 1}", column=col, row=int(nat[0]) + 1)
         try:
             return dt.as_unit("ns").asi8.copy()
         except (OverflowError, ValueError, pd.errors.OutOfBoundsDatetime) as exc:
-            raise DataError(f"{label}: time in column {col!r} is out of range ({exc})") from exc
+            raise DataError(f"{label}: time in column {col!r} is out of range ({exc})", column=col) from exc
     if pd.api.types.is_bool_dtype(dtype):
-        raise DataError(f"{label}: column {col!r} holds booleans, expected UNIX seconds, milliseconds or ISO-8601 times")
+        raise DataError(f"{label}: column {col!r} holds booleans, expected UNIX seconds, milliseconds or ISO-8601 times",
+                        column=col)
     if pd.api.types.is_numeric_dtype(dtype):
         return _numeric_time_to_ns(values.to_numpy(dtype=np.float64, na_value=np.nan), values, col, label)
 
@@ -329,7 +336,8 @@ def _time_to_ns(values: pd.Series, col: str, label: str) -> np.ndarray:
     raw = values.astype(object)
     missing = np.flatnonzero(raw.isna().to_numpy())
     if missing.size:
-        raise DataError(f"{label}: missing time in column {col!r} at row {int(missing[0]) + 1}")
+        raise DataError(f"{label}: missing time in column {col!r} at row {int(missing[0]) + 1}",
+                        column=col, row=int(missing[0]) + 1)
     if _is_number(raw.iloc[0]):
         as_num = pd.to_numeric(raw, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
         text_rows = np.flatnonzero(np.isnan(as_num))
@@ -346,7 +354,7 @@ def _time_to_ns(values: pd.Series, col: str, label: str) -> np.ndarray:
     try:
         return pd.DatetimeIndex(parsed).as_unit("ns").asi8.copy()
     except (OverflowError, ValueError, pd.errors.OutOfBoundsDatetime) as exc:
-        raise DataError(f"{label}: time in column {col!r} is out of range ({exc})") from exc
+        raise DataError(f"{label}: time in column {col!r} is out of range ({exc})", column=col) from exc
 
 
 def _is_number(value: Any) -> bool:
@@ -365,7 +373,7 @@ def _raise_bad_time(label: str, raw: pd.Series, col: str, j: int, number_row: in
     """Explain why row ``j`` of a time column failed: blank, mixed with numbers, or unparseable."""
     value = raw.iloc[j]
     if isinstance(value, str) and not value.strip():
-        raise DataError(f"{label}: missing time in column {col!r} at row {j + 1}")
+        raise DataError(f"{label}: missing time in column {col!r} at row {j + 1}", column=col, row=j + 1)
     if number_row is None and _is_number(value):
         number_row, j, value = j, 0, raw.iloc[0]
     if number_row is not None and not pd.isna(_parse_iso(pd.Series([value], dtype=object)).iloc[0]):
@@ -373,9 +381,10 @@ def _raise_bad_time(label: str, raw: pd.Series, col: str, j: int, number_row: in
         kind = {number_row: "a number", j: "text"}
         raise DataError(
             f"{label}: mixed time formats in column {col!r}: row {first + 1} is {kind[first]} ({_show(raw.iloc[first])}) "
-            f"but row {second + 1} is {kind[second]} ({_show(raw.iloc[second])}); use one format"
+            f"but row {second + 1} is {kind[second]} ({_show(raw.iloc[second])}); use one format",
+            column=col, row=second + 1,
         )
-    raise DataError(_unparseable(label, value, col, j))
+    raise DataError(_unparseable(label, value, col, j), column=col, row=j + 1)
 
 
 def _parse_iso(values: pd.Series) -> pd.Series:
@@ -394,21 +403,23 @@ def _numeric_time_to_ns(num: np.ndarray, original: pd.Series, col: str, label: s
     if nan.size:
         i = int(nan[0])
         what = "missing time" if np.isnan(num[i]) else f"invalid time {_show(original.iloc[i])}"
-        raise DataError(f"{label}: {what} in column {col!r} at row {i + 1}")
+        raise DataError(f"{label}: {what} in column {col!r} at row {i + 1}", column=col, row=i + 1)
     is_ms = np.abs(num) >= _MS_THRESHOLD
     big = np.flatnonzero(np.abs(num) * np.where(is_ms, _NS_PER_MS, _NS_PER_S) >= _NS_LIMIT)
     if big.size:
         i = int(big[0])
         raise DataError(
             f"{label}: time {_show(original.iloc[i])} in column {col!r} at row {i + 1} is out of range "
-            f"for UNIX seconds or milliseconds"
+            f"for UNIX seconds or milliseconds",
+            column=col, row=i + 1,
         )
     if is_ms.any() and not is_ms.all():
         i = int(np.flatnonzero(is_ms != is_ms[0])[0])
         unit0, unit1 = ("milliseconds", "seconds") if is_ms[0] else ("seconds", "milliseconds")
         raise DataError(
             f"{label}: mixed time units in column {col!r}: row 1 looks like UNIX {unit0} ({_show(original.iloc[0])}) "
-            f"but row {i + 1} looks like UNIX {unit1} ({_show(original.iloc[i])})"
+            f"but row {i + 1} looks like UNIX {unit1} ({_show(original.iloc[i])})",
+            column=col, row=i + 1,
         )
     scale = _NS_PER_MS if is_ms[0] else _NS_PER_S
     whole = np.floor(num)
@@ -423,7 +434,7 @@ def _to_float(series: pd.Series, col: str, label: str, ns: np.ndarray) -> np.nda
     """Column -> float64 array; missing, non-numeric and infinite values are errors."""
     name = series.name
     if pd.api.types.is_bool_dtype(series.dtype):
-        raise DataError(f"{label}: column {name!r} holds booleans, expected numbers")
+        raise DataError(f"{label}: column {name!r} holds booleans, expected numbers", column=str(name))
     if pd.api.types.is_numeric_dtype(series.dtype):
         arr = series.to_numpy(dtype=np.float64, na_value=np.nan)
     else:
@@ -438,7 +449,7 @@ def _to_float(series: pd.Series, col: str, label: str, ns: np.ndarray) -> np.nda
             problem = "missing value"
         else:
             problem = f"non-numeric value {_show(raw)}"
-        raise DataError(f"{label}: {problem} in column {name!r} at {_where(i, ns)}")
+        raise DataError(f"{label}: {problem} in column {name!r} at {_where(i, ns)}", column=str(name), row=i + 1)
     return arr
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import gzip
 import io
+import pickle
 import re
 import time
 from pathlib import Path
@@ -194,6 +195,26 @@ def test_malformed_input_raises_data_error(tmp_path: Path, factory, pattern: str
 
 def test_malformed_matrix_is_large_enough() -> None:
     assert len(MALFORMED) >= 24
+
+
+@pytest.mark.parametrize("source, column, row", [
+    pytest.param(with_cell(3, "close", "abc"), "close", 3, id="non-numeric-price"),
+    pytest.param(with_cell(1, "volume", "-5"), "Volume", 1, id="negative-volume"),
+    pytest.param(with_cell(3, "time", "yesterday"), "time", 3, id="unparseable-time"),
+    pytest.param(with_cell(4, "time", ""), "time", 4, id="empty-time"),
+    pytest.param(with_cell(2, "high", "14.0"), None, 2, id="impossible-bar"),
+    pytest.param(csv_text(header="date,open,high,low,close,Volume"), None, None, id="missing-column"),
+])
+def test_data_error_names_its_column_and_row(source: str, column, row) -> None:
+    """The column and row the message names are attributes too, and survive pickling (worker -> parent)."""
+    with pytest.raises(DataError) as info:
+        load_ohlcv(source.encode())
+    exc = info.value
+    assert (exc.column, exc.row) == (column, row)
+    if row is not None:
+        assert f"at row {row}" in str(exc)
+    copy = pickle.loads(pickle.dumps(exc))
+    assert (str(copy), copy.column, copy.row) == (str(exc), column, row)
 
 
 def test_file_object_is_not_closed() -> None:
