@@ -64,24 +64,26 @@ class ScoreConfig:
         allowed = ", ".join(SCORE_METRICS)
         for key, w in self.weights.items():
             if key not in SCORE_METRICS:
-                raise ConfigError(f"score.weights: unknown metric {key!r}; allowed: {allowed}")
+                raise ConfigError(f"score.weights: unknown metric {key!r}; allowed: {allowed}", field="score")
             if not isinstance(w, (int, float)) or isinstance(w, bool) or not (0.0 <= float(w) <= 1.0):
-                raise ConfigError(f"score.weights[{key!r}] must be a number in [0, 1], got {w!r}")
+                raise ConfigError(f"score.weights[{key!r}] must be a number in [0, 1], got {w!r}", field="score")
         for key in (self.enabled or ()):
             if key not in SCORE_METRICS:
-                raise ConfigError(f"score.enabled: unknown metric {key!r}; allowed: {allowed}")
+                raise ConfigError(f"score.enabled: unknown metric {key!r}; allowed: {allowed}", field="score")
         for key in self.invert:
             if key not in SCORE_METRICS:
-                raise ConfigError(f"score.invert: unknown metric {key!r}; allowed: {allowed}")
+                raise ConfigError(f"score.invert: unknown metric {key!r}; allowed: {allowed}", field="score")
         for key, (lo, hi) in self.bounds.items():
             if key not in SCORE_METRICS:
-                raise ConfigError(f"score.bounds: unknown metric {key!r}; allowed: {allowed}")
+                raise ConfigError(f"score.bounds: unknown metric {key!r}; allowed: {allowed}", field="score")
             if not hi > lo:
-                raise ConfigError(f"score.bounds[{key!r}]: max must be greater than min, got ({lo}, {hi})")
+                raise ConfigError(f"score.bounds[{key!r}]: max must be greater than min, got ({lo}, {hi})", field="score")
         if self.normalization not in NORMALIZATIONS:
-            raise ConfigError(f"score.normalization must be one of {', '.join(NORMALIZATIONS)}, got {self.normalization!r}")
+            raise ConfigError(f"score.normalization must be one of {', '.join(NORMALIZATIONS)}, got {self.normalization!r}",
+                              field="score")
         if not any(w > 0 for _, w in self.active_weights()):
-            raise ConfigError("score: at least one enabled metric needs a weight > 0")
+            raise ConfigError("score: at least one enabled metric needs a weight > 0", field="score",
+                              reason="at least one enabled metric needs a weight > 0")
 
     def active_weights(self) -> list[tuple[str, float]]:
         """(key, weight) of enabled metrics with weight > 0, in a fixed order."""
@@ -105,7 +107,8 @@ class ScoreConfig:
         known = {"weights", "enabled", "invert", "bounds", "normalization", "min_score"}
         unknown = set(data) - known
         if unknown:
-            raise ConfigError(f"score: unknown field(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(known))}")
+            reason = f"unknown field(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(known))}"
+            raise ConfigError(f"score: {reason}", field="score", reason=reason)
         kwargs = dict(data)
         if "invert" in kwargs:
             kwargs["invert"] = frozenset(kwargs["invert"])

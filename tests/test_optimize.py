@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import io
+import copy
+import dataclasses
 import math
 import multiprocessing
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -21,6 +24,7 @@ from merlin_kit import backtest
 from merlin_kit.data import sample
 from merlin_kit.errors import ConfigError, OptimizationError
 from merlin_kit.optimize import OptimizationConfig, OptunaConfig, optimize, start_optimization
+from merlin_kit.optimize.config import ValidatedConfig, validate
 from merlin_kit.optimize.storage import journal_location, open_storage
 from merlin_kit.scoring import ScoreConfig, minmax_score
 
@@ -376,6 +380,70 @@ def test_config_errors(small_csv, opt_kw, cfg_kw, message):
     with pytest.raises(ConfigError, match=message):
         start_optimization(OptimizationConfig(**{"data": str(small_csv), **opt_kw}), OptunaConfig(**cfg_kw))
     assert set(multiprocessing.active_children()) == before  # nothing started
+
+
+CONFIG_FIELDS = {f.name for f in dataclasses.fields(OptimizationConfig)} | {f.name for f in dataclasses.fields(OptunaConfig)}
+
+
+@pytest.mark.parametrize("opt_kw, cfg_kw, message", CONFIG_ERRORS)
+def test_config_errors_name_their_field_and_pickle(opt_kw, cfg_kw, message):
+    """Each error says which config attribute it is about, and keeps it across processes (pickling)."""
+    with pytest.raises(ConfigError, match=message) as info:
+        validate(OptimizationConfig(**opt_kw), OptunaConfig(**cfg_kw))
+    exc = info.value
+    assert exc.field in CONFIG_FIELDS, str(exc)
+    assert exc.reason and exc.reason in str(exc)
+    again = pickle.loads(pickle.dumps(exc))
+    assert type(again) is ConfigError
+    assert (str(again), again.field, again.param, again.reason) == (str(exc), exc.field, exc.param, exc.reason)
+
+
+@pytest.mark.parametrize("opt_kw, cfg_kw, field, param, reason", [
+    (dict(param_ranges={"maLength": {"min": 300, "max": 100}}), {}, "param_ranges", "maLength", "min (300) > max (100)"),
+    (dict(param_ranges={"maLength": {"step": 0}}), {}, "param_ranges", "maLength", "step must be > 0, got 0"),
+    (dict(param_ranges={"maLength": 5}), {}, "param_ranges", "maLength",
+     "must be a dict with min/max/step or choices, got 5"),
+    (dict(fixed_params={"maLength": "long"}), {}, "fixed_params", "maLength",
+     "parameter 'maLength' must be an integer in [0, 500], got 'long' (str)"),
+    (dict(optimize_params=["maLength"], fixed_params={"maLength": 50}), {}, "optimize_params", "maLength",
+     "parameter(s) 'maLength' are both optimised and fixed; choose one"),
+    (dict(optimize_params=[]), {}, "optimize_params", None, None),
+    (dict(data=12345), {}, "data", None,
+     "expected a CSV path, bytes, a file object, a DataFrame or 'sample', got int"),
+    (dict(score={"weights": {"romad": 0.0}}), {}, "score", None, "at least one enabled metric needs a weight > 0"),
+    ({}, dict(n_trials=0), "n_trials", None, "n_trials must be an integer >= 1, got 0"),
+    ({}, dict(pruner_patience=-1), "pruner_patience", None, None),
+    (dict(worker_processes=2), dict(storage="sqlite:///x.db"), "storage", None, None),
+])
+def test_config_error_attributes(opt_kw, cfg_kw, field, param, reason):
+    with pytest.raises(ConfigError) as info:
+        validate(OptimizationConfig(**opt_kw), OptunaConfig(**cfg_kw))
+    exc = info.value
+    assert (exc.field, exc.param) == (field, param)
+    if reason is not None:
+        assert exc.reason == reason
+    elif str(exc).startswith(f"{field}: "):
+        assert exc.reason == str(exc)[len(field) + 2:]
+    else:
+        assert exc.reason == str(exc)
+
+
+def test_validate_leaves_its_inputs_unchanged_and_returns_normalised_copies():
+    opt = OptimizationConfig(optimize_params=["maLength"], fixed_params={"maType": "EMA"})
+    for cfg, name in ((OptunaConfig(n_trials=5.0), "n_trials"),
+                      (OptunaConfig(budget_mode="convergence", convergence_patience=7.0), "convergence_patience")):
+        before = copy.deepcopy((opt, cfg))
+        checked = validate(opt, cfg)
+        assert (opt, cfg) == before and type(getattr(cfg, name)) is float
+        assert isinstance(checked, ValidatedConfig)
+        assert checked.opt == opt and checked.opt is not opt and checked.config is not cfg
+        value = getattr(checked.config, name)
+        assert value == int(getattr(cfg, name)) and type(value) is int
+        assert dataclasses.replace(checked.config, **{name: getattr(cfg, name)}) == cfg  # nothing else changed
+        assert checked.strategy.id == "s01_trailing_ma" and [d.name for d in checked.space] == ["maLength"]
+        assert checked.score == ScoreConfig()
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            checked.opt = opt  # type: ignore[misc]
 
 
 def test_bad_data_fails_before_workers(tmp_path):

@@ -13,7 +13,7 @@ import io
 import math
 import multiprocessing
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal, Mapping, Sequence
 
 import pandas as pd
@@ -63,12 +63,12 @@ class ParamRange:
         if isinstance(value, Mapping):
             unknown = set(value) - {"min", "max", "step", "choices"}
             if unknown:
-                raise ConfigError(f"param_ranges[{name!r}]: unknown key(s) {', '.join(sorted(unknown))}; allowed: min, max, step, choices")
+                raise _range_error(name, f"unknown key(s) {', '.join(sorted(unknown))}; allowed: min, max, step, choices")
             choices = value.get("choices")
             return cls(value.get("min"), value.get("max"), value.get("step"), None if choices is None else tuple(choices))
         if isinstance(value, (list, tuple)):
             return cls(choices=tuple(value))
-        raise ConfigError(f"param_ranges[{name!r}] must be a dict with min/max/step or choices, got {value!r}")
+        raise _range_error(name, f"must be a dict with min/max/step or choices, got {value!r}", sep=" ")
 
     def to_dict(self) -> dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items() if v is not None}
@@ -169,20 +169,30 @@ def _is_number(x: Any) -> bool:
 
 
 def _positive_int(value: Any, name: str, *, minimum: int = 1) -> int:
+    """``value`` as an int >= ``minimum``; ``name`` is the config attribute (the error's field)."""
     if isinstance(value, bool) or not isinstance(value, int) and not (isinstance(value, float) and value.is_integer()):
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}", field=name)
     if value < minimum:
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}", field=name)
     return int(value)
+
+
+def _prefixed(field_name: str, reason: str, *, param: str | None = None) -> ConfigError:
+    """``<field>: <reason>``, with ``reason`` kept apart for showing beside the field."""
+    return ConfigError(f"{field_name}: {reason}", field=field_name, param=param, reason=reason)
+
+
+def _range_error(name: str, reason: str, *, sep: str = ": ") -> ConfigError:
+    """An error in ``param_ranges[name]``: the message names it, ``reason`` goes beside the parameter's row."""
+    return ConfigError(f"param_ranges[{name!r}]{sep}{reason}", field="param_ranges", param=name, reason=reason)
 
 
 def validate_data_source(data: Any) -> None:
     """Reject source types the loader cannot read before anything starts."""
     ok = isinstance(data, (str, os.PathLike, bytes, bytearray, pd.DataFrame, PreparedData, io.IOBase)) or hasattr(data, "read")
     if not ok:
-        raise ConfigError(
-            f"data: expected a CSV path, bytes, a file object, a DataFrame or 'sample', got {type(data).__name__}"
-        )
+        raise _prefixed("data", "expected a CSV path, bytes, a file object, a DataFrame or 'sample', "
+                                f"got {type(data).__name__}")
 
 
 def build_search_space(strategy: Strategy, config: OptimizationConfig) -> list[SearchDim]:
@@ -192,30 +202,31 @@ def build_search_space(strategy: Strategy, config: OptimizationConfig) -> list[S
     ranges = {}
     for name, value in dict(config.param_ranges or {}).items():
         if name not in names:
-            raise ConfigError(f"param_ranges: unknown parameter {name!r} for {strategy.id}; valid: {valid}")
+            raise _prefixed("param_ranges", f"unknown parameter {name!r} for {strategy.id}; valid: {valid}", param=name)
         ranges[name] = ParamRange.coerce(name, value)
     fixed = dict(config.fixed_params or {})
     for name, value in fixed.items():
         if name not in names:
-            raise ConfigError(f"fixed_params: unknown parameter {name!r} for {strategy.id}; valid: {valid}")
+            raise _prefixed("fixed_params", f"unknown parameter {name!r} for {strategy.id}; valid: {valid}", param=name)
         try:
             strategy.param(name).validate(value)
         except ParameterError as exc:
-            raise ConfigError(f"fixed_params: {exc}") from None
+            raise _prefixed("fixed_params", str(exc), param=name) from None
     if config.optimize_params is None:
         selected = [p.name for p in strategy.params if (p.optimize or p.name in ranges) and p.name not in fixed]
     else:
         if isinstance(config.optimize_params, str):
-            raise ConfigError("optimize_params must be a list of parameter names, not a string")
+            raise ConfigError("optimize_params must be a list of parameter names, not a string", field="optimize_params")
         unknown = [n for n in config.optimize_params if n not in names]
         if unknown:
-            raise ConfigError(f"optimize_params: unknown parameter(s) {', '.join(map(repr, unknown))} for {strategy.id}; valid: {valid}")
+            raise _prefixed("optimize_params", f"unknown parameter(s) {', '.join(map(repr, unknown))} for {strategy.id}; valid: {valid}")
         both = [n for n in config.optimize_params if n in fixed]
         if both:
-            raise ConfigError(f"parameter(s) {', '.join(map(repr, both))} are both optimised and fixed; choose one")
+            raise ConfigError(f"parameter(s) {', '.join(map(repr, both))} are both optimised and fixed; choose one",
+                              field="optimize_params", param=both[0] if len(both) == 1 else None)
         selected = [p.name for p in strategy.params if p.name in set(config.optimize_params)]
     if not selected:
-        raise ConfigError(f"no parameter is optimised; choose some of: {valid}")
+        raise ConfigError(f"no parameter is optimised; choose some of: {valid}", field="optimize_params")
 
     dims = []
     for name in selected:
@@ -223,114 +234,142 @@ def build_search_space(strategy: Strategy, config: OptimizationConfig) -> list[S
         r = ranges.get(name, ParamRange())
         if p.kind in ("choice", "bool"):
             if r.min is not None or r.max is not None or r.step is not None:
-                raise ConfigError(f"param_ranges[{name!r}]: a {p.kind} parameter takes choices, not min/max/step; allowed: {p.describe_allowed()}")
+                raise _range_error(name, f"a {p.kind} parameter takes choices, not min/max/step; allowed: {p.describe_allowed()}")
             choices = r.choices if r.choices is not None else p.choices
             if not choices:
-                raise ConfigError(f"param_ranges[{name!r}]: choices must not be empty; allowed: {p.describe_allowed()}")
+                raise _range_error(name, f"choices must not be empty; allowed: {p.describe_allowed()}")
             try:
                 resolved = tuple(dict.fromkeys(p.validate(c) for c in choices))
             except ParameterError as exc:
-                raise ConfigError(f"param_ranges[{name!r}]: {exc}") from None
+                raise _range_error(name, str(exc)) from None
             dims.append(SearchDim(name, "categorical", choices=resolved))
             continue
         if r.choices is not None:
-            raise ConfigError(f"param_ranges[{name!r}]: a numeric parameter takes min/max/step, not choices")
+            raise _range_error(name, "a numeric parameter takes min/max/step, not choices")
         low = r.min if r.min is not None else (p.opt_low if p.opt_low is not None else p.low)
         high = r.max if r.max is not None else (p.opt_high if p.opt_high is not None else p.high)
         step = r.step if r.step is not None else p.opt_step
         for label, v in (("min", low), ("max", high)):
             if v is None or not _is_number(v):
-                raise ConfigError(f"param_ranges[{name!r}].{label} must be a finite number, got {v!r}")
+                raise _range_error(name, f"{label} must be a finite number, got {v!r}", sep=".")
         if low > high:
-            raise ConfigError(f"param_ranges[{name!r}]: min ({low}) > max ({high})")
+            raise _range_error(name, f"min ({low}) > max ({high})")
         if step is not None and (not _is_number(step) or step <= 0):
-            raise ConfigError(f"param_ranges[{name!r}].step must be > 0, got {step!r}")
+            raise _range_error(name, f"step must be > 0, got {step!r}", sep=".")
         for label, v in (("min", low), ("max", high)):
             try:
                 p.validate(v)
             except ParameterError:
-                raise ConfigError(f"param_ranges[{name!r}].{label} = {v} is outside the parameter's limits: {p.describe_allowed()}") from None
+                raise _range_error(name, f"{label} = {v} is outside the parameter's limits: {p.describe_allowed()}",
+                                   sep=".") from None
         if p.kind == "int":
             for label, v in (("min", low), ("max", high), ("step", step)):
                 if v is not None and float(v) != int(v):
-                    raise ConfigError(f"param_ranges[{name!r}].{label} must be an integer for an int parameter, got {v!r}")
+                    raise _range_error(name, f"{label} must be an integer for an int parameter, got {v!r}", sep=".")
             dims.append(SearchDim(name, "int", int(low), int(high), int(step) if step is not None else 1))
         else:
             dims.append(SearchDim(name, "float", float(low), float(high), float(step) if step is not None else None))
     return dims
 
 
-def validate(opt: OptimizationConfig, optuna_cfg: OptunaConfig) -> tuple[Strategy, list[SearchDim], ScoreConfig]:
-    """Check every field of both configs; return the resolved strategy, search space and score config."""
+@dataclass(frozen=True)
+class ValidatedConfig:
+    """What :func:`validate` resolved: normalised copies of both configs, the strategy, search space and score.
+
+    The copies (not the caller's objects) are what a run uses, so validating a
+    config never changes it (a notebook may validate the same objects many times).
+    """
+
+    opt: OptimizationConfig
+    config: OptunaConfig
+    strategy: Strategy
+    space: list[SearchDim]
+    score: ScoreConfig
+
+
+def validate(opt: OptimizationConfig, optuna_cfg: OptunaConfig) -> ValidatedConfig:
+    """Check every field of both configs (leaving them unchanged); return what a run needs, normalised."""
     validate_data_source(opt.data)
     try:
         strategy = get_strategy(opt.strategy)
     except StrategyError as exc:
-        raise ConfigError(f"strategy: {exc}") from None
+        raise _prefixed("strategy", str(exc)) from None
     dims = build_search_space(strategy, opt)
     score = opt.score_config()
     if isinstance(opt.warmup_bars, bool) or not isinstance(opt.warmup_bars, int) or opt.warmup_bars < 0:
-        raise ConfigError(f"warmup_bars must be an integer >= 0, got {opt.warmup_bars!r}")
+        raise ConfigError(f"warmup_bars must be an integer >= 0, got {opt.warmup_bars!r}", field="warmup_bars")
     workers = opt.worker_processes
     if isinstance(workers, bool) or not isinstance(workers, int) or not (0 <= workers <= MAX_WORKERS):
-        raise ConfigError(f"worker_processes must be an integer from 1 to {MAX_WORKERS}, got {workers!r}")
+        raise ConfigError(f"worker_processes must be an integer from 1 to {MAX_WORKERS}, got {workers!r}",
+                          field="worker_processes")
     if workers == 0 and optuna_cfg.storage is None:
         raise ConfigError(
             f"worker_processes must be an integer from 1 to {MAX_WORKERS}; 0 (only remote "
-            "'merlin-kit worker' processes) needs an explicit storage they can reach"
+            "'merlin-kit worker' processes) needs an explicit storage they can reach",
+            field="worker_processes",
         )
     if opt.start_method not in START_METHODS:
-        raise ConfigError(f"start_method must be one of {', '.join(START_METHODS)}, got {opt.start_method!r}")
+        raise ConfigError(f"start_method must be one of {', '.join(START_METHODS)}, got {opt.start_method!r}",
+                          field="start_method")
     if opt.start_method not in multiprocessing.get_all_start_methods():
         raise ConfigError(
-            f"start_method {opt.start_method!r} is not available on this platform; available: {', '.join(multiprocessing.get_all_start_methods())}"
+            f"start_method {opt.start_method!r} is not available on this platform; available: {', '.join(multiprocessing.get_all_start_methods())}",
+            field="start_method",
         )
     if opt.max_backtest_seconds is not None and (not _is_number(opt.max_backtest_seconds) or opt.max_backtest_seconds <= 0):
         raise ConfigError(
-            f"max_backtest_seconds must be a number of seconds > 0, or None for no limit; got {opt.max_backtest_seconds!r}"
+            f"max_backtest_seconds must be a number of seconds > 0, or None for no limit; got {opt.max_backtest_seconds!r}",
+            field="max_backtest_seconds",
         )
     if opt.min_profit is not None and not _is_number(opt.min_profit):
-        raise ConfigError(f"min_profit must be a number (net profit in %) or None, got {opt.min_profit!r}")
+        raise ConfigError(f"min_profit must be a number (net profit in %) or None, got {opt.min_profit!r}",
+                          field="min_profit")
 
     cfg = optuna_cfg
+    normalised: dict[str, Any] = {}  # OptunaConfig fields whose copy gets a cleaned value
     metric = target_metric(cfg.target)
     if metric != "score" and metric not in METRIC_NAMES:
         raise ConfigError(
-            f"target {cfg.target!r} is unknown; allowed: {', '.join(TARGET_ALIASES)} or a metric name: {', '.join(METRIC_NAMES)}"
+            f"target {cfg.target!r} is unknown; allowed: {', '.join(TARGET_ALIASES)} or a metric name: {', '.join(METRIC_NAMES)}",
+            field="target",
         )
     if cfg.budget_mode not in BUDGET_MODES:
-        raise ConfigError(f"budget_mode must be one of {', '.join(BUDGET_MODES)}, got {cfg.budget_mode!r}")
+        raise ConfigError(f"budget_mode must be one of {', '.join(BUDGET_MODES)}, got {cfg.budget_mode!r}",
+                          field="budget_mode")
     if cfg.budget_mode == "trials":
         if cfg.n_trials is None:
-            raise ConfigError("n_trials is required when budget_mode is 'trials'")
-        cfg.n_trials = _positive_int(cfg.n_trials, "n_trials")
+            raise ConfigError("n_trials is required when budget_mode is 'trials'", field="n_trials")
+        normalised["n_trials"] = _positive_int(cfg.n_trials, "n_trials")
     elif cfg.budget_mode == "time":
         if cfg.time_limit is None:
-            raise ConfigError("time_limit (seconds) is required when budget_mode is 'time'")
+            raise ConfigError("time_limit (seconds) is required when budget_mode is 'time'", field="time_limit")
         if not _is_number(cfg.time_limit) or cfg.time_limit < 1:
-            raise ConfigError(f"time_limit must be a number of seconds >= 1, got {cfg.time_limit!r}")
+            raise ConfigError(f"time_limit must be a number of seconds >= 1, got {cfg.time_limit!r}", field="time_limit")
     else:
         if cfg.convergence_patience is None:
-            raise ConfigError("convergence_patience is required when budget_mode is 'convergence'")
-        cfg.convergence_patience = _positive_int(cfg.convergence_patience, "convergence_patience")
+            raise ConfigError("convergence_patience is required when budget_mode is 'convergence'",
+                              field="convergence_patience")
+        normalised["convergence_patience"] = _positive_int(cfg.convergence_patience, "convergence_patience")
     if cfg.sampler not in SAMPLERS:
-        raise ConfigError(f"sampler must be one of {', '.join(SAMPLERS)}, got {cfg.sampler!r}")
+        raise ConfigError(f"sampler must be one of {', '.join(SAMPLERS)}, got {cfg.sampler!r}", field="sampler")
     if cfg.pruner not in PRUNERS:
-        raise ConfigError(f"pruner must be one of {', '.join(PRUNERS)}, got {cfg.pruner!r}")
+        raise ConfigError(f"pruner must be one of {', '.join(PRUNERS)}, got {cfg.pruner!r}", field="pruner")
     _positive_int(cfg.n_startup_trials, "n_startup_trials", minimum=0)
     _positive_int(cfg.pruner_warmup_trials, "pruner_warmup_trials", minimum=0)
     _positive_int(cfg.pruner_patience, "pruner_patience", minimum=0)
     if cfg.seed is not None and (isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int)):
-        raise ConfigError(f"seed must be an integer or None, got {cfg.seed!r}")
+        raise ConfigError(f"seed must be an integer or None, got {cfg.seed!r}", field="seed")
     if cfg.study_name is not None and (not isinstance(cfg.study_name, str) or not cfg.study_name.strip()):
-        raise ConfigError(f"study_name must be a non-empty string, got {cfg.study_name!r}")
+        raise ConfigError(f"study_name must be a non-empty string, got {cfg.study_name!r}", field="study_name")
     if cfg.storage is not None:
         if not isinstance(cfg.storage, (str, os.PathLike)):
-            raise ConfigError(f"storage must be a journal file path or a URL, got {cfg.storage!r}")
+            raise ConfigError(f"storage must be a journal file path or a URL, got {cfg.storage!r}", field="storage")
         storage = os.fspath(cfg.storage)
         if storage.startswith("sqlite:") and workers > 1:
-            raise ConfigError(
-                "storage: SQLite cannot be shared safely by several processes; use worker_processes=1, "
-                "a journal file path (default), or a PostgreSQL/MySQL/Redis URL"
+            raise _prefixed(
+                "storage",
+                "SQLite cannot be shared safely by several processes; use worker_processes=1, "
+                "a journal file path (default), or a PostgreSQL/MySQL/Redis URL",
             )
-    return strategy, dims, score
+    return ValidatedConfig(opt=replace(opt), config=replace(cfg, **normalised), strategy=strategy, space=dims,
+                           score=score)

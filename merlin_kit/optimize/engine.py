@@ -132,9 +132,9 @@ class OptimizationRun:
     """A running (or finished) optimisation: progress, wait, stop, results."""
 
     def __init__(self, opt: OptimizationConfig, cfg: OptunaConfig) -> None:
-        self.opt = opt
-        self.config = cfg
-        self.strategy, self.space, self.score_config = validate(opt, cfg)
+        checked = validate(opt, cfg)  # normalised copies: the caller's configs stay as they were
+        self.opt, self.config = checked.opt, checked.config
+        self.strategy, self.space, self.score_config = checked.strategy, checked.space, checked.score
         self.metric = target_metric(cfg.target)
         self.direction = target_direction(cfg.target)
         self.run_id = uuid.uuid4().hex[:12]
