@@ -19,12 +19,12 @@ pytest.importorskip("ipywidgets")
 pytest.importorskip("plotly")
 
 from merlin_kit.data import sample
-from merlin_kit.errors import ConfigError
+from merlin_kit.errors import ConfigError, StrategyError
 from merlin_kit.notebook import ConfigPanel, LiveMonitor, results_table
 from merlin_kit.notebook.live import has_frontend, progress_text
-from merlin_kit.notebook.widgets import field_of_error, is_visible
+from merlin_kit.notebook.widgets import is_visible
 from merlin_kit.optimize import OptimizationConfig, OptunaConfig
-from merlin_kit.optimize.config import build_search_space
+from merlin_kit.optimize.config import build_search_space, validate
 from merlin_kit.scoring import ScoreConfig
 from merlin_kit.strategies import get_strategy
 
@@ -203,25 +203,54 @@ def test_several_errors_show_at_once():
     assert {"maLength", "closeCountLong", "seed"} <= set(panel.errors)
 
 
-@pytest.mark.parametrize("message, field", [
-    ("param_ranges['maLength']: min (5) > max (1)", "maLength"),
-    ("param_ranges['maType']: choices must not be empty; allowed: ...", "maType"),
-    ("fixed_params: parameter 'atrPeriod' = 0 is out of limits", "atrPeriod"),
-    ("no parameter is optimised; choose some of: a, b", "params"),
-    ("warmup_bars must be an integer >= 0, got -1", "window"),
-    ("worker_processes must be an integer from 1 to 32, got 40", "workers"),
-    ("target 'x' is unknown; allowed: ...", "target"),
-    ("time_limit must be a number of seconds >= 1, got 0", "budget"),
-    ("seed must be an integer or None, got 'a'", "seed"),
-    ("study 'abc' exists with direction maximize, but target ...", "study_name"),
-    ("score.weights['romad'] must be a number in [0, 1], got 2", "score"),
-    ("storage: SQLite cannot be shared safely", "output"),
-    ("start_method must be one of spawn, forkserver, fork", "general"),
-    ("data: expected a CSV path", "data"),
+def get_strategy_error(spec):
+    """The error of an unknown strategy."""
+    with pytest.raises(StrategyError) as info:
+        get_strategy(spec)
+    return info.value
+
+
+def _engine_error(opt_kw=None, cfg_kw=None):
+    """The error the engine's own validation raises for these settings."""
+    with pytest.raises((ConfigError, StrategyError)) as info:
+        validate(OptimizationConfig(**(opt_kw or {})), OptunaConfig(**(cfg_kw or {})))
+    return info.value
+
+
+@pytest.mark.parametrize("make_error, field, text", [
+    (lambda: _engine_error(dict(param_ranges={"maLength": {"min": 5, "max": 1}})), "maLength", "min (5) &gt; max (1)"),
+    (lambda: _engine_error(dict(param_ranges={"maType": {"choices": []}})), "maType", "choices must not be empty"),
+    (lambda: _engine_error(dict(fixed_params={"atrPeriod": 0})), "atrPeriod", "parameter &#x27;atrPeriod&#x27;"),
+    (lambda: _engine_error(dict(optimize_params=[])), "params", "no parameter is optimised"),
+    (lambda: _engine_error(dict(warmup_bars=-1)), "window", "warmup_bars must be an integer &gt;= 0"),
+    (lambda: _engine_error(dict(worker_processes=40)), "workers", "worker_processes must be an integer from 1 to 32"),
+    (lambda: _engine_error(cfg_kw=dict(target="x")), "target", "target &#x27;x&#x27; is unknown"),
+    (lambda: _engine_error(cfg_kw=dict(budget_mode="time", time_limit=0)), "budget", "time_limit must be a number"),
+    (lambda: _engine_error(cfg_kw=dict(seed="a")), "seed", "seed must be an integer or None"),
+    # raised by the engine when it opens the study; it carries field="study_name" like every config error
+    (lambda: ConfigError("study 'abc' exists with direction maximize, but target 'max_drawdown' needs minimize; "
+                         "use another study_name", field="study_name"), "study_name", "exists with direction"),
+    (lambda: _engine_error(dict(score={"weights": {"romad": 2}})), "score", "must be a number in [0, 1]"),
+    (lambda: _engine_error(dict(worker_processes=2), dict(storage="sqlite:///x.db")), "output",
+     "SQLite cannot be shared"),
+    (lambda: _engine_error(dict(start_method="thread")), "general", "start_method must be one of"),
+    (lambda: _engine_error(dict(data=12345)), "data", "expected a CSV path"),
+    (lambda: get_strategy_error("no_such_strategy"), "strategy", "unknown strategy"),
 ])
-def test_engine_errors_map_to_fields(message, field):
-    names = {n: None for n in get_strategy("s01_trailing_ma").param_names()}
-    assert field_of_error(message, names) == field
+def test_engine_errors_are_marked_beside_their_field(monkeypatch, make_error, field, text):
+    """An error from the engine lands beside the field its structured attributes name (no message parsing)."""
+    exc = make_error()
+    panel = ConfigPanel()
+    assert not panel.errors
+
+    def refuse(opt, cfg):
+        raise exc
+
+    monkeypatch.setattr("merlin_kit.notebook.widgets.start_optimization", refuse)
+    assert panel.start() is None and panel.run is None
+    assert set(panel.errors) == {field}
+    assert text in _error_html(panel, field)
+    assert "not started" in panel.status.value and panel.run_button.disabled
 
 
 # -- round trip with the config objects ------------------------------------------------------------

@@ -15,7 +15,7 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "ConfigPanel": "widgets", "ParamRow": "widgets",
+    "ConfigPanel": "widgets", "ParamRow": "controls",
     "LiveMonitor": "live", "monitor": "live", "has_frontend": "live",
     "results_table": "results", "export_csv": "results", "compare_equity": "results", "write_report": "results",
     "run_figures": "results", "summary_lines": "results", "show_static": "results",

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import html
 import os
-import re
 import threading
-from dataclasses import fields
+from dataclasses import fields, replace
 from typing import Any, Callable
 
 import ipywidgets as W
@@ -28,127 +27,30 @@ from ..optimize.config import (
     BUDGET_MODES, PRUNERS, SAMPLERS, TARGET_ALIASES, build_search_space, validate,
 )
 from ..scoring import DEFAULT_WEIGHTS, SCORE_METRICS, ScoreConfig
-from ..strategies import Param, Strategy, get_strategy, list_strategies
+from ..strategies import Strategy, get_strategy, list_strategies
+from .controls import (
+    ERR_STYLE, LABEL_WIDTH, ParamRow, _date_text, _err_html, _label, _show, _utc, error_markup, is_visible,
+)
 from .live import LiveMonitor, has_frontend, prewarm
 
 SAMPLE = "sample"
 #: data source modes of the panel
 DATA_MODES = (("Sample data", "sample"), ("CSV path", "path"), ("Upload CSV", "upload"))
 _OBJECT_MODE = ("From code", "object")
-_LABEL_WIDTH = "150px"
-_ERR_STYLE = "color:#c62828;font-size:90%"
-_HIDDEN = "none"
+#: config attribute a ConfigError is about (its ``field``) -> the panel field beside which it shows;
+#: attributes the panel has no input for (start_method, min_profit, max_backtest_seconds) show under Run
+_PANEL_FIELD = {
+    "data": "data", "start": "window", "end": "window", "warmup_bars": "window", "strategy": "strategy",
+    "optimize_params": "params", "param_ranges": "params", "fixed_params": "params", "score": "score",
+    "target": "target", "budget_mode": "budget", "n_trials": "budget", "time_limit": "budget",
+    "convergence_patience": "budget", "worker_processes": "workers", "sampler": "sampler", "pruner": "sampler",
+    "n_startup_trials": "sampler", "pruner_warmup_trials": "sampler", "pruner_patience": "sampler",
+    "seed": "seed", "study_name": "study_name", "storage": "output", "output_dir": "output",
+}
 
 
 def _cpu_count() -> int:
     return max(1, os.cpu_count() or 1)
-
-
-def _label(text: str) -> W.HTML:
-    """A right-aligned row label as wide as the panel's descriptions."""
-    return W.HTML(f"<div style='text-align:right;padding-right:8px'>{html.escape(text)}</div>",
-                  layout=W.Layout(width=_LABEL_WIDTH))
-
-
-def _err_html() -> W.HTML:
-    return W.HTML("", layout=W.Layout(margin="0 0 0 8px"))
-
-
-def _show(widget: W.Widget, visible: bool) -> None:
-    widget.layout.display = None if visible else _HIDDEN
-
-
-def is_visible(widget: W.Widget) -> bool:
-    """Whether a panel widget is shown (its layout does not hide it)."""
-    return widget.layout.display != _HIDDEN
-
-
-class ParamRow:
-    """One strategy parameter: optimise checkbox, range (min/max/step or choices) or a fixed value."""
-
-    def __init__(self, param: Param, on_change: Callable[..., None]) -> None:
-        self.param = p = param
-        tip = p.description or p.name
-        self.optimize = W.Checkbox(value=bool(p.optimize), description=p.name, indent=False, tooltip=tip,
-                                   layout=W.Layout(width="190px"))
-        small = W.Layout(width="150px")
-        if p.kind in ("int", "float"):
-            num = W.IntText if p.kind == "int" else W.FloatText
-            lo = next(v for v in (p.opt_low, p.low, p.default) if v is not None)
-            hi = next(v for v in (p.opt_high, p.high, p.default) if v is not None)
-            step = p.opt_step if p.opt_step is not None else (1 if p.kind == "int" else 0)
-            style = {"description_width": "34px"}
-            self.min = num(value=lo, description="min", layout=small, style=style)
-            self.max = num(value=hi, description="max", layout=small, style=style)
-            self.step = num(value=step, description="step", layout=small, style=style,
-                            tooltip="0 = continuous" if p.kind == "float" else "")
-            self.choices = None
-            self.fixed = num(value=p.default, description="value", layout=W.Layout(width="160px"),
-                             style={"description_width": "44px"})
-            self.range_box = W.HBox([self.min, self.max, self.step])
-            watched = [self.min, self.max, self.step, self.fixed]
-        else:
-            options = [(str(c), c) for c in (p.choices or ())]
-            self.min = self.max = self.step = None
-            self.choices = W.SelectMultiple(options=options, value=tuple(p.choices or ()),
-                                            rows=min(4, len(options)), layout=W.Layout(width="300px"),
-                                            tooltip="the choices to try (Ctrl/Shift-click to select several)")
-            self.fixed = W.Dropdown(options=options, value=p.default, description="value",
-                                    layout=W.Layout(width="220px"), style={"description_width": "44px"})
-            self.range_box = W.HBox([self.choices])
-            watched = [self.choices, self.fixed]
-        self.error = _err_html()
-        self.fixed_box = W.HBox([self.fixed])
-        self.box = W.HBox([self.optimize, self.range_box, self.fixed_box, self.error],
-                          layout=W.Layout(align_items="center"))
-        self.optimize.observe(self._toggle, names="value")
-        for w in [self.optimize, *watched]:
-            w.observe(on_change, names="value")
-        self._toggle()
-
-    @property
-    def name(self) -> str:
-        return self.param.name
-
-    def _toggle(self, *_: Any) -> None:
-        _show(self.range_box, self.optimize.value)
-        _show(self.fixed_box, not self.optimize.value)
-
-    def range(self) -> dict[str, Any]:
-        """This row's ``param_ranges`` entry."""
-        if self.choices is not None:
-            return {"choices": list(self.choices.value)}
-        cast = int if self.param.kind == "int" else float
-        step = self.step.value
-        out = {"min": cast(self.min.value), "max": cast(self.max.value)}
-        if not (self.param.kind == "float" and step == 0):
-            out["step"] = cast(step)
-        return out
-
-    def value(self) -> Any:
-        v = self.fixed.value
-        if self.param.kind == "int":
-            return int(v)
-        if self.param.kind == "float":
-            return float(v)
-        return v
-
-    def set_range(self, low: Any = None, high: Any = None, step: Any = None, choices: Any = None) -> None:
-        if self.choices is not None:
-            if choices is not None:
-                self.choices.value = tuple(c for c in self.param.choices or () if c in set(choices))
-            return
-        if low is not None:
-            self.min.value = low
-        if high is not None:
-            self.max.value = high
-        if self.param.kind == "float" and step is None:
-            self.step.value = 0
-        elif step is not None:
-            self.step.value = step
-
-    def set_error(self, message: str) -> None:
-        self.error.value = f"<span style='{_ERR_STYLE}'>{html.escape(message)}</span>" if message else ""
 
 
 class ConfigPanel(W.VBox):
@@ -187,7 +89,7 @@ class ConfigPanel(W.VBox):
 
     # -- construction ----------------------------------------------------------
     def _build_widgets(self) -> None:
-        label = {"description_width": _LABEL_WIDTH}
+        label = {"description_width": LABEL_WIDTH}
 
         def wide() -> W.Layout:  # a new Layout per widget: visibility is set on the layout
             return W.Layout(width="460px")
@@ -198,7 +100,7 @@ class ConfigPanel(W.VBox):
                                 layout=wide())
         self.upload = W.FileUpload(accept=".csv,.txt", multiple=False, description="Choose CSV")
         self.upload_label = W.HTML("")
-        self.upload_box = W.HBox([W.HTML("", layout=W.Layout(width=_LABEL_WIDTH)), self.upload, self.upload_label])
+        self.upload_box = W.HBox([W.HTML("", layout=W.Layout(width=LABEL_WIDTH)), self.upload, self.upload_label])
         self.data_error = _err_html()
         self.start_date = W.Text(value="", placeholder="YYYY-MM-DD (optional)", description="Start", style=label,
                                  layout=W.Layout(width="330px"))
@@ -443,13 +345,9 @@ class ConfigPanel(W.VBox):
         known = set(base.weights) if base is not None else set()
         weights = {k: v for k, v in weights.items() if v > 0 or k in known}
         try:
-            if base is None:
-                return ScoreConfig(weights=weights)
-            from dataclasses import replace
-
-            return replace(base, weights=weights)
+            return ScoreConfig(weights=weights) if base is None else replace(base, weights=weights)
         except ConfigError as exc:
-            raise _FieldError("score", str(exc)) from None
+            raise _FieldError("score", exc.reason) from None
 
     def _seed(self) -> int | None:
         text = self.seed.value.strip()
@@ -495,7 +393,7 @@ class ConfigPanel(W.VBox):
         self.validate()
         if self.errors:
             field, message = next(iter(self.errors.items()))
-            raise ConfigError(f"{field}: {message}")
+            raise ConfigError(f"{field}: {message}", param=field if field in self.param_rows else None, reason=message)
         return self._build()
 
     @classmethod
@@ -638,8 +536,7 @@ class ConfigPanel(W.VBox):
         if field in self.param_rows:
             self.param_rows[field].set_error(message)
         else:
-            widget = self._field_widgets.get(field, self.general_error)
-            widget.value = f"<span style='{_ERR_STYLE}'>{html.escape(message)}</span>" if message else ""
+            self._field_widgets.get(field, self.general_error).value = error_markup(message)
         if message:
             self.errors.setdefault(field, message)
 
@@ -656,8 +553,8 @@ class ConfigPanel(W.VBox):
         running = self.run is not None and not self.run.done
         self.run_button.disabled = bool(self.errors) or running
         if self.errors and not running:
-            self.status.value = f"<span style='{_ERR_STYLE}'>fix the settings marked in red to run</span>"
-        elif not running and self.status.value.startswith("<span style='color:#c62828"):
+            self.status.value = error_markup("fix the settings marked in red to run")
+        elif not running and self.status.value.startswith(f"<span style='{ERR_STYLE}'>"):
             self.status.value = ""
         return not self.errors
 
@@ -686,7 +583,7 @@ class ConfigPanel(W.VBox):
                 else:
                     row.param.validate(row.value())
             except (ConfigError, ParameterError) as exc:
-                self._set_error(name, _strip_field(str(exc)))
+                self._set_error(name, exc.reason if isinstance(exc, ConfigError) else str(exc))
         if not optimised:
             self._set_error("params", "tick at least one parameter to optimise")
         if self.errors:
@@ -698,8 +595,20 @@ class ConfigPanel(W.VBox):
         except _FieldError as exc:
             self._set_error(exc.field, exc.message)
         except (MerlinError, ValueError) as exc:
-            field = field_of_error(str(exc), self.param_rows)
-            self._set_error(field, _strip_field(str(exc)) if field in self.param_rows else str(exc))
+            self._set_error(*self._error_field(exc))
+
+    def _error_field(self, exc: Exception) -> tuple[str, str]:
+        """(panel field, text to show there) of an engine error, read from its structured attributes."""
+        if isinstance(exc, ConfigError):
+            if exc.param in self.param_rows:
+                return exc.param, exc.reason  # the row names the parameter: show only the reason
+            field = _PANEL_FIELD.get(exc.field or "", "general")
+            return field, str(exc) if field == "general" else exc.reason
+        if isinstance(exc, DataError):
+            return "data", str(exc)
+        if isinstance(exc, StrategyError):
+            return "strategy", str(exc)
+        return "general", str(exc)
 
     # -- actions -------------------------------------------------------------------
     def start(self) -> Any:
@@ -716,15 +625,10 @@ class ConfigPanel(W.VBox):
         try:
             run = start_optimization(opt, cfg)
         except (MerlinError, ValueError) as exc:
-            if isinstance(exc, DataError):
-                field = "data"
-            elif isinstance(exc, StrategyError):
-                field = "strategy"
-            else:
-                field = field_of_error(str(exc), self.param_rows)
-            self._start_error = (field, str(exc).splitlines()[0])
+            field, text = self._error_field(exc)
+            self._start_error = (field, text.splitlines()[0])
             self.validate()
-            self.status.value = f"<span style='{_ERR_STYLE}'>not started: {html.escape(str(exc).splitlines()[0])}</span>"
+            self.status.value = error_markup(f"not started: {str(exc).splitlines()[0]}")
             return None
         self.run = run
         self.stop_button.disabled = False
@@ -754,7 +658,7 @@ class ConfigPanel(W.VBox):
         self.stop_button.disabled = True
         reason = (run.summary or {}).get("stop_reason", "") if run is not None else ""
         if run is not None and run.error is not None:
-            self.status.value = f"<span style='{_ERR_STYLE}'>failed: {html.escape(str(run.error).splitlines()[0])}</span>"
+            self.status.value = error_markup(f"failed: {str(run.error).splitlines()[0]}")
         else:
             self.status.value = f"finished: {html.escape(reason)}"
         self.validate()
@@ -793,7 +697,7 @@ class ConfigPanel(W.VBox):
         try:
             self.dashboard_handle = dashboard(self.run, port=port)
         except (MerlinError, ValueError, RuntimeError) as exc:
-            self.dashboard_link.value = f"<span style='{_ERR_STYLE}'>{html.escape(str(exc))}</span>"
+            self.dashboard_link.value = error_markup(str(exc))
             return None
         self.dashboard_link.value = self.dashboard_handle._repr_html_()
         return self.dashboard_handle
@@ -813,52 +717,4 @@ class _FieldError(Exception):
         self.message = message
 
 
-_FIELD_PREFIXES = (
-    ("start_method", "general"), ("data", "data"), ("warmup_bars", "window"), ("start", "window"), ("end", "window"),
-    ("worker_processes", "workers"), ("target", "target"), ("n_trials", "budget"), ("time_limit", "budget"),
-    ("convergence_patience", "budget"), ("budget_mode", "budget"), ("sampler", "sampler"), ("pruner", "sampler"),
-    ("n_startup_trials", "sampler"), ("seed", "seed"), ("study_name", "study_name"), ("study ", "study_name"),
-    ("score", "score"), ("storage", "output"), ("no parameter", "params"), ("optimize_params", "params"),
-    ("min_profit", "general"),
-)
-
-
-def field_of_error(message: str, params: dict[str, Any] | None = None) -> str:
-    """The panel field an engine error message is about (a parameter name for range and value errors)."""
-    m = re.match(r"param_ranges\[['\"]([^'\"]+)['\"]\]", message)
-    if m:
-        return m.group(1)
-    if message.startswith("fixed_params") or message.startswith("parameter"):
-        for name in params or {}:
-            if f"'{name}'" in message:
-                return name
-        return "params"
-    for prefix, field in _FIELD_PREFIXES:
-        if message.startswith(prefix):
-            return field
-    return "general"
-
-
-def _strip_field(message: str) -> str:
-    """``param_ranges['x'].min must be ...`` -> ``min must be ...`` (the row already names the parameter)."""
-    message = re.sub(r"^param_ranges\[['\"][^'\"]+['\"]\]\.?:?\s*", "", message)
-    return re.sub(r"^fixed_params:\s*", "", message)
-
-
-def _date_text(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value
-    try:
-        return pd.Timestamp(value).isoformat()
-    except (ValueError, TypeError):
-        return str(value)
-
-
-def _utc(text: str) -> pd.Timestamp:
-    ts = pd.Timestamp(text)
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-
-
-__all__ = ["ConfigPanel", "ParamRow", "field_of_error", "is_visible"]
+__all__ = ["ConfigPanel", "is_visible"]
