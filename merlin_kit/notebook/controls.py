@@ -1,20 +1,31 @@
-"""The building blocks of the configuration panel: one parameter's row and the small widget helpers.
+"""The building blocks of the configuration panel: input groups, one parameter's row, widget helpers.
 
 Kept apart from :mod:`merlin_kit.notebook.widgets` so that the panel module holds
-only the panel (layout, config <-> widgets, validation, Run/Stop) and a piece
-such as :class:`ParamRow` can be tested or reused on its own.
+only the panel (layout, config <-> widgets, validation, Run/Stop).  Each group
+owns its widgets, its visibility rules and its reading/loading, and reports a
+bad value as a :class:`FieldError` naming the panel field it belongs beside.
 """
 
 from __future__ import annotations
 
 import html
+import os
+from dataclasses import replace
 from typing import Any, Callable
 
 import ipywidgets as W
 import pandas as pd
 
+from ..errors import ConfigError
+from ..metrics import METRIC_NAMES
+from ..optimize.config import BUDGET_MODES, TARGET_ALIASES
+from ..scoring import DEFAULT_WEIGHTS, SCORE_METRICS, ScoreConfig
 from ..strategies import Param
 
+SAMPLE = "sample"
+#: data source modes of the panel
+DATA_MODES = (("Sample data", "sample"), ("CSV path", "path"), ("Upload CSV", "upload"))
+_OBJECT_MODE = ("From code", "object")
 LABEL_WIDTH = "150px"
 #: inline style of every error message in the panel (red, a little smaller)
 ERR_STYLE = "color:#c62828;font-size:90%"
@@ -63,6 +74,228 @@ def _utc(text: str) -> pd.Timestamp:
     """A typed date as a UTC timestamp, so naive and zoned dates compare (naive means UTC, as in the engine)."""
     ts = pd.Timestamp(text)
     return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
+class FieldError(Exception):
+    """A panel-level setting that is invalid before the engine sees it; ``field`` is the panel field."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+def target_options() -> list[tuple[str, str]]:
+    """The Target dropdown: the composite score, the reference system's aliases, then every other metric."""
+    options = [("score (composite)", "score")]
+    options += [(f"{alias} ({metric})", alias) for alias, metric in TARGET_ALIASES.items() if alias != "score"]
+    covered = set(TARGET_ALIASES.values())
+    options += [(m, m) for m in METRIC_NAMES if m not in covered]
+    return options
+
+
+class DataSourceInput:
+    """Where the OHLCV data comes from: the bundled sample, a CSV path, an uploaded CSV, or an object from code."""
+
+    def __init__(self, on_change: Callable[..., None]) -> None:
+        self._on_change = on_change
+        self.upload_bytes: bytes | None = None
+        self.data_object: Any = None
+        self.mode = W.ToggleButtons(options=list(DATA_MODES), value="sample", style={"button_width": "110px"})
+        self.path = W.Text(value="", placeholder="path/to/ohlcv.csv", description="CSV path",
+                           style={"description_width": LABEL_WIDTH}, layout=W.Layout(width="460px"))
+        self.upload = W.FileUpload(accept=".csv,.txt", multiple=False, description="Choose CSV")
+        self.upload_label = W.HTML("")
+        self.upload_box = W.HBox([W.HTML("", layout=W.Layout(width=LABEL_WIDTH)), self.upload, self.upload_label])
+        self.error = _err_html()
+        self.mode.observe(self.refresh, names="value")
+        self.upload.observe(self._on_upload, names="value")
+        self.path.observe(on_change, names="value")
+
+    def refresh(self, *_: Any) -> None:
+        """Show only the input the chosen mode needs, then let the panel re-validate."""
+        _show(self.path, self.mode.value == "path")
+        _show(self.upload_box, self.mode.value == "upload")
+        self._on_change()
+
+    def _on_upload(self, *_: Any) -> None:
+        files = self.upload.value
+        if files:
+            f = files[0]
+            self.upload_bytes = bytes(f["content"])
+            self.upload_label.value = f"{html.escape(str(f.get('name', 'file')))} ({len(self.upload_bytes):,} bytes)"
+        self._on_change()
+
+    def source(self) -> Any:
+        """The ``data`` of the config; a missing path or upload is a :class:`FieldError` (the file's content is
+        checked by the engine at Run)."""
+        mode = self.mode.value
+        if mode == "sample":
+            return SAMPLE
+        if mode == "path":
+            path = self.path.value.strip()
+            if not path:
+                raise FieldError("data", "enter the path of a CSV file")
+            if not os.path.isfile(path):
+                raise FieldError("data", f"file not found: {path}")
+            return path
+        if mode == "upload":
+            if self.upload_bytes is None:
+                raise FieldError("data", "choose a CSV file to upload")
+            return self.upload_bytes
+        return self.data_object
+
+    def set(self, data: Any) -> None:
+        """Show a config's ``data``; an object the panel cannot edit (a DataFrame...) is kept as "From code"."""
+        options = list(DATA_MODES)
+        if isinstance(data, str) and data == SAMPLE and not os.path.exists(data):
+            self.mode.options = options
+            self.mode.value = "sample"
+        elif isinstance(data, (str, os.PathLike)):
+            self.mode.options = options
+            self.path.value = os.fspath(data)
+            self.mode.value = "path"
+        elif isinstance(data, (bytes, bytearray)):
+            self.mode.options = options
+            self.upload_bytes = bytes(data)
+            self.upload_label.value = f"bytes from code ({len(self.upload_bytes):,} bytes)"
+            self.mode.value = "upload"
+        else:
+            self.mode.options = options + [_OBJECT_MODE]
+            self.data_object = data
+            self.mode.value = "object"
+
+
+class WindowInput:
+    """The backtest window: optional start and end dates, and the warm-up bars loaded before start."""
+
+    def __init__(self, on_change: Callable[..., None]) -> None:
+        self.start = W.Text(value="", placeholder="YYYY-MM-DD (optional)", description="Start",
+                            style={"description_width": LABEL_WIDTH}, layout=W.Layout(width="330px"))
+        self.end = W.Text(value="", placeholder="YYYY-MM-DD (optional)", description="End",
+                          layout=W.Layout(width="230px"), style={"description_width": "40px"})
+        self.warmup = W.IntText(value=1000, description="Warm-up bars", layout=W.Layout(width="250px"),
+                                style={"description_width": "100px"})
+        self.error = _err_html()
+        for w in (self.start, self.end, self.warmup):
+            w.observe(on_change, names="value")
+
+    def dates(self) -> tuple[str | None, str | None]:
+        """The config's ``start``/``end`` as typed (empty: None); a non-date or start after end is a FieldError."""
+        out = []
+        for w, name in ((self.start, "start"), (self.end, "end")):
+            text = w.value.strip()
+            if not text:
+                out.append(None)
+                continue
+            try:
+                pd.Timestamp(text)
+            except (ValueError, TypeError):
+                raise FieldError("window", f"{name}: {text!r} is not a date (YYYY-MM-DD or ISO-8601)") from None
+            out.append(text)
+        start, end = out
+        if start is not None and end is not None and _utc(start) > _utc(end):
+            raise FieldError("window", f"start ({start}) is after end ({end})")
+        return start, end
+
+    def set(self, opt: Any) -> None:
+        """Show an OptimizationConfig's window (a warm-up that is not an int shows as 0; validation names it)."""
+        self.start.value = _date_text(opt.start)
+        self.end.value = _date_text(opt.end)
+        self.warmup.value = int(opt.warmup_bars) if isinstance(opt.warmup_bars, int) else 0
+
+
+class ScoreWeightsInput:
+    """The composite score's weights as sliders.
+
+    What the sliders cannot show (bounds, normalisation, enabled metrics) is kept
+    from the loaded score config, so loading a config and reading it back keeps it.
+    """
+
+    def __init__(self, on_change: Callable[..., None]) -> None:
+        self.base: ScoreConfig | None = None
+        self.sliders = {
+            key: W.FloatSlider(value=DEFAULT_WEIGHTS.get(key, 0.0), min=0.0, max=1.0, step=0.05, description=key,
+                               readout_format=".2f", style={"description_width": "90px"},
+                               layout=W.Layout(width="360px"))
+            for key in SCORE_METRICS
+        }
+        self.error = _err_html()
+        self.box = W.VBox([W.HTML("<i>Score weights</i>", layout=W.Layout(margin="0 0 0 160px")),
+                           *[W.HBox([W.HTML("", layout=W.Layout(width="70px")), s]) for s in self.sliders.values()],
+                           self.error])
+        for slider in self.sliders.values():
+            slider.observe(on_change, names="value")
+
+    def score(self) -> ScoreConfig | None:
+        """The config's ``score`` (None while the default weights are untouched)."""
+        weights = {k: float(s.value) for k, s in self.sliders.items()}
+        base = self.base
+        if base is None and weights == {k: float(DEFAULT_WEIGHTS.get(k, 0.0)) for k in SCORE_METRICS}:
+            return None
+        known = set(base.weights) if base is not None else set()
+        weights = {k: v for k, v in weights.items() if v > 0 or k in known}
+        try:
+            return ScoreConfig(weights=weights) if base is None else replace(base, weights=weights)
+        except ConfigError as exc:
+            raise FieldError("score", exc.reason) from None
+
+    def set(self, value: Any) -> None:
+        """Show a config's ``score`` (a ScoreConfig, a dict or None; an invalid one shows the defaults)."""
+        try:
+            score = value if isinstance(value, ScoreConfig) else ScoreConfig.from_dict(value)
+        except ConfigError:
+            score, self.base = ScoreConfig(), None
+        else:
+            self.base = score if value else None
+        for key, slider in self.sliders.items():
+            slider.value = float(score.weights.get(key, 0.0))
+
+
+class BudgetInput:
+    """The global budget: a mode and the one number it needs (trials, seconds, or trials without improvement)."""
+
+    def __init__(self, on_change: Callable[..., None]) -> None:
+        self._on_change = on_change
+        label, width = {"description_width": LABEL_WIDTH}, "300px"
+        self.mode = W.ToggleButtons(options=[("Trials", "trials"), ("Time", "time"), ("Convergence", "convergence")],
+                                    value="trials", style={"button_width": "110px"},
+                                    tooltips=["a number of trials", "a time limit in seconds",
+                                              "stop after N trials without improvement"])
+        self.n_trials = W.IntText(value=100, description="Trials", style=label, layout=W.Layout(width=width))
+        self.time_limit = W.FloatText(value=60.0, description="Seconds", style=label, layout=W.Layout(width=width))
+        self.patience = W.IntText(value=30, description="Patience (trials)", style=label, layout=W.Layout(width=width))
+        self.error = _err_html()
+        self.mode.observe(self.refresh, names="value")
+        for w in (self.n_trials, self.time_limit, self.patience):
+            w.observe(on_change, names="value")
+
+    def refresh(self, *_: Any) -> None:
+        """Show only the number the chosen mode needs, then let the panel re-validate."""
+        _show(self.n_trials, self.mode.value == "trials")
+        _show(self.time_limit, self.mode.value == "time")
+        _show(self.patience, self.mode.value == "convergence")
+        self._on_change()
+
+    def values(self) -> dict[str, Any]:
+        """The OptunaConfig budget fields (the numbers of the other modes are None)."""
+        mode = self.mode.value
+        return {
+            "budget_mode": mode,
+            "n_trials": int(self.n_trials.value) if mode == "trials" else None,
+            "time_limit": float(self.time_limit.value) if mode == "time" else None,
+            "convergence_patience": int(self.patience.value) if mode == "convergence" else None,
+        }
+
+    def set(self, cfg: Any) -> None:
+        """Show an OptunaConfig's budget (an unknown mode shows as trials; its error comes from validation)."""
+        self.mode.value = cfg.budget_mode if cfg.budget_mode in BUDGET_MODES else "trials"
+        if cfg.n_trials is not None:
+            self.n_trials.value = int(cfg.n_trials)
+        if cfg.time_limit is not None:
+            self.time_limit.value = float(cfg.time_limit)
+        if cfg.convergence_patience is not None:
+            self.patience.value = int(cfg.convergence_patience)
 
 
 class ParamRow:
@@ -153,4 +386,7 @@ class ParamRow:
         self.error.value = error_markup(message)
 
 
-__all__ = ["ERR_STYLE", "LABEL_WIDTH", "ParamRow", "error_markup", "is_visible"]
+__all__ = [
+    "BudgetInput", "DataSourceInput", "ERR_STYLE", "FieldError", "LABEL_WIDTH", "ParamRow", "ScoreWeightsInput",
+    "WindowInput", "error_markup", "is_visible", "target_options",
+]

@@ -14,29 +14,21 @@ from __future__ import annotations
 import html
 import os
 import threading
-from dataclasses import fields, replace
-from typing import Any, Callable
+from dataclasses import fields
+from typing import Any
 
 import ipywidgets as W
-import pandas as pd
 
 from ..errors import ConfigError, DataError, MerlinError, ParameterError, StrategyError
-from ..metrics import METRIC_NAMES
 from ..optimize import OptimizationConfig, OptunaConfig, start_optimization
-from ..optimize.config import (
-    BUDGET_MODES, PRUNERS, SAMPLERS, TARGET_ALIASES, build_search_space, validate,
-)
-from ..scoring import DEFAULT_WEIGHTS, SCORE_METRICS, ScoreConfig
+from ..optimize.config import PRUNERS, SAMPLERS, build_search_space, validate
 from ..strategies import Strategy, get_strategy, list_strategies
-from .controls import (
-    ERR_STYLE, LABEL_WIDTH, ParamRow, _date_text, _err_html, _label, _show, _utc, error_markup, is_visible,
+from .controls import (  # is_visible: re-exported, the panel's tests and notebooks import it from here
+    ERR_STYLE, LABEL_WIDTH, BudgetInput, DataSourceInput, FieldError, ParamRow, ScoreWeightsInput, WindowInput,
+    _err_html, _label, _show, error_markup, is_visible, target_options,
 )
 from .live import LiveMonitor, has_frontend, prewarm
 
-SAMPLE = "sample"
-#: data source modes of the panel
-DATA_MODES = (("Sample data", "sample"), ("CSV path", "path"), ("Upload CSV", "upload"))
-_OBJECT_MODE = ("From code", "object")
 #: config attribute a ConfigError is about (its ``field``) -> the panel field beside which it shows;
 #: attributes the panel has no input for (start_method, min_profit, max_backtest_seconds) show under Run
 _PANEL_FIELD = {
@@ -73,9 +65,6 @@ class ConfigPanel(W.VBox):
         self.param_rows: dict[str, ParamRow] = {}
         self._suspend = 0
         self._start_error: tuple[str, str] | None = None
-        self._upload_bytes: bytes | None = None
-        self._data_object: Any = None
-        self._score_base: ScoreConfig | None = None
         self._carry_opt: dict[str, Any] = {}
         self._carry_cfg: dict[str, Any] = {}
         self._carry_fixed: set[str] = set()
@@ -94,21 +83,12 @@ class ConfigPanel(W.VBox):
         def wide() -> W.Layout:  # a new Layout per widget: visibility is set on the layout
             return W.Layout(width="460px")
 
-        # data
-        self.data_mode = W.ToggleButtons(options=list(DATA_MODES), value="sample", style={"button_width": "110px"})
-        self.data_path = W.Text(value="", placeholder="path/to/ohlcv.csv", description="CSV path", style=label,
-                                layout=wide())
-        self.upload = W.FileUpload(accept=".csv,.txt", multiple=False, description="Choose CSV")
-        self.upload_label = W.HTML("")
-        self.upload_box = W.HBox([W.HTML("", layout=W.Layout(width=LABEL_WIDTH)), self.upload, self.upload_label])
-        self.data_error = _err_html()
-        self.start_date = W.Text(value="", placeholder="YYYY-MM-DD (optional)", description="Start", style=label,
-                                 layout=W.Layout(width="330px"))
-        self.end_date = W.Text(value="", placeholder="YYYY-MM-DD (optional)", description="End",
-                               layout=W.Layout(width="230px"), style={"description_width": "40px"})
-        self.warmup = W.IntText(value=1000, description="Warm-up bars", layout=W.Layout(width="250px"),
-                                style={"description_width": "100px"})
-        self.window_error = _err_html()
+        # data (the input groups own their widgets; the panel names them for code and tests)
+        self.data_input = d = DataSourceInput(self._changed)
+        self.data_mode, self.data_path, self.upload, self.upload_label, self.upload_box, self.data_error = (
+            d.mode, d.path, d.upload, d.upload_label, d.upload_box, d.error)
+        self.window = w = WindowInput(self._changed)
+        self.start_date, self.end_date, self.warmup, self.window_error = w.start, w.end, w.warmup, w.error
         # strategy
         self.strategy = W.Dropdown(options=[(s, s) for s in list_strategies()], description="Strategy",
                                    style=label, layout=wide())
@@ -118,29 +98,14 @@ class ConfigPanel(W.VBox):
         self.params_box = W.VBox([])
         self.params_error = _err_html()
         # objective and budget
-        self.target = W.Dropdown(options=self._target_options(), value="score", description="Target", style=label,
+        self.target = W.Dropdown(options=target_options(), value="score", description="Target", style=label,
                                  layout=wide())
         self.target_error = _err_html()
-        self.score_weights = {
-            key: W.FloatSlider(value=DEFAULT_WEIGHTS.get(key, 0.0), min=0.0, max=1.0, step=0.05, description=key,
-                               readout_format=".2f", style={"description_width": "90px"},
-                               layout=W.Layout(width="360px"))
-            for key in SCORE_METRICS
-        }
-        self.score_error = _err_html()
-        self.score_box = W.VBox([W.HTML("<i>Score weights</i>", layout=W.Layout(margin="0 0 0 160px")),
-                                 *[W.HBox([W.HTML("", layout=W.Layout(width="70px")), s])
-                                   for s in self.score_weights.values()], self.score_error])
-        self.budget_mode = W.ToggleButtons(options=[("Trials", "trials"), ("Time", "time"),
-                                                    ("Convergence", "convergence")],
-                                           value="trials", style={"button_width": "110px"},
-                                           tooltips=["a number of trials", "a time limit in seconds",
-                                                     "stop after N trials without improvement"])
-        self.n_trials = W.IntText(value=100, description="Trials", style=label, layout=W.Layout(width="300px"))
-        self.time_limit = W.FloatText(value=60.0, description="Seconds", style=label, layout=W.Layout(width="300px"))
-        self.patience = W.IntText(value=30, description="Patience (trials)", style=label,
-                                  layout=W.Layout(width="300px"))
-        self.budget_error = _err_html()
+        self.score_input = sc = ScoreWeightsInput(self._changed)
+        self.score_weights, self.score_box, self.score_error = sc.sliders, sc.box, sc.error
+        self.budget = b = BudgetInput(self._changed)
+        self.budget_mode, self.n_trials, self.time_limit, self.patience, self.budget_error = (
+            b.mode, b.n_trials, b.time_limit, b.patience, b.error)
         # execution
         cpus = _cpu_count()
         self.workers = W.IntSlider(value=cpus, min=1, max=cpus, description="Workers", style=label,
@@ -177,17 +142,12 @@ class ConfigPanel(W.VBox):
         self.run_button.on_click(lambda _: self.start())
         self.stop_button.on_click(lambda _: self.stop())
         self.dashboard_button.on_click(lambda _: self.open_dashboard())
-        self.data_mode.observe(self._on_data_mode, names="value")
-        self.upload.observe(self._on_upload, names="value")
         self.strategy.observe(self._on_strategy, names="value")
         self.strategy_path.observe(self._on_strategy_path, names="value")
         self.target.observe(self._on_target, names="value")
-        self.budget_mode.observe(self._on_budget_mode, names="value")
         self.save_study.observe(self._on_save, names="value")
-        watched = [self.data_path, self.start_date, self.end_date, self.warmup, self.n_trials, self.time_limit,
-                   self.patience, self.workers, self.sampler, self.pruner, self.seed, self.study_name,
-                   self.output_dir, *self.score_weights.values()]
-        for w in watched:
+        for w in (self.workers, self.sampler, self.pruner, self.seed,
+                  self.study_name, self.output_dir):
             w.observe(self._changed, names="value")
 
         def section(title: str) -> W.HTML:
@@ -227,38 +187,9 @@ class ConfigPanel(W.VBox):
             "general": self.general_error,
         }
 
-    @staticmethod
-    def _target_options() -> list[tuple[str, str]]:
-        options = [("score (composite)", "score")]
-        options += [(f"{alias} ({metric})", alias) for alias, metric in TARGET_ALIASES.items() if alias != "score"]
-        covered = set(TARGET_ALIASES.values())
-        options += [(m, m) for m in METRIC_NAMES if m not in covered]
-        return options
-
     # -- visibility ------------------------------------------------------------
-    def _on_data_mode(self, *_: Any) -> None:
-        mode = self.data_mode.value
-        _show(self.data_path, mode == "path")
-        _show(self.upload_box, mode == "upload")
-        self._changed()
-
-    def _on_upload(self, *_: Any) -> None:
-        files = self.upload.value
-        if files:
-            f = files[0]
-            self._upload_bytes = bytes(f["content"])
-            self.upload_label.value = f"{html.escape(str(f.get('name', 'file')))} ({len(self._upload_bytes):,} bytes)"
-        self._changed()
-
     def _on_target(self, *_: Any) -> None:
         _show(self.score_box, self.target.value == "score")
-        self._changed()
-
-    def _on_budget_mode(self, *_: Any) -> None:
-        mode = self.budget_mode.value
-        _show(self.n_trials, mode == "trials")
-        _show(self.time_limit, mode == "time")
-        _show(self.patience, mode == "convergence")
         self._changed()
 
     def _on_save(self, *_: Any) -> None:
@@ -303,52 +234,6 @@ class ConfigPanel(W.VBox):
         self.params_box.children = tuple(r.box for r in self.param_rows.values())
 
     # -- config objects ----------------------------------------------------------
-    def _data_source(self) -> Any:
-        mode = self.data_mode.value
-        if mode == "sample":
-            return SAMPLE
-        if mode == "path":
-            path = self.data_path.value.strip()
-            if not path:
-                raise _FieldError("data", "enter the path of a CSV file")
-            if not os.path.isfile(path):
-                raise _FieldError("data", f"file not found: {path}")
-            return path
-        if mode == "upload":
-            if self._upload_bytes is None:
-                raise _FieldError("data", "choose a CSV file to upload")
-            return self._upload_bytes
-        return self._data_object
-
-    def _window(self) -> tuple[str | None, str | None]:
-        out = []
-        for w, name in ((self.start_date, "start"), (self.end_date, "end")):
-            text = w.value.strip()
-            if not text:
-                out.append(None)
-                continue
-            try:
-                pd.Timestamp(text)
-            except (ValueError, TypeError):
-                raise _FieldError("window", f"{name}: {text!r} is not a date (YYYY-MM-DD or ISO-8601)") from None
-            out.append(text)
-        start, end = out
-        if start is not None and end is not None and _utc(start) > _utc(end):
-            raise _FieldError("window", f"start ({start}) is after end ({end})")
-        return start, end
-
-    def _score(self) -> Any:
-        weights = {k: float(s.value) for k, s in self.score_weights.items()}
-        base = self._score_base
-        if base is None and weights == {k: float(DEFAULT_WEIGHTS.get(k, 0.0)) for k in SCORE_METRICS}:
-            return None
-        known = set(base.weights) if base is not None else set()
-        weights = {k: v for k, v in weights.items() if v > 0 or k in known}
-        try:
-            return ScoreConfig(weights=weights) if base is None else replace(base, weights=weights)
-        except ConfigError as exc:
-            raise _FieldError("score", exc.reason) from None
-
     def _seed(self) -> int | None:
         text = self.seed.value.strip()
         if not text:
@@ -356,12 +241,12 @@ class ConfigPanel(W.VBox):
         try:
             return int(text)
         except ValueError:
-            raise _FieldError("seed", f"seed must be a whole number or empty, got {text!r}") from None
+            raise FieldError("seed", f"seed must be a whole number or empty, got {text!r}") from None
 
     def _build(self) -> tuple[OptimizationConfig, OptunaConfig]:
-        """Config objects from the widgets; a :class:`_FieldError` names the first bad field."""
-        data = self._data_source()
-        start, end = self._window()
+        """Config objects from the widgets; a :class:`FieldError` names the first bad field."""
+        data = self.data_input.source()
+        start, end = self.window.dates()
         optimized = [n for n, r in self.param_rows.items() if r.optimize.value]
         ranges = {n: self.param_rows[n].range() for n in optimized}
         fixed = {}
@@ -370,18 +255,13 @@ class ConfigPanel(W.VBox):
                 v = r.value()
                 if v != r.param.default or n in self._carry_fixed:
                     fixed[n] = v
-        mode = self.budget_mode.value
         opt = OptimizationConfig(
             data=data, strategy=self.strategy.value, optimize_params=optimized, param_ranges=ranges,
             fixed_params=fixed, start=start, end=end, warmup_bars=int(self.warmup.value),
-            worker_processes=int(self.workers.value), score=self._score(), **self._carry_opt,
+            worker_processes=int(self.workers.value), score=self.score_input.score(), **self._carry_opt,
         )
         cfg = OptunaConfig(
-            target=self.target.value, budget_mode=mode,
-            n_trials=int(self.n_trials.value) if mode == "trials" else None,
-            time_limit=float(self.time_limit.value) if mode == "time" else None,
-            convergence_patience=int(self.patience.value) if mode == "convergence" else None,
-            sampler=self.sampler.value, pruner=self.pruner.value, seed=self._seed(),
+            target=self.target.value, **self.budget.values(), sampler=self.sampler.value, pruner=self.pruner.value, seed=self._seed(),
             study_name=self.study_name.value.strip() or None, save_study=bool(self.save_study.value),
             output_dir=(self.output_dir.value.strip() or None) if self.save_study.value else self._carry_cfg.get("output_dir"),
             **{k: v for k, v in self._carry_cfg.items() if k != "output_dir"},
@@ -405,20 +285,11 @@ class ConfigPanel(W.VBox):
         """Load config objects into the widgets (an invalid config is loaded and its errors shown)."""
         self._suspend += 1
         try:
-            self._set_data(opt.data)
-            self.start_date.value = _date_text(opt.start)
-            self.end_date.value = _date_text(opt.end)
-            self.warmup.value = int(opt.warmup_bars) if isinstance(opt.warmup_bars, int) else 0
+            self.data_input.set(opt.data)
+            self.window.set(opt)
             self._set_strategy(opt.strategy)
             self._set_params(opt)
-            try:
-                score = opt.score_config()
-                self._score_base = opt.score if isinstance(opt.score, ScoreConfig) else (
-                    ScoreConfig.from_dict(opt.score) if opt.score else None)
-            except ConfigError:
-                score, self._score_base = ScoreConfig(), None
-            for key, slider in self.score_weights.items():
-                slider.value = float(score.weights.get(key, 0.0))
+            self.score_input.set(opt.score)
             self.workers.max = max(_cpu_count(), int(opt.worker_processes or 1), self.workers.max)
             self.workers.value = int(opt.worker_processes or 1)
             self._carry_opt = {"min_profit": opt.min_profit, "start_method": opt.start_method}
@@ -426,13 +297,7 @@ class ConfigPanel(W.VBox):
             if cfg.target not in [v for _, v in self.target.options]:
                 self.target.options = [*self.target.options, (cfg.target, cfg.target)]
             self.target.value = cfg.target
-            self.budget_mode.value = cfg.budget_mode if cfg.budget_mode in BUDGET_MODES else "trials"
-            if cfg.n_trials is not None:
-                self.n_trials.value = int(cfg.n_trials)
-            if cfg.time_limit is not None:
-                self.time_limit.value = float(cfg.time_limit)
-            if cfg.convergence_patience is not None:
-                self.patience.value = int(cfg.convergence_patience)
+            self.budget.set(cfg)
             self.sampler.value = cfg.sampler if cfg.sampler in SAMPLERS else "tpe"
             self.pruner.value = cfg.pruner if cfg.pruner in PRUNERS else "none"
             self.seed.value = "" if cfg.seed is None else str(cfg.seed)
@@ -445,30 +310,11 @@ class ConfigPanel(W.VBox):
                 self._carry_cfg["output_dir"] = cfg.output_dir
         finally:
             self._suspend -= 1
-        self._on_data_mode()
+        self.data_input.refresh()
         self._on_target()
-        self._on_budget_mode()
+        self.budget.refresh()
         self._on_save()
         self.validate()
-
-    def _set_data(self, data: Any) -> None:
-        options = list(DATA_MODES)
-        if isinstance(data, str) and data == SAMPLE and not os.path.exists(data):
-            self.data_mode.options = options
-            self.data_mode.value = "sample"
-        elif isinstance(data, (str, os.PathLike)):
-            self.data_mode.options = options
-            self.data_path.value = os.fspath(data)
-            self.data_mode.value = "path"
-        elif isinstance(data, (bytes, bytearray)):
-            self.data_mode.options = options
-            self._upload_bytes = bytes(data)
-            self.upload_label.value = f"bytes from code ({len(self._upload_bytes):,} bytes)"
-            self.data_mode.value = "upload"
-        else:
-            self.data_mode.options = options + [_OBJECT_MODE]
-            self._data_object = data
-            self.data_mode.value = "object"
 
     def _set_strategy(self, spec: Any) -> None:
         values = [v for _, v in self.strategy.options]
@@ -560,10 +406,10 @@ class ConfigPanel(W.VBox):
 
     def _validate_fields(self) -> None:
         # panel-level fields (each checked on its own so several messages show at once)
-        for check in (self._data_source, self._window, self._seed, self._score):
+        for check in (self.data_input.source, self.window.dates, self._seed, self.score_input.score):
             try:
                 check()
-            except _FieldError as exc:
+            except FieldError as exc:
                 self._set_error(exc.field, exc.message)
         if self._strategy_path_error:
             self._set_error("strategy", self._strategy_path_error)
@@ -592,7 +438,7 @@ class ConfigPanel(W.VBox):
         try:
             opt, cfg = self._build()
             validate(opt, cfg)
-        except _FieldError as exc:
+        except FieldError as exc:
             self._set_error(exc.field, exc.message)
         except (MerlinError, ValueError) as exc:
             self._set_error(*self._error_field(exc))
@@ -708,13 +554,6 @@ class ConfigPanel(W.VBox):
         if ev is None:
             ev = self.__dict__["_finished_ev"] = threading.Event()
         return ev
-
-
-class _FieldError(Exception):
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(message)
-        self.field = field
-        self.message = message
 
 
 __all__ = ["ConfigPanel", "is_visible"]
