@@ -84,9 +84,9 @@ def throughput(name: str, make_cfg, n_trials: int, repeat: int) -> list[tuple]:
             t0 = time.perf_counter()
             run = optimize(make_cfg(w, start_method=method), OptunaConfig(n_trials=n_trials, seed=100 + r))
             walls[(w, method)].append(time.perf_counter() - t0)
-            phases[(w, method)].append(run.summary["trials_per_second"])
+            phases[(w, method)].append(run.summary.trials_per_second)
             steadies[(w, method)].append(steady_rate(run))
-            assert run.summary["total_trials"] == n_trials
+            assert run.summary.total_trials == n_trials
     base = walls[(1, "spawn")]
     rows = []
     for w, method in MODES:
@@ -109,7 +109,7 @@ def first_trial_latency(repeat: int, start_method: str = "spawn") -> float:
         run = start_optimization(link_config(2, start_method=start_method), OptunaConfig(n_trials=20, sampler="random"))
         first = None
         while not run.done:
-            trials = run._storage.get_all_trials(run._study_id, deepcopy=False)
+            trials = run.study.get_trials(deepcopy=False)
             ends = [t.datetime_complete for t in trials if t.datetime_complete]
             if ends:
                 first = min(ends).timestamp()
@@ -178,7 +178,7 @@ def search_quality(n_trials: int, seeds: int) -> list[tuple]:
         bests = []
         for seed in range(seeds):
             run = optimize(link_config(workers), OptunaConfig(n_trials=n_trials, seed=1000 + seed, sampler=sampler))
-            bests.append(run.summary["best_value"])
+            bests.append(run.summary.best_value)
         rows.append((label, n_trials, statistics.median(bests), statistics.mean(bests), min(bests), max(bests)))
     return rows
 

@@ -39,7 +39,7 @@ import optuna
 from merlin_kit.backtest import Backtester
 from merlin_kit.data import prepare, sample
 from merlin_kit.optimize import OptimizationConfig, OptunaConfig, optimize
-from merlin_kit.optimize.storage import close_storage, open_storage
+from merlin_kit.optimize import close_storage, open_storage
 from merlin_kit.strategies import get_strategy
 
 PARAMS = ["closeCountLong", "closeCountShort", "stopLongX"]
@@ -77,7 +77,7 @@ def cleanup(location: str, study_name: str, tag: str) -> None:
 
 def backtest_alone_ms(data_csv: Path, param_sets: list[dict]) -> float:
     """Mean time of the backtest by itself for these parameter sets (no storage, no sampler)."""
-    from merlin_kit.backtest import load_data
+    from merlin_kit.data import load_data
 
     prepared = prepare(load_data(str(data_csv)), None, None, WARMUP)
     bt = Backtester(get_strategy("s01_trailing_ma"), prepared)

@@ -7,8 +7,8 @@ Public API::
 
 from __future__ import annotations
 
-from .backtest import Backtester, BacktestResult, backtest, load_data
-from .data import PreparedData, fingerprint, load_ohlcv, prepare, sample
+from .backtest import Backtester, BacktestResult, backtest
+from .data import PreparedData, fingerprint, load_data, load_ohlcv, prepare, sample
 from .errors import ConfigError, DataError, MerlinError, OptimizationError, ParameterError, StrategyError
 from .indicators import MA_KINDS
 from .metrics import METRIC_NAMES

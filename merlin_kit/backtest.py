@@ -8,7 +8,6 @@ one-call convenience API built on it.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -16,21 +15,12 @@ import numpy as np
 import pandas as pd
 
 from ._memory import keep_freed_memory
-from .data import DataSource, PreparedData, load_ohlcv, prepare, sample
+from .data import DataSource, PreparedData, load_data, prepare
 from .errors import DataError
 from .metrics import compute_metrics, month_starts
 from .strategies import IndicatorCache, Strategy, StrategyOutput, get_strategy
 
-SAMPLE_SOURCE = "sample"
-
 keep_freed_memory()  # bar-sized arrays are allocated per backtest: reuse the heap (see _memory)
-
-
-def load_data(source: DataSource | str, *, name: str | None = None) -> pd.DataFrame:
-    """Load OHLCV from any supported source; the string ``"sample"`` means the bundled synthetic data."""
-    if isinstance(source, str) and source == SAMPLE_SOURCE and not os.path.exists(source):
-        return load_ohlcv(sample(), name="sample")
-    return load_ohlcv(source, name=name)
 
 
 class Backtester:

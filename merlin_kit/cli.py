@@ -123,22 +123,17 @@ class ProgressBar:
         self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
         self._last_line = 0.0
 
-    def line(self, p: dict[str, Any]) -> str:
-        filled = int(round(self.width * p.get("fraction", 0.0)))
-        bar = "#" * filled + "." * (self.width - filled)
-        mode = p["budget_mode"]
-        if mode == "trials":
-            where = f"{p['finished']}/{int(p['budget'])} trials"
-        elif mode == "time":
-            where = f"{p['elapsed']:.0f}/{p['budget']:.0f} s, {p['finished']} trials"
-        else:
-            where = f"{int(p['done'])}/{int(p['budget'])} without improvement, {p['finished']} trials"
-        best = "—" if p.get("best_value") is None else f"{p['best_value']:.4g}"
-        eta = "" if p.get("eta_seconds") is None else f"  ETA {p['eta_seconds']:.0f}s"
-        alive = sum(w["alive"] for w in p.get("workers", []))
-        return f"[{bar}] {where}  best {best}  {p['trials_per_second']:.1f} trials/s  workers {alive}{eta}"
+    def line(self, p: Any) -> str:
+        from .optimize import progress_text
 
-    def update(self, p: dict[str, Any], final: bool = False) -> None:
+        filled = int(round(self.width * p.fraction))
+        bar = "#" * filled + "." * (self.width - filled)
+        best = "—" if p.best_value is None else f"{p.best_value:.4g}"
+        eta = "" if p.eta_seconds is None else f"  ETA {p.eta_seconds:.0f}s"
+        return (f"[{bar}] {progress_text(p)}  best {best}  {p.trials_per_second:.1f} trials/s  "
+                f"workers {p.workers_alive}{eta}")
+
+    def update(self, p: Any, final: bool = False) -> None:
         now = time.monotonic()
         if self.tty:
             self.stream.write("\r" + self.line(p).ljust(110) + ("\n" if final else ""))
@@ -150,24 +145,21 @@ class ProgressBar:
 
 
 def _print_results_table(run: Any, top: int = 10) -> None:
-    frame = run.results_frame()
-    if frame.empty:
+    from .optimize import results_table
+
+    table = results_table(run, compact=True)
+    if table.empty:
         print("No finished trials.")
         return
-    metric_cols = ["net_profit_pct", "max_drawdown_pct", "total_trades", "win_rate", "profit_factor", "romad", "sharpe_ratio"]
-    param_cols = [d.name for d in run.space]
-    lead = ["trial", "state", "score"] + ([run.metric] if run.metric != "score" else [])
-    cols = [c for c in lead + metric_cols + param_cols if c in frame.columns]
-    cols = list(dict.fromkeys(cols))
-    print(f"Top {min(top, len(frame))} of {len(frame)} results (target: {run.config.target}, {run.direction})")
-    print(frame[cols].head(top).to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+    print(f"Top {min(top, len(table))} of {len(table)} results (target: {run.config.target}, {run.direction})")
+    print(table.head(top).to_string(index=False, float_format=lambda x: f"{x:.4g}"))
 
 
 def cmd_optimize(args: argparse.Namespace) -> int:
     import optuna
 
-    from .optimize import OptimizationConfig, OptunaConfig, start_optimization
-    from .optimize.engine import DEFAULT_RUNS_DIR, default_study_name, safe_name
+    from .optimize import OptimizationConfig, OptunaConfig, default_run_dir, default_study_name, start_optimization
+    from .optimize import summary_lines
     from .strategies import get_strategy
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -191,7 +183,7 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     cfg = OptunaConfig(
         target=args.target, sampler=args.sampler, seed=args.seed, study_name=study_name, storage=args.storage,
         pruner=args.pruner, save_study=not args.no_save_study,
-        output_dir=args.out or os.path.join(DEFAULT_RUNS_DIR, safe_name(study_name)), **budget,
+        output_dir=args.out or default_run_dir(study_name), **budget,
     )
     run = start_optimization(opt, cfg)
     bar = ProgressBar()
@@ -203,45 +195,35 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     bar.update(run.progress(), final=True)
     if run.error is not None:
         raise run.error
+    summary = run.summary.to_dict()
     if args.json:
-        print(json.dumps({k: v for k, v in run.summary.items() if k != "worker_reports"}, default=str))
+        print(json.dumps({k: v for k, v in summary.items() if k != "worker_reports"}, default=str))
         return 0
     _print_results_table(run)
-    s = run.summary
     print()
-    print(f"{s['total_trials']} trials ({s['completed_trials']} complete, {s['pruned_trials']} pruned, "
-          f"{s['failed_trials']} failed) in {s['optimization_time_seconds']:.1f} s with {s['workers']} worker(s), "
-          f"{s['trials_per_second']:.1f} trials/s; stopped: {s['stop_reason']}")
-    for w in s["worker_reports"]:
-        if w["exitcode"] not in (0, None) or w["last_error"]:
-            print(f"worker {w['id']} (pid {w['pid']}) exit code {w['exitcode']}: {w['last_error']}", file=sys.stderr)
+    lines = summary_lines(run)
+    print(lines[0])
+    for line in lines[2:]:  # workers that had trouble (the best result is the table's first row)
+        print(line, file=sys.stderr)
     if run.run_dir is not None:
         print(f"Results: {run.run_dir / 'results.csv'}, {run.run_dir / 'summary.json'}"
-              + (f", study {run.summary['storage']}" if run.summary.get("storage") else ""))
+              + (f", study {run.summary.storage}" if run.summary.storage else ""))
     return 0
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
     import multiprocessing
-    import os
 
     import optuna
 
-    import zlib
-
-    from .optimize.storage import host_id
-    from .optimize.worker import check_join, run_worker
+    from .optimize import check_join, default_worker_id, run_worker
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if args.workers < 1:
         raise MerlinError(f"--workers must be at least 1, got {args.workers}")
     # storage reachable, study exists, data present and identical: one line and exit 2 otherwise
     check_join(args.storage, args.study, args.data)
-    # worker ids offset the sampler seed: the default mixes this machine's name into the pid, so that two
-    # machines whose workers happen to have the same pid do not sample the same parameters
-    base = args.worker_id
-    if base is None:
-        base = (zlib.crc32(f"{host_id()}:{os.getpid()}".encode()) % 10**6) * 100
+    base = default_worker_id() if args.worker_id is None else args.worker_id
     if args.workers == 1:
         stats = run_worker(args.storage, args.study, base, None, args.data)
         if stats is not None:

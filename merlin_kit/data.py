@@ -17,7 +17,9 @@ Python only loops to phrase the message for the first bad row.
 :func:`prepare` cuts the date window with warm-up described in
 ``METRICS_AND_INDICATORS.md`` ("Data window") into :class:`PreparedData`, the
 read-only contiguous arrays strategies run on.  :func:`sample` makes a
-deterministic synthetic series for demos and tests (no network, no files).
+deterministic synthetic series for demos and tests (no network, no files);
+the name ``"sample"`` stands for it wherever a data source is accepted
+(:func:`load_data`, the one place that name is interpreted).
 """
 
 from __future__ import annotations
@@ -41,10 +43,14 @@ __all__ = [
     "OHLCV_COLUMNS",
     "DataSource",
     "PreparedData",
+    "SAMPLE_SOURCE",
     "fingerprint",
+    "is_sample",
+    "load_data",
     "load_ohlcv",
     "prepare",
     "sample",
+    "source_as_path",
 ]
 
 OHLCV_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
@@ -776,3 +782,50 @@ def sample(n_bars: int = 24_000, *, seed: int = 20250501) -> pd.DataFrame:
     }
     ns = (np.int64(_SAMPLE_START_S) + np.int64(_BAR_S) * np.arange(n, dtype=np.int64)) * np.int64(_NS_PER_S)
     return _build_frame(ns, values)
+
+
+# ------------------------------------------------------------------------ sources
+#: the data name that means :func:`sample` (a file of that name, if one exists, wins)
+SAMPLE_SOURCE = "sample"
+
+
+def is_sample(source: Any) -> bool:
+    """Whether ``source`` is the name of the bundled synthetic data rather than a file."""
+    return isinstance(source, str) and source == SAMPLE_SOURCE and not os.path.exists(source)
+
+
+def load_data(source: DataSource | str, *, name: str | None = None) -> pd.DataFrame:
+    """Load OHLCV from any supported source; the string ``"sample"`` means the bundled synthetic data."""
+    if is_sample(source):
+        return load_ohlcv(sample(), name=SAMPLE_SOURCE)
+    return load_ohlcv(source, name=name)
+
+
+def source_as_path(source: Any, folder: str | os.PathLike) -> tuple[str, str]:
+    """A path that another process can read for ``source``, and the name to show for it.
+
+    A path (or ``"sample"``) is returned as it is (made absolute); bytes, a
+    file object or a DataFrame are written once to ``folder/data.csv``, created
+    with mode 0600 (the caller's private temp folder), so that worker processes
+    load exactly the bytes the caller validated.
+    """
+    if is_sample(source):
+        return SAMPLE_SOURCE, SAMPLE_SOURCE
+    if isinstance(source, (str, os.PathLike)):
+        return os.path.abspath(os.fspath(source)), os.fspath(source)
+    target = os.path.join(os.fspath(folder), "data.csv")
+    fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        if isinstance(source, (bytes, bytearray)):
+            fh.write(bytes(source))
+            name = "<uploaded bytes>"
+        elif isinstance(source, pd.DataFrame):
+            frame = load_ohlcv(source, name="<DataFrame>")
+            fh.write(frame.to_csv(index=True, index_label="time").encode("utf-8"))
+            name = "<DataFrame>"
+        else:
+            content = source.read()
+            fh.write(content.encode("utf-8") if isinstance(content, str) else bytes(content))
+            name = getattr(source, "name", None)
+            name = name if isinstance(name, str) else "<file object>"
+    return target, name

@@ -29,9 +29,9 @@ from optuna.trial import TrialState
 from merlin_kit import cli
 from merlin_kit.errors import ConfigError
 from merlin_kit.optimize import OptimizationConfig, OptunaConfig, start_optimization
-from merlin_kit.optimize.storage import CONNECT_TIMEOUT, close_storage, open_storage, redact
+from merlin_kit.optimize._storage import CONNECT_TIMEOUT, close_storage, open_storage, redact
 from merlin_kit.strategies import S01TrailingMA
-from merlin_kit.optimize.worker import BEAT_ATTR, OWNER_ATTR, WORKER_STATUS_PREFIX, converged_attr
+from merlin_kit.optimize._attrs import BEAT_ATTR, OWNER_ATTR, WORKER_STATUS_PREFIX, converged_attr
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = ["closeCountLong", "closeCountShort", "stopLongX"]
@@ -222,7 +222,7 @@ def test_three_machines_fill_the_study_exactly(cluster, data_csv):
         assert "trial budget reached" in cluster.output(p)
 
     # the parent's results are the database's trials, rebuilt
-    assert run.summary["total_trials"] == n and run.summary["completed_trials"] == n
+    assert run.summary.total_trials == n and run.summary.completed_trials == n
     fixed = run.run_config.fixed_params
     from_db = {t.number: ("COMPLETE", {**fixed, **t.params}, t.value, t.user_attrs["metrics"]) for t in trials}
     from_run = {r.trial_number: (r.state, r.params, r.objective, r.metrics) for r in run.results}
@@ -231,7 +231,7 @@ def test_three_machines_fill_the_study_exactly(cluster, data_csv):
     fresh = run.backtest(best).metrics
     assert {k: v for k, v in best.metrics.items() if k != "score"} == fresh  # the stored metrics are the backtest's
     # no password in the summary, nor in the configuration stored in the study (readable by dashboards)
-    assert run.summary["storage"] == statuses["merlin.config"]["optuna"]["storage"] == redact(cluster.location)
+    assert run.summary.storage == statuses["merlin.config"]["optuna"]["storage"] == redact(cluster.location)
     password = urlsplit(cluster.location).password
     if password:
         assert f":{password}@" not in json.dumps(statuses["merlin.config"]) + json.dumps(run.summary, default=str)
@@ -270,7 +270,7 @@ def test_local_workers_and_a_remote_machine_share_a_database_budget(pg_cluster, 
     assert run.wait(PROC_TIMEOUT)
     assert c.wait_all([remote]) == [0]
     trials = c.trials()
-    assert len(trials) == n == run.summary["total_trials"] and all(t.state == TrialState.COMPLETE for t in trials)
+    assert len(trials) == n == run.summary.total_trials and all(t.state == TrialState.COMPLETE for t in trials)
     assert {t.user_attrs[OWNER_ATTR]["worker"] for t in trials} <= {0, 1, 50}
     assert sorted(r.trial_number for r in run.results) == [t.number for t in trials]
 
@@ -298,7 +298,7 @@ def test_killed_worker_leaves_no_running_trial(cluster, data_csv):
 
     trials = cluster.trials()
     assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
-    assert len(trials) == n == run.summary["total_trials"]
+    assert len(trials) == n == run.summary.total_trials
     failed = {t.number for t in trials if t.state == TrialState.FAIL}
     assert failed == set(stuck)
     assert all(t.state == TrialState.COMPLETE for t in trials if t.number not in failed)
@@ -448,7 +448,7 @@ def test_time_budget_across_machines(pg_cluster, data_csv):
     assert max(t.datetime_start.timestamp() for t in trials) <= deadline + 0.5
     assert deadline <= ended < deadline + 5
     assert {t.user_attrs[OWNER_ATTR]["worker"] for t in trials} <= {1, 2}
-    assert run.summary["total_trials"] == len(trials)
+    assert run.summary.total_trials == len(trials)
     for p in workers:
         assert "time limit reached" in c.output(p)
 
@@ -464,7 +464,7 @@ def test_convergence_across_machines(redis_cluster, data_csv):
     assert attrs[converged_attr(run.run_id)] >= patience  # declared once, in the database, for every machine
     trials = c.trials()
     assert not [t for t in trials if t.state == TrialState.RUNNING]
-    assert run.summary["total_trials"] == len(_finished(trials)) > patience
+    assert run.summary.total_trials == len(_finished(trials)) > patience
     for p in workers:
         assert "converged" in c.output(p)
 

@@ -104,7 +104,7 @@ def test_dashboard_shows_trials_while_workers_add_them(small_csv, tmp_path):
     )
     try:
         deadline = time.monotonic() + 90
-        while run.progress()["finished"] < 3:
+        while run.progress().finished < 3:
             assert time.monotonic() < deadline, "no trials from the workers"
             time.sleep(0.2)
         handle = dashboard(run)  # while the run is going (the temporary journal would do too)

@@ -21,7 +21,7 @@ pytest.importorskip("plotly")
 from merlin_kit.data import sample
 from merlin_kit.errors import ConfigError, StrategyError
 from merlin_kit.notebook import ConfigPanel, LiveMonitor, results_table
-from merlin_kit.notebook.live import has_frontend, progress_text
+from merlin_kit.notebook.live import has_frontend
 from merlin_kit.notebook.widgets import is_visible
 from merlin_kit.optimize import OptimizationConfig, OptunaConfig
 from merlin_kit.optimize.config import build_search_space, validate
@@ -365,7 +365,7 @@ def test_run_button_single_worker_trials_budget(small_csv, tmp_path):
     assert panel.run is not None and panel.run_button.disabled and not panel.stop_button.disabled
     assert panel.wait(120, show=False)
     run = panel.run
-    assert run.summary["total_trials"] == 12 and run.summary["stop_reason"] == "budget reached"
+    assert run.summary.total_trials == 12 and run.summary.stop_reason == "budget reached"
     assert (tmp_path / "run" / "results.csv").exists() and (tmp_path / "run" / "study.journal").exists()
     assert "finished" in panel.status.value and not panel.run_button.disabled and panel.stop_button.disabled
     table = results_table(run)
@@ -403,10 +403,10 @@ def test_run_and_stop_drive_a_real_run_with_the_live_monitor(small_csv, tmp_path
     panel.stop_button.click()
     assert panel.stop_button.disabled
     assert mon.finished.wait(60), "the monitor must reach its final state after Stop"
-    assert run.done and run.summary["stop_reason"] == "stopped by user"
+    assert run.done and run.summary.stop_reason == "stopped by user"
     assert "Finished" in mon.status.value and mon.progress_bar.bar_style == "warning"
     assert set(mon.figures) >= {"history", "parallel", "equity", "importance"}
-    assert len(mon.history.data[0].x) == run.summary["completed_trials"]
+    assert len(mon.history.data[0].x) == run.summary.completed_trials
     equity_names = [t.name for t in mon.equity.data]
     assert "equity" in equity_names and "drawdown %" in equity_names
     assert "stopped by user" in panel.status.value
@@ -429,14 +429,6 @@ def test_monitor_shows_failed_trials(small_csv):
     assert mon.finished.wait(120)
     assert mon.errors_label.layout.display != "none"
     assert "failed trial" in mon.errors_label.value and "cursed" in mon.errors_label.value
-
-
-def test_progress_text_per_budget_mode():
-    assert progress_text({"budget_mode": "trials", "budget": 50, "finished": 7}) == "7 / 50 trials"
-    assert progress_text({"budget_mode": "time", "budget": 120, "elapsed": 30, "finished": 3}) == \
-        "30 s / 2 min 00 s (3 trials)"
-    assert progress_text({"budget_mode": "convergence", "budget": 20, "done": 4, "finished": 9}) == \
-        "4 / 20 trials without improvement (9 trials)"
 
 
 def test_no_frontend_outside_a_kernel(monkeypatch):

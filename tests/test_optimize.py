@@ -24,8 +24,8 @@ from merlin_kit import backtest
 from merlin_kit.data import sample
 from merlin_kit.errors import ConfigError, OptimizationError
 from merlin_kit.optimize import OptimizationConfig, OptunaConfig, optimize, start_optimization
+from merlin_kit.optimize import journal_location, open_storage
 from merlin_kit.optimize.config import ValidatedConfig, validate
-from merlin_kit.optimize.storage import journal_location, open_storage
 from merlin_kit.scoring import ScoreConfig, minmax_score
 
 REPO = Path(__file__).resolve().parent.parent
@@ -67,20 +67,20 @@ def alive(pid: int) -> bool:
 def test_exact_trial_budget_every_start_method(small_csv, method):
     for workers, n in ((2, 23), (4, 17)):
         run = optimize(make(small_csv, workers, start_method=method), OptunaConfig(n_trials=n, sampler="random", seed=7))
-        assert run.summary["total_trials"] == n
+        assert run.summary.total_trials == n
         assert len(finished(run)) == n
         assert states(run) == {"COMPLETE": n}
-        assert run.summary["multiprocess_mode"] is True
-        assert all(w["exitcode"] == 0 for w in run.summary["worker_reports"])
+        assert run.summary.multiprocess_mode is True
+        assert all(w.exitcode == 0 for w in run.summary.worker_reports)
 
 
 def test_tpe_budget_exact_and_results_sorted(small_csv):
     run = optimize(make(small_csv, 2), OptunaConfig(n_trials=30, seed=1))
-    assert run.summary["total_trials"] == 30
+    assert run.summary.total_trials == 30
     scores = [r.score for r in run.results if r.state == "COMPLETE"]
     assert scores == sorted(scores, reverse=True)
-    assert run.summary["best_value"] == scores[0]
-    assert run.summary["best_params"] == run.results[0].params
+    assert run.summary.best_value == scores[0]
+    assert run.summary.best_params == run.results[0].params
 
 
 # -- time and convergence budgets ------------------------------------------------------------
@@ -89,13 +89,13 @@ def test_time_budget_returns_on_time(small_csv):
     t0 = time.time()
     run = optimize(make(small_csv, 2), OptunaConfig(budget_mode="time", time_limit=limit, n_trials=None, sampler="random"))
     elapsed = time.time() - t0
-    assert run.summary["total_trials"] >= 3
+    assert run.summary.total_trials >= 3
     deadline = run.run_config.deadline
     # no trial started after the deadline, and the run returned within a trial's length (+ process exit)
     for t in finished(run):
         assert t.datetime_start.timestamp() <= deadline + 0.05
     assert elapsed < limit + 3.0, elapsed
-    assert run.summary["stop_reason"] == "budget reached"
+    assert run.summary.stop_reason == "budget reached"
 
 
 def test_convergence_stops_across_workers(small_csv):
@@ -129,7 +129,7 @@ def test_single_worker_is_reproducible_with_seed(small_csv):
     b = optimize(make(small_csv, 1), OptunaConfig(n_trials=15, seed=11))
     key = lambda run: sorted((r.trial_number, tuple(sorted(r.params.items())), r.objective) for r in run.results)
     assert key(a) == key(b)
-    assert a.summary["multiprocess_mode"] is False
+    assert a.summary.multiprocess_mode is False
 
 
 # -- inputs that are not paths, and clean-up --------------------------------------------------
@@ -142,10 +142,10 @@ def test_uploaded_data_and_cleanup(small_csv, kind, tmp_path, monkeypatch):
     monkeypatch.setattr(tempfile, "tempdir", str(private_tmp))  # only this run's temp files land here
     run = optimize(OptimizationConfig(data=source, worker_processes=2, optimize_params=FEW, warmup_bars=200),
                    OptunaConfig(n_trials=8, sampler="random", seed=2))
-    assert run.summary["total_trials"] == 8
+    assert run.summary.total_trials == 8
     assert run._tmpdir.startswith(str(private_tmp))
     assert list(private_tmp.iterdir()) == []  # private data copy and journal removed
-    assert run.summary["storage"] is None
+    assert run.summary.storage is None
     # the in-memory copy keeps the study usable after the journal is gone
     assert len(run.study.trials) == 8
 
@@ -173,13 +173,13 @@ def test_local_workers_read_the_validated_window_not_the_csv(small_csv, tmp_path
         csv.unlink()  # the workers are still importing: they must not need it
     finally:
         run.wait(120)
-    assert run.summary["completed_trials"] + run.summary["pruned_trials"] == 10
-    assert run.summary["failed_trials"] == 0
+    assert run.summary.completed_trials + run.summary.pruned_trials == 10
+    assert run.summary.failed_trials == 0
     assert not os.path.exists(copy["path"])
 
 
 def test_a_window_saved_on_another_machine_is_not_used(small_csv):
-    from merlin_kit.optimize.runconfig import RunConfig
+    from merlin_kit.optimize._runconfig import RunConfig
 
     run = optimize(make(small_csv), OptunaConfig(n_trials=2, sampler="random", seed=4))
     cfg = RunConfig.from_json({**run.run_config.to_json(), "local_copy": {"path": "/nonexistent/prepared.npz",
@@ -194,7 +194,7 @@ def _report_preloaded(queue) -> None:
 def test_forkserver_workers_fork_from_a_warm_server(small_csv):
     """With forkserver the server preloads the package and its kernels once; workers are forks of it."""
     run = optimize(make(small_csv, start_method="forkserver"), OptunaConfig(n_trials=4, sampler="random", seed=5))
-    assert run.summary["total_trials"] == 4
+    assert run.summary.total_trials == 4
     ctx = multiprocessing.get_context("forkserver")
     queue = ctx.Queue()
     probe = ctx.Process(target=_report_preloaded, args=(queue,))
@@ -211,8 +211,8 @@ def test_spawned_workers_skip_interpreter_teardown(small_csv, tmp_path, monkeypa
     monkeypatch.setenv("MERLIN_TEST_TEARDOWN_FILE", str(marker))
     run = optimize(make(small_csv, strategy="tests._strategies:TeardownProbeS01"),
                    OptunaConfig(n_trials=6, sampler="random", seed=6))
-    assert run.summary["completed_trials"] + run.summary["pruned_trials"] == 6
-    assert [r["exitcode"] for r in run.summary["worker_reports"]] == [0, 0]
+    assert run.summary.completed_trials + run.summary.pruned_trials == 6
+    assert [r.exitcode for r in run.summary.worker_reports] == [0, 0]
     assert not marker.exists()  # no atexit hook ran in a worker
     # the hook itself works: the same strategy in this process writes at teardown
     code = ("import os, sys; sys.path.insert(0, os.getcwd()); from merlin_kit import backtest, sample;"
@@ -226,10 +226,10 @@ def test_save_study_and_resume(small_csv, tmp_path):
     first = optimize(make(small_csv, 2), OptunaConfig(n_trials=10, **cfg))
     journal = tmp_path / "run" / "study.journal"
     assert journal.exists() and (tmp_path / "run" / "results.csv").exists() and (tmp_path / "run" / "summary.json").exists()
-    assert first.summary["storage"] == str(journal)
+    assert first.summary.storage == str(journal)
     second = optimize(make(small_csv, 2), OptunaConfig(n_trials=7, **cfg))
-    assert second.summary["total_trials"] == 7  # the budget counts the new trials
-    assert second.summary["study_trials"] == 17
+    assert second.summary.total_trials == 7  # the budget counts the new trials
+    assert second.summary.study_trials == 17
     study = optuna.load_study(study_name="resume-me", storage=open_storage(str(journal)))
     assert len([t for t in study.trials if t.state.is_finished()]) == 17
     assert len(second.results) == 17
@@ -248,8 +248,8 @@ def test_strategy_raising_in_a_trial_fails_only_that_trial(small_csv):
     failed = [r for r in run.results if r.state == "FAIL"]
     assert all(r.params["closeCountLong"] == 3 and "boom" in r.error for r in failed)
     assert run.results[0].state == "COMPLETE"  # failures sort last
-    reports = run.summary["worker_reports"]
-    assert any("boom" in (w["last_error"] or "") for w in reports)
+    reports = run.summary.worker_reports
+    assert any("boom" in (w.last_error or "") for w in reports)
 
 
 def test_every_worker_failing_raises_with_traceback(small_csv, monkeypatch):
@@ -268,11 +268,11 @@ def test_worker_killed_mid_trial(small_csv):
                            optimize_params=FEW, warmup_bars=200),
         OptunaConfig(n_trials=n, sampler="random", seed=9),
     )
-    victim = run._workers[0].process
+    victim = run.workers[0].process
     deadline = time.time() + 30
     while time.time() < deadline:
         p = run.progress()
-        if p["finished"] >= 2 and p["running"] >= 1:
+        if p.finished >= 2 and p.running >= 1:
             break
         time.sleep(0.05)
     time.sleep(0.1)  # inside a 0.25 s trial
@@ -284,9 +284,9 @@ def test_worker_killed_mid_trial(small_csv):
     assert st.get("FAIL", 0) >= 1
     fails = [r for r in run.results if r.state == "FAIL"]
     assert any("ended during this trial" in (r.error or "") for r in fails)
-    report = {w["id"]: w for w in run.summary["worker_reports"]}
-    assert report[0]["exitcode"] == -signal.SIGKILL
-    assert report[1]["exitcode"] == 0
+    report = {w.id: w for w in run.summary.worker_reports}
+    assert report[0].exitcode == -signal.SIGKILL
+    assert report[1].exitcode == 0
 
 
 def test_stop_ends_workers_and_keeps_results(small_csv):
@@ -295,9 +295,9 @@ def test_stop_ends_workers_and_keeps_results(small_csv):
                            optimize_params=FEW, warmup_bars=200),
         OptunaConfig(n_trials=1000, sampler="random"),
     )
-    pids = [w.process.pid for w in run._workers]
+    pids = [w.process.pid for w in run.workers]
     deadline = time.time() + 30
-    while run.progress()["finished"] < 4 and time.time() < deadline:
+    while run.progress().finished < 4 and time.time() < deadline:
         time.sleep(0.1)
     t0 = time.time()
     run.stop()
@@ -305,9 +305,9 @@ def test_stop_ends_workers_and_keeps_results(small_csv):
     assert run.done
     assert not any(alive(pid) for pid in pids)
     assert not multiprocessing.active_children()
-    assert 4 <= run.summary["total_trials"] < 1000
+    assert 4 <= run.summary.total_trials < 1000
     assert "RUNNING" not in states(run)
-    assert run.summary["stop_reason"] == "stopped by user"
+    assert run.summary.stop_reason == "stopped by user"
     assert run.results and run.results[0].state == "COMPLETE"
 
 
@@ -315,7 +315,7 @@ def test_open_lock_journal(small_csv, tmp_path):
     location = journal_location(tmp_path / "open.journal", lock="open")
     assert location.startswith("journal+open://")
     run = optimize(make(small_csv, 2), OptunaConfig(n_trials=15, sampler="random", storage=location, study_name="openlock"))
-    assert run.summary["total_trials"] == 15
+    assert run.summary.total_trials == 15
     study = optuna.load_study(study_name="openlock", storage=open_storage(location))
     assert len(study.trials) == 15
 
@@ -460,7 +460,7 @@ def test_bad_data_fails_before_workers(tmp_path):
 @pytest.mark.parametrize("lock", ["symlink", "open"])
 def test_stale_journal_lock_is_broken_within_seconds(tmp_path, lock):
     """A worker killed while holding the journal lock must not stall the others for 30 s."""
-    from merlin_kit.optimize.storage import LOCK_GRACE_SECONDS
+    from merlin_kit.optimize._storage import LOCK_GRACE_SECONDS
 
     location = journal_location(tmp_path / "j.journal", lock=lock)
     storage = open_storage(location)
@@ -486,12 +486,12 @@ def test_keyboard_interrupt_while_waiting_stops_the_run(small_csv):
                            optimize_params=FEW, warmup_bars=200),
         OptunaConfig(n_trials=1000, sampler="random"),
     )
-    pids = [w.process.pid for w in run._workers]
+    pids = [w.process.pid for w in run.workers]
     deadline = time.time() + 30
-    while run.progress()["finished"] < 2 and time.time() < deadline:
+    while run.progress().finished < 2 and time.time() < deadline:
         time.sleep(0.05)
     threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGINT)).start()
     assert run.wait() is True  # Ctrl-C: behaves like stop(), no exception
-    assert run.done and run.summary["stop_reason"] == "stopped by user"
-    assert 0 < run.summary["total_trials"] < 1000
+    assert run.done and run.summary.stop_reason == "stopped by user"
+    assert 0 < run.summary.total_trials < 1000
     assert not any(alive(pid) for pid in pids)

@@ -31,7 +31,7 @@ import pytest
 import merlin_kit as mk
 from merlin_kit.errors import ConfigError, StrategyError
 from merlin_kit.optimize import OptimizationConfig, OptunaConfig, optimize
-from merlin_kit.optimize.runconfig import strategy_from_ref, strategy_to_ref
+from merlin_kit.optimize._runconfig import strategy_from_ref, strategy_to_ref
 from merlin_kit.strategies import (
     S01TrailingMA, get_strategy, list_strategies, refresh_plugins, register_strategy, unregister_strategy,
 )
@@ -215,11 +215,11 @@ class TestInstalledPlugin:
         run = optimize(OptimizationConfig(data=str(small_csv), strategy="plugin_breakout", worker_processes=2,
                                           start_method="spawn", warmup_bars=200),
                        OptunaConfig(n_trials=10, sampler="random", seed=3))
-        assert run.summary["strategy"] == "plugin_breakout"
-        assert run.summary["total_trials"] == 10
-        assert run.summary["completed_trials"] == 10
+        assert run.summary.strategy == "plugin_breakout"
+        assert run.summary.total_trials == 10
+        assert run.summary.completed_trials == 10
         assert run.run_config.strategy_ref == {"spec": "plugin_breakout"}  # the workers found it by name
-        assert all(w["exitcode"] == 0 for w in run.summary["worker_reports"])
+        assert all(w.exitcode == 0 for w in run.summary.worker_reports)
         assert {r.params["length"] for r in run.results} <= set(range(5, 61, 5))
 
 
@@ -251,9 +251,9 @@ def test_main_defined_strategy_by_class_and_registered_id(small_csv):
     try:  # a registered id is unknown to a fresh spawn worker: it travels by value too
         run = optimize(opt_config(small_csv, "test_main_defined"), OptunaConfig(n_trials=4, sampler="random", seed=2))
         assert set(run.run_config.strategy_ref) == {"pickle"}
-        assert run.summary["completed_trials"] == 4
-        assert run.summary["strategy"] == "test_main_defined"
-        assert [w["exitcode"] for w in run.summary["worker_reports"]] == [0, 0]
+        assert run.summary.completed_trials == 4
+        assert run.summary.strategy == "test_main_defined"
+        assert [w.exitcode for w in run.summary.worker_reports] == [0, 0]
     finally:
         unregister_strategy("test_main_defined")
     assert strategy_to_ref("s01_trailing_ma", get_strategy("s01_trailing_ma")) == {"spec": "s01_trailing_ma"}
@@ -377,7 +377,7 @@ def test_too_slow_strategy_fails_early(small_csv, no_children):
 def test_slow_first_call_only_is_not_too_slow(small_csv):
     SlowFirstCall.calls = 0
     run = optimize(opt_config(small_csv, SlowFirstCall, max_backtest_seconds=0.2, worker_processes=1), quick())
-    assert run.summary["completed_trials"] == 4
+    assert run.summary.completed_trials == 4
 
 
 @pytest.mark.parametrize("bad", [0, -1, "30", float("nan"), True])

@@ -16,13 +16,13 @@ from typing import Any, Callable
 import ipywidgets as W
 import pandas as pd
 
+from ..data import SAMPLE_SOURCE, is_sample
 from ..errors import ConfigError
 from ..metrics import METRIC_NAMES
 from ..optimize.config import BUDGET_MODES, TARGET_ALIASES
 from ..scoring import DEFAULT_WEIGHTS, SCORE_METRICS, ScoreConfig
 from ..strategies import Param
 
-SAMPLE = "sample"
 #: data source modes of the panel
 DATA_MODES = (("Sample data", "sample"), ("CSV path", "path"), ("Upload CSV", "upload"))
 _OBJECT_MODE = ("From code", "object")
@@ -131,7 +131,7 @@ class DataSourceInput:
         checked by the engine at Run)."""
         mode = self.mode.value
         if mode == "sample":
-            return SAMPLE
+            return SAMPLE_SOURCE
         if mode == "path":
             path = self.path.value.strip()
             if not path:
@@ -148,7 +148,7 @@ class DataSourceInput:
     def set(self, data: Any) -> None:
         """Show a config's ``data``; an object the panel cannot edit (a DataFrame...) is kept as "From code"."""
         options = list(DATA_MODES)
-        if isinstance(data, str) and data == SAMPLE and not os.path.exists(data):
+        if is_sample(data):
             self.mode.options = options
             self.mode.value = "sample"
         elif isinstance(data, (str, os.PathLike)):

@@ -26,27 +26,24 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
+from ..optimize import JOURNAL_NAME, StorageLocation
 
-JOURNAL_NAME = "study.journal"
-OPEN_LOCK_SCHEME = "journal+open://"
 DEFAULT_HOST = "127.0.0.1"
 STARTUP_TIMEOUT = 60.0
-_URL_SCHEMES = ("sqlite:", "postgresql", "postgres:", "mysql", "redis:", "rediss:", "unix:")
 
 
 def resolve_storage(run_or_location: Any) -> str:
     """The storage URL or journal path optuna-dashboard should open for a run, a run folder, a path or a URL."""
-    location = getattr(run_or_location, "location", run_or_location)
+    location = getattr(run_or_location, "storage_location", None) or getattr(run_or_location, "location",
+                                                                                run_or_location)
     if location is None or location == "":
         raise ConfigError("dashboard: no storage given (a run, a run folder with study.journal, a journal path or a URL)")
-    if isinstance(location, os.PathLike):
-        location = os.fspath(location)
-    if not isinstance(location, str):
+    if not isinstance(location, (str, os.PathLike, StorageLocation)):
         raise ConfigError(f"dashboard: expected a run, a path or a storage URL, got {type(run_or_location).__name__}")
-    if location.startswith(OPEN_LOCK_SCHEME):
-        location = location[len(OPEN_LOCK_SCHEME):]
-    if location.startswith(_URL_SCHEMES) and "://" in location:
-        return location
+    parsed = StorageLocation.parse(location)
+    if parsed.path is None:
+        return parsed.dashboard_target
+    location = parsed.path
     path = Path(location).expanduser()
     if path.is_dir():
         journal = path / JOURNAL_NAME

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import html
 import logging
-import math
 import os
 import threading
 import time
@@ -27,8 +26,12 @@ import ipywidgets as W
 import plotly.graph_objects as go
 from optuna.trial import TrialState
 
+from ..optimize import Progress, WorkerProgress
+from ..optimize.report import (
+    fmt_seconds, fmt_value, progress_text, results_table, summary_lines, target_column, trial_error,
+)
 from . import figures
-from .results import results_table, run_figures, show_static, summary_lines, target_column
+from .results import run_figures, show_static
 
 log = logging.getLogger("merlin_kit.notebook")
 
@@ -97,35 +100,6 @@ def chart_interval(n_trials: int) -> float:
     if n_trials < 2000:
         return 2.0
     return 5.0
-
-
-def _fmt_seconds(s: float | None) -> str:
-    if s is None or not math.isfinite(s):
-        return "—"
-    s = max(0.0, float(s))
-    if s < 60:
-        return f"{s:.0f} s"
-    if s < 3600:
-        return f"{int(s // 60)} min {int(s % 60):02d} s"
-    return f"{int(s // 3600)} h {int(s % 3600 // 60):02d} min"
-
-
-def _fmt_value(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.6g}"
-    return str(v)
-
-
-def progress_text(p: dict[str, Any]) -> str:
-    """The progress line of a progress snapshot: finished/budget, elapsed/limit or since-improvement/patience."""
-    mode = p.get("budget_mode")
-    budget = p.get("budget") or 0
-    if mode == "trials":
-        return f"{p.get('finished', 0)} / {int(budget)} trials"
-    if mode == "time":
-        return f"{_fmt_seconds(p.get('elapsed'))} / {_fmt_seconds(budget)} ({p.get('finished', 0)} trials)"
-    return (f"{int(p.get('done') or 0)} / {int(budget)} trials without improvement "
-            f"({p.get('finished', 0)} trials)")
 
 
 class LiveMonitor:
@@ -268,24 +242,21 @@ class LiveMonitor:
         run = self.run
         p = run.progress()
         self.updates += 1
-        self.progress_bar.value = float(p.get("fraction") or 0.0)
+        self.progress_bar.value = p.fraction
         self.progress_label.value = f"<b>{html.escape(progress_text(p))}</b>"
-        best = p.get("best_value")
-        if best is None:
+        if p.best_value is None:
             self.best_label.value = "best: —"
         else:
             names = {d.name for d in run.space}
-            params = ", ".join(f"{k}={_fmt_value(v)}" for k, v in (p.get("best_params") or {}).items() if k in names)
-            self.best_label.value = (f"best objective <b>{best:.6g}</b> (trial {p.get('best_trial')})"
+            params = ", ".join(f"{k}={fmt_value(v)}" for k, v in p.best_params.items() if k in names)
+            self.best_label.value = (f"best objective <b>{p.best_value:.6g}</b> (trial {p.best_trial})"
                                      f"<br><span style='font-size:90%'>{html.escape(params)}</span>")
-        eta = p.get("eta_seconds")
         self.rate_label.value = (
-            f"{p.get('trials_per_second', 0.0):.1f} trials/s · elapsed {_fmt_seconds(p.get('elapsed'))}"
-            + ("" if eta is None or run.done else f" · ETA {_fmt_seconds(eta)}")
-            + f" · {p.get('complete', 0)} complete, {p.get('pruned', 0)} pruned, {p.get('failed', 0)} failed,"
-              f" {p.get('running', 0)} running"
+            f"{p.trials_per_second:.1f} trials/s · elapsed {fmt_seconds(p.elapsed)}"
+            + ("" if p.eta_seconds is None or run.done else f" · ETA {fmt_seconds(p.eta_seconds)}")
+            + f" · {p.complete} complete, {p.pruned} pruned, {p.failed} failed, {p.running} running"
         )
-        self.workers_label.value = self._workers_html(p.get("workers") or [])
+        self.workers_label.value = self._workers_html(p.workers)
         trials = self._trials()
         self._show_errors(self._error_lines(p, trials))
         if run.done:
@@ -314,47 +285,41 @@ class LiveMonitor:
             self.parallel.layout.title.text = figures.parallel_title(len(shown), len(values))
 
     @staticmethod
-    def _workers_html(workers: list[dict[str, Any]]) -> str:
+    def _workers_html(workers: list[WorkerProgress]) -> str:
         if not workers:
             return ""
         cells = []
         for w in workers:
-            if w.get("alive"):
+            if w.alive:
                 state, color = "running", "#2a7"
-            elif w.get("exitcode") in (0, None):
+            elif w.exitcode in (0, None):
                 state, color = "done", "#777"
             else:
-                state, color = f"exit {w.get('exitcode')}", "#b00"
-            cells.append(f"<span style='margin-right:1em'>worker {w['id']} (pid {w.get('pid')}): "
-                         f"<b style='color:{color}'>{state}</b>, {w.get('trials', 0)} trials</span>")
+                state, color = f"exit {w.exitcode}", "#b00"
+            cells.append(f"<span style='margin-right:1em'>worker {w.id} (pid {w.pid}): "
+                         f"<b style='color:{color}'>{state}</b>, {w.trials} trials</span>")
         return "Workers: " + "".join(cells)
 
-    def _error_lines(self, p: dict[str, Any], trials: list[Any]) -> list[str]:
+    def _error_lines(self, p: Progress, trials: list[Any]) -> list[str]:
         lines = []
-        for w in p.get("workers") or []:
-            if not w.get("alive") and w.get("exitcode") not in (0, None):
-                lines.append(f"worker {w['id']} (pid {w.get('pid')}) exited with code {w.get('exitcode')}")
+        for w in p.workers:
+            if not w.alive and w.exitcode not in (0, None):
+                lines.append(f"worker {w.id} (pid {w.pid}) exited with code {w.exitcode}")
         failed = [t for t in trials if getattr(t.state, "name", "") == "FAIL"]
         if failed:
             last = failed[-1]
             lines.append(f"{len(failed)} failed trial(s); last (trial {last.number}): "
-                         f"{last.user_attrs.get('error') or 'no message recorded'}")
-        try:
-            attrs = self.run.study.user_attrs
-        except Exception:
-            attrs = {}
-        prefix = f"merlin.worker.{getattr(self.run, 'run_id', '')}."
-        for key, status in sorted(attrs.items()):
-            if key.startswith(prefix) and isinstance(status, dict) and status.get("status") == "crashed":
-                lines.append(f"worker {key[len(prefix):]} crashed: {status.get('last_error')}")
-        if self.run.done:
-            for w in (self.run.summary or {}).get("worker_reports", []) or []:
-                if w.get("last_error") and w.get("exitcode") not in (0, None):
-                    line = f"worker {w['id']}: {w['last_error']}"
+                         f"{trial_error(last) or 'no message recorded'}")
+        lines.extend(p.worker_errors)
+        summary = self.run.summary
+        if summary is not None:
+            for w in summary.worker_reports:
+                if w.last_error and w.exitcode not in (0, None):
+                    line = f"worker {w.id}: {w.last_error}"
                     if line not in lines:
                         lines.append(line)
-            if self.run.error is not None:
-                lines.append(f"run failed: {type(self.run.error).__name__}: {self.run.error}")
+        if self.run.done and self.run.error is not None:
+            lines.append(f"run failed: {type(self.run.error).__name__}: {self.run.error}")
         return lines
 
     def _show_errors(self, lines: list[str]) -> None:
@@ -370,12 +335,12 @@ class LiveMonitor:
         """Final widgets: summary, best equity/drawdown with trades, importances, results table."""
         run = self.run
         p = run.progress()
-        self.progress_bar.value = float(p.get("fraction") or 0.0)
-        reason = (run.summary or {}).get("stop_reason", "")
+        self.progress_bar.value = p.fraction
+        reason = run.summary.stop_reason if run.summary is not None else ""
         stopped = "stop" in reason and "budget" not in reason
         self.progress_bar.bar_style = "danger" if run.error else ("warning" if stopped else "success")
         self.status.value = ("<b>Finished</b>: " + "<br>".join(html.escape(x) for x in summary_lines(run))
-                             if run.summary else "<b>Finished</b>")
+                             if run.summary is not None else "<b>Finished</b>")
         children: list[Any] = []
         best = run.best
         if best is not None:

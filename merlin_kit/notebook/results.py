@@ -1,4 +1,8 @@
-"""Results of a finished run: a table with the target first, CSV export, equity comparison, HTML report."""
+"""Results of a finished run in the notebook: CSV export, figures, equity comparison, HTML report.
+
+The text and the table themselves (:func:`results_table`, :func:`summary_lines`)
+come from :mod:`merlin_kit.optimize.report`, shared with the CLI.
+"""
 
 from __future__ import annotations
 
@@ -12,45 +16,12 @@ from typing import Any, Sequence
 import pandas as pd
 import plotly.graph_objects as go
 
+from ..optimize.report import results_table, summary_lines, target_column
 from . import figures
 
 #: the renderer of static figures (papermill / nbclient / no widgets): the figure JSON only, which
 #: JupyterLab draws natively and which keeps executed notebooks small
 STATIC_RENDERER = os.environ.get("MERLIN_KIT_PLOTLY_RENDERER", "plotly_mimetype")
-
-
-def target_column(run: Any) -> str:
-    """Name of the results column that holds the run's target (``score`` or the metric)."""
-    return "score" if run.metric == "score" else run.metric
-
-
-def results_table(run: Any, *, sort_by: str | None = None, ascending: bool | None = None,
-                  top: int | None = None, states: Sequence[str] | None = None) -> pd.DataFrame:
-    """Every result as a DataFrame: the target first, then trial, state, score, parameters and every metric.
-
-    Sorted best first (the run's order) unless ``sort_by`` names a column; ``ascending``
-    defaults to the target's direction for the target and to descending otherwise.
-    ``states`` keeps only those trial states (e.g. ``["COMPLETE"]``).
-    """
-    frame = run.results_frame()
-    if frame.empty:
-        return frame
-    target = target_column(run)
-    params = [d.name for d in run.space]
-    lead = [target, "trial", "state"] + (["score"] if target != "score" else []) + params
-    lead = [c for c in dict.fromkeys(lead) if c in frame.columns]
-    rest = [c for c in frame.columns if c not in lead and c != "objective"]
-    frame = frame[lead + rest]
-    if states is not None:
-        frame = frame[frame["state"].isin(list(states))]
-    if sort_by is not None:
-        if sort_by not in frame.columns:
-            raise KeyError(f"sort_by: no column {sort_by!r}; columns: {', '.join(frame.columns)}")
-        if ascending is None:
-            ascending = run.direction == "minimize" if sort_by == target else False
-        frame = frame.sort_values(sort_by, ascending=ascending, na_position="last", kind="stable")
-    frame = frame.reset_index(drop=True)
-    return frame.head(top) if top is not None else frame
 
 
 def export_csv(run: Any, path: str | os.PathLike, **table_kwargs: Any) -> Path:
@@ -121,35 +92,6 @@ class _ResultTrial:
         self.state = r.state
         self.value = r.objective
         self.params = r.params
-
-
-def summary_lines(run: Any) -> list[str]:
-    """Plain-text summary of a finished run (used by the monitor, the notebooks and the report)."""
-    s = run.summary or {}
-    target = target_column(run)
-    lines = [
-        f"Study {s.get('study_name', run.study_name)}: {s.get('total_trials', 0)} trials "
-        f"({s.get('completed_trials', 0)} complete, {s.get('pruned_trials', 0)} pruned, {s.get('failed_trials', 0)} failed) "
-        f"in {s.get('optimization_time_seconds', 0.0):.1f} s with {s.get('workers', 0)} worker(s), "
-        f"{s.get('trials_per_second', 0.0):.1f} trials/s; stopped: {s.get('stop_reason', '')}",
-    ]
-    best = run.best
-    if best is not None:
-        value = best.score if target == "score" else best.objective
-        lines.append(f"Best {target} {value:.6g} (trial {best.trial_number}, {run.direction}) with "
-                     + ", ".join(f"{k}={_fmt(v)}" for k, v in best.params.items() if k in {d.name for d in run.space}))
-    else:
-        lines.append("No complete trial.")
-    for w in s.get("worker_reports", []) or []:
-        if w.get("exitcode") not in (0, None) or w.get("last_error"):
-            lines.append(f"worker {w['id']} (pid {w['pid']}) exit code {w['exitcode']}: {w.get('last_error')}")
-    return lines
-
-
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return f"{v:.6g}"
-    return str(v)
 
 
 def show_static(fig: go.Figure) -> None:

@@ -1,10 +1,28 @@
-"""True multi-process Optuna optimisation: one study in shared storage, N worker processes."""
+"""True multi-process Optuna optimisation: one study in shared storage, N worker processes.
 
+The public names live here; the modules behind them are private and each has
+one job (see ``docs/architecture.md``): ``config`` (what to optimise, validated),
+``_preflight`` (checks before any worker starts), ``_engine`` (the run: processes,
+queue, watching, finishing), ``_worker`` (what a worker process runs), ``_budget``
+(global budgets through the storage), ``_liveness`` (heartbeats, dead workers),
+``_storage`` (locations and Optuna storages), ``_runconfig`` (the run's config in the
+study), ``_attrs`` (the study's attribute keys), ``_state`` (progress and summary
+snapshots), ``_results`` (results rebuilt from the study), ``report`` (text and tables).
+"""
+
+from ._engine import OptimizationRun, optimize, start_optimization
+from ._preflight import DEFAULT_RUNS_DIR, default_run_dir, default_study_name
+from ._results import OptimizationResult
+from ._state import Progress, RunSummary, WorkerProgress, WorkerReport
+from ._storage import JOURNAL_NAME, StorageLocation, close_storage, journal_location, open_storage, redact
+from ._worker import check_join, default_worker_id, run_worker
 from .config import OptimizationConfig, OptunaConfig, ParamRange
-from .engine import OptimizationResult, OptimizationRun, optimize, start_optimization
-from .worker import run_worker
+from .report import progress_text, results_table, summary_lines
 
 __all__ = [
-    "OptimizationConfig", "OptimizationResult", "OptimizationRun", "OptunaConfig", "ParamRange",
-    "optimize", "run_worker", "start_optimization",
+    "DEFAULT_RUNS_DIR", "JOURNAL_NAME", "OptimizationConfig", "OptimizationResult", "OptimizationRun", "OptunaConfig", "ParamRange",
+    "Progress", "RunSummary", "StorageLocation", "WorkerProgress", "WorkerReport", "check_join", "close_storage",
+    "default_worker_id",
+    "default_run_dir", "default_study_name", "journal_location", "open_storage", "optimize", "progress_text",
+    "redact", "results_table", "run_worker", "start_optimization", "summary_lines",
 ]

@@ -16,7 +16,7 @@ import logging
 from ..backtest import backtest
 from ..data import load_ohlcv, prepare, sample
 from ..indicators import MA_KINDS, moving_average, rolling_max, rolling_min, rsi, stoch_rsi
-from . import worker  # noqa: F401  (the entry point's module and its imports)
+from . import _worker  # noqa: F401  (the entry point's module and its imports)
 
 log = logging.getLogger(__name__)
 

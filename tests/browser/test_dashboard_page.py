@@ -29,7 +29,7 @@ def test_dashboard_page_lists_the_trials_of_a_finished_run(chromium, artifacts, 
         OptunaConfig(n_trials=N_TRIALS, seed=11, save_study=True, output_dir=str(tmp_path / "run"),
                      study_name="browser-dashboard"),
     )
-    assert run.summary["total_trials"] == N_TRIALS
+    assert run.summary.total_trials == N_TRIALS
     # from the shell, as a user would: merlin-kit dashboard RUN_DIR
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "merlin_kit", "dashboard", str(run.run_dir), "--port", str(port)],

@@ -5,12 +5,15 @@ file path (the default, one machine), ``journal+open:///path`` (the same with
 ``JournalFileOpenLock``, what Windows and NFS need), ``redis://...`` (Optuna's
 journal on Redis; ``?prefix=NAME`` keeps a project's keys apart), or an RDB URL
 (``postgresql://``, ``mysql://``, ``sqlite:///`` for one worker).
+:class:`StorageLocation` parses it once; everything that needs to know what
+kind of storage a run uses, where its journal file is, or how to show it
+without its password, asks that object.
 
 Drivers are optional extras (``merlin-kit[postgres]``, ``[mysql]``,
 ``[redis]``); a missing one is a :class:`ConfigError` naming the extra.
 Servers are probed when opened, with short timeouts, so a wrong password or an
 unreachable server is an error within seconds.  A worker's running trial sends
-a heartbeat (see :mod:`merlin_kit.optimize.worker`) so that a trial whose
+a heartbeat (see :mod:`merlin_kit.optimize._liveness`) so that a trial whose
 worker died on another machine is marked FAIL instead of staying RUNNING.
 """
 
@@ -18,9 +21,10 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import warnings
-from typing import Any
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import optuna
@@ -35,6 +39,9 @@ from ..errors import ConfigError
 LOCK_GRACE_SECONDS = 3
 OPEN_LOCK_SCHEME = "journal+open://"
 RDB_SCHEMES = ("postgresql", "postgres", "mysql", "sqlite")
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+#: file name of the study journal in a run folder
+JOURNAL_NAME = "study.journal"
 #: heartbeat of a running trial: a worker silent for HEARTBEAT_GRACE seconds has its RUNNING trial marked
 #: FAIL (RDB: Optuna's heartbeat table; journals: a trial user attr).  Environment overrides:
 #: MERLIN_HEARTBEAT_INTERVAL, MERLIN_HEARTBEAT_GRACE.
@@ -86,16 +93,26 @@ def journal_location(path: str | os.PathLike, lock: str = "auto") -> str:
     return path
 
 
-def kind_of(location: str) -> str:
-    """``journal``, ``redis`` or ``rdb``."""
-    if location.startswith(OPEN_LOCK_SCHEME):
+StorageKind = Literal["journal", "redis", "rdb"]
+
+
+def kind_of(location: str) -> StorageKind:
+    """``journal``, ``redis`` or ``rdb``; an unknown ``scheme://`` is a :class:`ConfigError`.
+
+    A location without ``://`` is a journal file path (``C:\\runs\\study.journal`` included).
+    """
+    if location.startswith(OPEN_LOCK_SCHEME) or "://" not in location:
         return "journal"
-    scheme = urlsplit(location).scheme.split("+")[0]
-    if scheme in ("redis", "rediss", "unix") and "://" in location:
+    scheme = location.split("://", 1)[0].lower()
+    base = scheme.split("+")[0]
+    if base in REDIS_SCHEMES:
         return "redis"
-    if scheme in RDB_SCHEMES and "://" in location:
+    if base in RDB_SCHEMES:
         return "rdb"
-    return "journal"
+    raise ConfigError(
+        f"storage {redact(location)}: unknown scheme {scheme + '://'!r}; use a journal file path, "
+        f"journal+open:///PATH, postgresql://, mysql://, sqlite:///, redis:// or rediss://", field="storage"
+    )
 
 
 def journal_path(location: str) -> str | None:
@@ -105,17 +122,77 @@ def journal_path(location: str) -> str | None:
     return location[len(OPEN_LOCK_SCHEME):] if location.startswith(OPEN_LOCK_SCHEME) else location
 
 
-def sync_journal(location: str) -> None:
-    """fsync a journal file once, so a finished run survives a power loss."""
-    path = journal_path(location)
-    if path is not None and os.path.exists(path):
-        with open(path, "ab") as fh:
-            os.fsync(fh.fileno())
+@dataclass(frozen=True)
+class StorageLocation:
+    """A study's storage, parsed once: what it is, how to open it, how to show it.
+
+    ``url`` is the string a worker receives (journal path, ``journal+open://``
+    path or server URL); ``display`` is the same with any password masked, for
+    logs, summaries and messages; ``dashboard_target`` is what optuna-dashboard
+    opens (the journal file itself, or the server URL).
+    """
+
+    url: str
+    kind: StorageKind
+    path: str | None = None
+
+    @classmethod
+    def parse(cls, location: "str | os.PathLike[str] | StorageLocation") -> "StorageLocation":
+        if isinstance(location, StorageLocation):
+            return location
+        url = os.fspath(location)
+        kind = kind_of(url)
+        return cls(url, kind, journal_path(url) if kind == "journal" else None)
+
+    @classmethod
+    def journal(cls, path: "str | os.PathLike[str]", lock: str = "auto") -> "StorageLocation":
+        """A journal file; ``lock`` is ``symlink``, ``open`` or ``auto`` (probe the folder)."""
+        return cls.parse(journal_location(path, lock))
+
+    @property
+    def lock(self) -> str | None:
+        """``open`` or ``symlink`` for a journal, None for a server."""
+        if self.kind != "journal":
+            return None
+        return "open" if self.url.startswith(OPEN_LOCK_SCHEME) else "symlink"
+
+    @property
+    def display(self) -> str:
+        return redact(self.url)
+
+    @property
+    def dashboard_target(self) -> str:
+        """The journal file, or the server URL (databases: with the installed driver named)."""
+        if self.path is not None:
+            return self.path
+        return rdb_url(self.url) if self.kind == "rdb" else self.url
+
+    def open(self, *, heartbeat: bool = True) -> BaseStorage:
+        return open_storage(self.url, heartbeat=heartbeat)
+
+    def sync(self) -> None:
+        """fsync a journal file once, so a finished run survives a power loss (servers: nothing to do)."""
+        if self.path is not None and os.path.exists(self.path):
+            with open(self.path, "ab") as fh:
+                os.fsync(fh.fileno())
+
+    def in_folder(self, folder: "str | os.PathLike[str]") -> bool:
+        """Whether this is a journal file directly inside ``folder``."""
+        return self.path is not None and Path(self.path).parent == Path(folder)
+
+    def __str__(self) -> str:
+        return self.display
 
 
 def redact(location: str) -> str:
     """Location with any password replaced, for logs, summaries and error messages."""
-    parts = urlsplit(location)
+    if "://" not in location:
+        return location  # a journal path (a Windows path with [ or ] must not reach urlsplit)
+    try:
+        parts = urlsplit(location)
+    except ValueError:  # not a URL urlsplit can read: hide everything between :// and @
+        head, _, rest = location.partition("://")
+        return f"{head}://***@{rest.rsplit('@', 1)[1]}" if "@" in rest else location
     if parts.password:
         netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
         return location.replace(parts.netloc, netloc)
@@ -124,7 +201,10 @@ def redact(location: str) -> str:
 
 def _scrub(text: str, location: str) -> str:
     """An error message with the location's password hidden, should a driver have echoed it."""
-    password = urlsplit(location).password
+    try:
+        password = urlsplit(location).password if "://" in location else None
+    except ValueError:
+        return text
     return text.replace(password, "***") if password else text
 
 
@@ -167,7 +247,7 @@ def open_storage(location: str, *, heartbeat: bool = True) -> BaseStorage:
         assert path is not None
         directory = os.path.dirname(path) or "."
         if not os.path.isdir(directory):
-            raise ConfigError(f"storage: folder {directory!r} of journal file {path!r} does not exist")
+            raise ConfigError(f"storage: folder {directory!r} of journal file {path!r} does not exist", field="storage")
         if location.startswith(OPEN_LOCK_SCHEME):
             lock: Any = JournalFileOpenLock(path, grace_period=LOCK_GRACE_SECONDS)
         else:
@@ -226,7 +306,8 @@ def _open_redis(location: str) -> BaseStorage:
         import redis  # noqa: F401
     except ImportError:
         raise ConfigError(
-            f"storage {redact(location)}: a redis:// URL needs the Redis driver: pip install 'merlin-kit[redis]'"
+            f"storage {redact(location)}: a redis:// URL needs the Redis driver: pip install 'merlin-kit[redis]'",
+            field="storage",
         ) from None
     url, prefix = redis_url_and_prefix(location)
     try:
@@ -240,7 +321,8 @@ def _open_redis(location: str) -> BaseStorage:
     except Exception as exc:  # redis raises many unrelated types; all mean "cannot use this server"
         first = " ".join((str(exc).strip().splitlines() or [""])[0].split())
         raise ConfigError(
-            f"storage: cannot connect to Redis at {redact(location)}: {type(exc).__name__}: {_scrub(first, location)}"
+            f"storage: cannot connect to Redis at {redact(location)}: {type(exc).__name__}: {_scrub(first, location)}",
+            field="storage",
         ) from None
 
 
@@ -284,7 +366,7 @@ def rdb_url(location: str) -> str:
     if driver is not None and not _importable(driver[0]):
         raise ConfigError(
             f"storage {redact(location)}: the {driver[0]} driver is not installed: "
-            f"pip install 'merlin-kit[{driver[1]}]'"
+            f"pip install 'merlin-kit[{driver[1]}]'", field="storage"
         )
     return scheme + sep + rest
 
@@ -342,7 +424,8 @@ def _open_rdb(location: str, *, heartbeat: bool) -> BaseStorage:
         orig = getattr(exc, "orig", None) or exc  # the driver's own error inside SQLAlchemy's wrapper
         first = " ".join((str(orig).strip().splitlines() or [""])[0].split())
         raise ConfigError(
-            f"storage: cannot open {redact(location)}: {type(orig).__name__}: {_scrub(first, location)}"
+            f"storage: cannot open {redact(location)}: {type(orig).__name__}: {_scrub(first, location)}",
+            field="storage",
         ) from None
 
 
@@ -356,11 +439,3 @@ def close_storage(storage: BaseStorage) -> None:
             backend._backend._redis.close()
     except Exception:  # closing is a courtesy to the server; never an error
         pass
-
-
-def host_id() -> str:
-    """Identifies this machine in trial ownership records (pid liveness is only checked locally).
-
-    ``MERLIN_HOST_ID`` overrides the host name, for machines (containers) that share one.
-    """
-    return os.environ.get("MERLIN_HOST_ID") or socket.gethostname()

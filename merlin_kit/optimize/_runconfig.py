@@ -15,15 +15,13 @@ from typing import Any, Mapping
 import pandas as pd
 from optuna.storages import BaseStorage
 
-from ..backtest import load_data
-from ..data import PreparedData, fingerprint, prepare
+from ..data import PreparedData, fingerprint, load_data, prepare
 from ..errors import ConfigError, DataError, StrategyError
 from ..scoring import ScoreConfig
 from ..strategies import Strategy, get_strategy, is_registered_id
+from ._attrs import CONFIG_ATTR
+from ._liveness import host_id
 from .config import OptunaConfig, SearchDim
-from .storage import host_id
-
-CONFIG_ATTR = "merlin.config"
 
 
 def _jsonable_time(value: Any) -> str | None:

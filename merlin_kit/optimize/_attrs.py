@@ -1,0 +1,52 @@
+"""The names under which a run writes into its Optuna study, in one place.
+
+The parent, the workers, the notebook and the dashboard all read the same
+study, so every key that one of them writes and another reads is defined here
+(and only here): a renamed key cannot silently split the readers from the
+writers.
+"""
+
+from __future__ import annotations
+
+from optuna.trial import TrialState
+
+# -- trial user attrs ----------------------------------------------------------
+#: ``{"worker", "pid", "host", "run"}`` of the process that runs the trial (liveness checks, results)
+OWNER_ATTR = "merlin.owner"
+#: every metric of the trial's backtest (the results are rebuilt from it)
+METRICS_ATTR = "metrics"
+ERROR_ATTR = "error"
+TRACEBACK_ATTR = "traceback"
+PRUNE_REASON_ATTR = "prune_reason"
+#: journal storages' heartbeat of a long trial (RDB storages use Optuna's heartbeat table)
+BEAT_ATTR = "merlin.beat"
+
+# -- study user attrs -----------------------------------------------------------
+#: the run's configuration (:class:`~merlin_kit.optimize._runconfig.RunConfig` as JSON)
+CONFIG_ATTR = "merlin.config"
+#: set to a run id: every worker of that run stops before its next trial
+STOP_ATTR = "merlin.stop"
+WORKER_STATUS_PREFIX = "merlin.worker."
+
+#: the trial states that count towards a budget and appear in the results
+FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
+def worker_status_attr(run_id: str, worker_id: int | str) -> str:
+    """Study user attr where worker ``worker_id`` of run ``run_id`` reports how it ended."""
+    return f"{WORKER_STATUS_PREFIX}{run_id}.{worker_id}"
+
+
+def worker_status_prefix(run_id: str) -> str:
+    """The prefix shared by every :func:`worker_status_attr` of one run."""
+    return f"{WORKER_STATUS_PREFIX}{run_id}."
+
+
+def converged_attr(run_id: str) -> str:
+    """Study user attr set by the first worker that sees the run converge (every worker then stops)."""
+    return f"merlin.converged.{run_id}"
+
+
+def queued_attr(run_id: str) -> str:
+    """Study user attr set once the parent has queued the run's whole trial budget."""
+    return f"merlin.queued.{run_id}"

@@ -1,0 +1,138 @@
+"""Global budgets, enforced through the storage and never through process-local counters.
+
+* ``trials``: the parent queues exactly ``n_trials`` WAITING trials
+  (:class:`TrialQueue`) and a worker only runs a trial it has *claimed* from
+  that queue (:func:`claim_queued_trial`: the storage's atomic WAITING ->
+  RUNNING transition), so the study ends with exactly ``n_trials`` finished
+  trials however many workers, on however many machines, race for them;
+* ``time``: no trial starts after the run's deadline (an absolute time stored
+  in the study);
+* ``convergence``: no trial starts once ``convergence_patience`` consecutive
+  finished trials of this run have not improved on the best value
+  (:func:`trials_since_improvement`).
+
+The parent (which fills the queue and watches) and the workers (which claim
+and count) both use this module, so both read the budget the same way.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import optuna
+from optuna.exceptions import UpdateFinishedTrialError
+from optuna.storages import BaseStorage
+from optuna.trial import FrozenTrial, Trial, TrialState
+
+from ._attrs import ERROR_ATTR, FINISHED_STATES, queued_attr
+
+#: WAITING trials kept queued ahead of the workers on a database (at least; more at high trial rates)
+RDB_QUEUE_WINDOW = 16
+#: the same on a journal, where a queued trial is cheap but 100,000 of them are not (seconds to write,
+#: and every storage read and the dashboard would walk them)
+JOURNAL_QUEUE_WINDOW = 256
+
+
+def is_better(value: float, best: float | None, direction: str) -> bool:
+    if best is None:
+        return True
+    return value > best if direction == "maximize" else value < best
+
+
+def best_trial(trials: list[FrozenTrial], direction: str) -> FrozenTrial | None:
+    """The COMPLETE trial with the best value (the earliest on ties)."""
+    best = None
+    for t in trials:
+        if t.state == TrialState.COMPLETE and t.value is not None and (
+                best is None or is_better(t.value, best.value, direction)):
+            best = t
+    return best
+
+
+def trials_since_improvement(trials: list[FrozenTrial], first_run_number: int, direction: str) -> int:
+    """Finished trials of this run (numbers >= first_run_number) since the best value last improved."""
+    best: float | None = None
+    since = 0
+    for t in sorted(trials, key=lambda t: t.number):
+        if t.state not in FINISHED_STATES:
+            continue
+        improved = t.state == TrialState.COMPLETE and t.value is not None and is_better(t.value, best, direction)
+        if improved:
+            best = t.value
+        if t.number >= first_run_number:
+            since = 0 if improved else since + 1
+    return since
+
+
+def waiting_trials(storage: BaseStorage, study_id: int) -> list[FrozenTrial]:
+    return storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.WAITING,))
+
+
+class TrialQueue:
+    """The parent's side of an exact trial budget: queue ``n_trials`` WAITING trials, a window at a time.
+
+    Optuna re-reads every unfinished trial of a study from the server on each
+    trial, so a queue of the whole budget would make every trial cost
+    O(budget) on PostgreSQL/MySQL (and 100,000 queued journal trials take
+    seconds to write): :meth:`top_up` keeps a window ahead of the workers,
+    wider at high trial rates.  Called by the monitor and by an in-process
+    worker that finds the queue empty (hence the lock).
+    """
+
+    def __init__(self, study: optuna.Study, run_id: str, *, rdb: bool, poll_seconds: float) -> None:
+        self.study = study
+        self.storage = study._storage
+        self.study_id = study._study_id
+        self.run_id = run_id
+        self.least = RDB_QUEUE_WINDOW if rdb else JOURNAL_QUEUE_WINDOW
+        self.poll_seconds = poll_seconds
+        self._lock = threading.Lock()
+        self._to_enqueue = 0
+        self.rate = 0.0  # trials/s, set by the monitor: sizes the window
+
+    def fill(self, n_trials: int) -> None:
+        """Queue the run's budget (the first window now); leftovers of an earlier run count towards it."""
+        waiting = waiting_trials(self.storage, self.study_id)
+        for extra in waiting[n_trials:]:  # a stopped earlier run left more than needed
+            self.storage.set_trial_user_attr(extra._trial_id, ERROR_ATTR, "cancelled: queued by an earlier run")
+            self.storage.set_trial_state_values(extra._trial_id, state=TrialState.FAIL)
+        with self._lock:
+            self._to_enqueue = max(0, n_trials - len(waiting))
+        self.top_up(min(len(waiting), n_trials))
+
+    def top_up(self, waiting: int | None = None) -> None:
+        with self._lock:
+            if self._to_enqueue <= 0:
+                return
+            if waiting is None:
+                waiting = len(waiting_trials(self.storage, self.study_id))
+            window = max(self.least, math.ceil(4 * self.rate * self.poll_seconds))
+            if waiting > window // 2:
+                return
+            k = min(self._to_enqueue, window - waiting)
+            for _ in range(k):
+                self.study.enqueue_trial({}, skip_if_exists=False)
+            self._to_enqueue -= k
+            if self._to_enqueue == 0:
+                self.storage.set_study_user_attr(self.study_id, queued_attr(self.run_id), True)
+
+
+def budget_fully_queued(storage: BaseStorage, study_id: int, run_id: str) -> bool:
+    return bool(storage.get_study_user_attrs(study_id).get(queued_attr(run_id)))
+
+
+def claim_queued_trial(study: optuna.Study, waiting: list[FrozenTrial]) -> Trial | None:
+    """A worker's side: claim one of ``waiting`` (atomic WAITING -> RUNNING); None if others got them all."""
+    storage = study._storage
+    for frozen in waiting:
+        try:
+            claimed = storage.set_trial_state_values(frozen._trial_id, state=TrialState.RUNNING)
+        except UpdateFinishedTrialError:
+            continue
+        if claimed:
+            # What Study.ask does after popping a waiting trial: drop the per-trial cache so
+            # the sampler sees the trials other workers finished meanwhile.
+            study._thread_local.cached_all_trials = None
+            return Trial(study, frozen._trial_id)
+    return None

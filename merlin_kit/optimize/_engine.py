@@ -1,0 +1,493 @@
+"""Orchestration: set up the study, start workers, watch, stop, finish.
+
+The parent never computes trials when it has worker processes: it runs the
+pre-flight checks (:mod:`._preflight`), creates the study with the run's
+configuration in its user attrs (:mod:`._runconfig`), fills the trial queue
+(:mod:`._budget`), starts N processes on :func:`~._worker.run_worker`, watches
+the storage for progress (:mod:`._state`) and dead workers (:mod:`._liveness`),
+enforces the deadline and Stop, then rebuilds every result from the trials
+(:mod:`._results`).  With one worker the same loop runs in the calling process
+(a thread for :func:`start_optimization`), so one worker and N workers
+optimise exactly the same function.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import multiprocessing.connection
+import os
+import shutil
+import tempfile
+import threading
+import time
+import traceback
+import uuid
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pandas as pd
+from optuna.trial import FrozenTrial, TrialState
+
+from ..backtest import Backtester, BacktestResult
+from ..data import PreparedData, fingerprint, load_data, prepare, source_as_path
+from ..errors import ConfigError
+from ._attrs import OWNER_ATTR, STOP_ATTR, converged_attr, worker_status_prefix
+from ._budget import TrialQueue
+from ._liveness import StaleTrialReaper, host_id
+from ._preflight import check_strategy, choose_storage, default_study_name, save_window_for_workers
+from ._results import OptimizationResult, build_results, build_summary, check_outcome
+from ._runconfig import RunConfig, store_run_config, strategy_to_ref
+from ._state import Progress, RunSummary, measure_progress
+from ._storage import StorageLocation
+from ._worker import WorkerLoop, run_worker
+from .config import OptimizationConfig, OptunaConfig, target_direction, target_metric, validate
+
+log = logging.getLogger("merlin_kit.optimize")
+
+POLL_SECONDS = 0.2
+#: how often the monitor looks for RUNNING trials whose worker is gone (on any machine)
+REAP_SECONDS = 1.0
+#: after Stop, workers get this long to finish their trial before SIGTERM, then SIGKILL
+STOP_GRACE_SECONDS = 3.0
+KILL_GRACE_SECONDS = 1.5
+#: a time-budget run that overruns its deadline by this much (a stuck trial) is stopped
+DEADLINE_OVERRUN_SECONDS = 10.0
+
+
+@dataclass
+class _Worker:
+    """One of the run's own workers: a child process, or the in-process worker (a thread or the caller)."""
+
+    worker_id: int
+    process: multiprocessing.process.BaseProcess | None = None
+    thread: threading.Thread | None = None
+    error: str | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else os.getpid()
+
+    def alive(self) -> bool:
+        if self.process is not None:
+            return self.process.is_alive()
+        return self.thread is not None and self.thread.is_alive()
+
+    @property
+    def exitcode(self) -> int | None:
+        if self.process is not None:
+            return self.process.exitcode
+        if self.thread is not None and not self.thread.is_alive():
+            return 1 if self.error else 0
+        return None
+
+
+class OptimizationRun:
+    """A running (or finished) optimisation: progress, wait, stop, results."""
+
+    def __init__(self, opt: OptimizationConfig, cfg: OptunaConfig) -> None:
+        checked = validate(opt, cfg)  # normalised copies: the caller's objects stay as they were
+        self.opt, self.config = checked.opt, checked.config
+        self.strategy, self.space, self.score_config = checked.strategy, checked.space, checked.score
+        self.metric = target_metric(self.config.target)
+        self.direction = target_direction(self.config.target)
+        self.run_id = uuid.uuid4().hex[:12]
+        self.study_name = self.config.study_name or default_study_name(self.strategy.id)
+        self._tmpdir = tempfile.mkdtemp(prefix="merlin-run-")
+        os.chmod(self._tmpdir, 0o700)
+        self.run_dir: Path | None = None
+        self.storage_location: StorageLocation | None = None
+        self.results: list[OptimizationResult] = []
+        self.summary: RunSummary | None = None
+        self.error: BaseException | None = None
+        self.workers: list[_Worker] = []
+        self._stop_event = threading.Event()
+        self._done = threading.Event()
+        self._lock = threading.Lock()
+        self._progress: Progress | None = None
+        self._stop_reason = ""
+        self._queue: TrialQueue | None = None
+        self._monitor: threading.Thread | None = None
+        self._prepared: PreparedData | None = None
+        self._final_study: optuna.Study | None = None
+        try:
+            self._setup()
+        except BaseException:
+            self._cleanup()
+            raise
+
+    # -- set-up -------------------------------------------------------------
+    def _setup(self) -> None:
+        opt, cfg = self.opt, self.config
+        if isinstance(opt.data, PreparedData):
+            reason = ("pass the OHLCV source (path, bytes, file object or DataFrame), not prepared data; "
+                      "the window is set with start/end/warmup_bars")
+            raise ConfigError(f"data: {reason}", field="data", reason=reason)
+        data_path, data_name = source_as_path(opt.data, self._tmpdir)
+        self._prepared = prepare(load_data(data_path, name=data_name), opt.start, opt.end, opt.warmup_bars)
+        fixed = {k: self.strategy.param(k).validate(v) for k, v in dict(opt.fixed_params or {}).items()}
+        check_strategy(self.strategy, self._prepared, fixed, opt.max_backtest_seconds)
+        strategy_ref = strategy_to_ref(opt.strategy, self.strategy)
+
+        location, self.run_dir = choose_storage(cfg, self.study_name, self._tmpdir)
+        self.storage_location = location
+        storage = location.open()
+        try:
+            study = optuna.create_study(
+                study_name=self.study_name, storage=storage, direction=self.direction, load_if_exists=True
+            )
+        except ValueError as exc:  # optuna raises ValueError for direction mismatches on resume
+            raise ConfigError(f"study {self.study_name!r}: {exc}", field="study_name") from None
+        if study.direction.name.lower() != self.direction:
+            raise ConfigError(
+                f"study {self.study_name!r} exists with direction {study.direction.name.lower()}, but target "
+                f"{cfg.target!r} needs {self.direction}; use another study_name", field="study_name"
+            )
+        self._storage = storage
+        self._study = study
+        self._study_id = storage.get_study_id_from_name(self.study_name)
+        existing = storage.get_all_trials(self._study_id, deepcopy=False)
+        started = time.time()
+        self.run_config = RunConfig(
+            run_id=self.run_id,
+            strategy_ref=strategy_ref,
+            data_path=data_path,
+            data_name=data_name,
+            data_fingerprint=fingerprint(self._prepared),
+            start=None if opt.start is None else pd.Timestamp(opt.start).isoformat(),
+            end=None if opt.end is None else pd.Timestamp(opt.end).isoformat(),
+            warmup_bars=opt.warmup_bars,
+            fixed_params=fixed,
+            min_profit=opt.min_profit,
+            space=self.space,
+            score=self.score_config,
+            # the study is readable by whoever reads the database (dashboards, exports): no password in it
+            optuna=replace(cfg, storage=None if cfg.storage is None else StorageLocation.parse(cfg.storage).display),
+            metric=self.metric,
+            direction=self.direction,
+            first_trial_number=len(existing),
+            started_at=started,
+            deadline=started + float(cfg.time_limit) if cfg.budget_mode == "time" else None,
+            # the in-process worker gets the window itself
+            local_copy=save_window_for_workers(self._prepared, self._tmpdir) if opt.worker_processes > 1 else None,
+        )
+        store_run_config(storage, self._study_id, self.run_config)
+        self._started = started
+
+    @property
+    def location(self) -> str:
+        """The storage as workers open it (journal path or URL; see :attr:`storage_location`)."""
+        return "" if self.storage_location is None else self.storage_location.url
+
+    @property
+    def temporary_storage(self) -> bool:
+        """Whether the study lives in a temporary journal that is deleted when the run ends."""
+        return self.storage_location is not None and self.storage_location.in_folder(self._tmpdir)
+
+    # -- execution ----------------------------------------------------------
+    def _start(self, inline: bool = False) -> None:
+        n = self.opt.worker_processes
+        if n == 1:
+            worker = _Worker(0)
+            self.workers.append(worker)
+            if not inline:
+                worker.thread = threading.Thread(target=self._thread_worker, args=(worker,), daemon=True,
+                                                 name="merlin-worker-0")
+                worker.thread.start()
+        elif n > 1:
+            ctx = multiprocessing.get_context(self.opt.start_method)
+            if self.opt.start_method == "forkserver":
+                # a no-op once the server runs: its first start decides what it preloads
+                ctx.set_forkserver_preload(["__main__", "merlin_kit.optimize._preload"])
+            for i in range(n):
+                proc = ctx.Process(target=run_worker, args=(self.location, self.study_name, i, os.getpid()),
+                                   name=f"merlin-worker-{i}", daemon=True)
+                proc.start()
+                self.workers.append(_Worker(i, process=proc))
+        if self.config.budget_mode == "trials":
+            self._queue = TrialQueue(self._study, self.run_id, rdb=self.storage_location.kind == "rdb",
+                                     poll_seconds=POLL_SECONDS)
+            self._queue.fill(int(self.config.n_trials or 0))
+        if not inline:
+            self._monitor = threading.Thread(target=self._watch, daemon=True, name="merlin-monitor")
+            self._monitor.start()
+
+    def _in_process_worker(self) -> WorkerLoop:
+        return WorkerLoop(self.storage_location, self.study_name, 0, stop_event=self._stop_event,
+                          refill=self._top_up_queue, prepared=self._prepared)
+
+    def _top_up_queue(self) -> None:
+        if self._queue is not None:
+            self._queue.top_up()
+
+    def _thread_worker(self, worker: _Worker) -> None:
+        try:
+            self._in_process_worker().run()
+        except Exception:
+            worker.error = traceback.format_exc()
+            log.error("worker 0 crashed:\n%s", worker.error)
+
+    def _run_inline(self) -> None:
+        """``worker_processes == 1`` with :func:`optimize`: trials run in the calling thread."""
+        self._start(inline=True)
+        worker = self.workers[0]
+        try:
+            self._in_process_worker().run()
+        except KeyboardInterrupt:
+            self._stop_reason = "interrupted"
+        except Exception:
+            worker.error = traceback.format_exc()
+            log.error("worker 0 crashed:\n%s", worker.error)
+        self._finish()
+
+    def _watch(self) -> None:
+        reaper = StaleTrialReaper(self._study, self.storage_location)
+        next_reap = 0.0
+        try:
+            while True:
+                if time.monotonic() >= next_reap:  # dead workers' trials -> FAIL, so the end can be reached
+                    reaper.reap()
+                    next_reap = time.monotonic() + REAP_SECONDS
+                progress = self._refresh_progress()
+                if self._queue is not None:
+                    self._queue.rate = progress.trials_per_second
+                    self._queue.top_up()
+                if self._budget_reached_without_local_workers(progress):
+                    break
+                if self.workers and not any(w.alive() for w in self.workers) and not self._remote_trials_running():
+                    break
+                if self._stop_event.is_set():
+                    self._terminate_workers()
+                    self._wait_for_remote_trials(STOP_GRACE_SECONDS)
+                    break
+                if self.config.budget_mode == "time" and time.time() > self.run_config.deadline + DEADLINE_OVERRUN_SECONDS:
+                    self._stop_reason = "time limit reached (stuck trials stopped)"
+                    self._request_stop()
+                    self._terminate_workers()
+                    break
+                self._pause()
+        except Exception as exc:  # the monitor must always finish the run
+            self.error = exc
+            log.exception("monitor failed")
+            self._terminate_workers()
+        self._finish()
+
+    def _pause(self) -> None:
+        """One poll interval, cut short when a worker process ends (the run's end is seen at once)."""
+        sentinels = [w.process.sentinel for w in self.workers if w.process is not None and w.alive()]
+        if sentinels:
+            multiprocessing.connection.wait(sentinels, timeout=POLL_SECONDS)
+        else:
+            self._stop_event.wait(POLL_SECONDS)
+
+    def _remote_trials_running(self) -> bool:
+        """Whether workers other than ours (``merlin-kit worker`` elsewhere) still run trials of this run."""
+        ours = {w.pid for w in self.workers}
+        here = host_id()
+        for t in self._storage.get_all_trials(self._study_id, deepcopy=False, states=(TrialState.RUNNING,)):
+            owner = t.user_attrs.get(OWNER_ATTR)
+            ours_here = owner is not None and owner.get("host") == here and owner.get("pid") in ours
+            if owner and owner.get("run") == self.run_id and not ours_here:
+                return True
+        return False
+
+    def _wait_for_remote_trials(self, timeout: float) -> None:
+        """After Stop: give remote workers' trials in flight a moment to finish (they stop at the next trial)."""
+        end = time.monotonic() + timeout
+        while self._remote_trials_running() and time.monotonic() < end:
+            time.sleep(POLL_SECONDS)
+
+    def _budget_reached_without_local_workers(self, p: Progress) -> bool:
+        """With worker_processes=0 (remote workers only) the parent decides when the run is over."""
+        if self.workers or p.running:
+            return False
+        mode = self.config.budget_mode
+        if mode == "trials":
+            return p.finished >= (self.config.n_trials or 0)
+        if mode == "time":
+            return time.time() >= self.run_config.deadline
+        return ((p.since_improvement or 0) >= (self.config.convergence_patience or 0)
+                or self._storage.get_study_user_attrs(self._study_id).get(converged_attr(self.run_id)) is not None)
+
+    def _request_stop(self) -> None:
+        self._stop_event.set()
+        try:
+            self._storage.set_study_user_attr(self._study_id, STOP_ATTR, self.run_id)
+        except Exception:  # storage trouble must not prevent terminating the processes
+            log.exception("could not write the stop flag to the study")
+
+    def _terminate_workers(self) -> None:
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        for w in self.workers:
+            if w.process is not None:
+                w.process.join(max(0.0, deadline - time.monotonic()))
+            elif w.thread is not None:
+                w.thread.join(max(0.0, deadline - time.monotonic()))
+        for w in self.workers:
+            if w.process is not None and w.process.is_alive():
+                w.process.terminate()
+        for w in self.workers:
+            if w.process is not None:
+                w.process.join(KILL_GRACE_SECONDS)
+                if w.process.is_alive():
+                    w.process.kill()
+                    w.process.join(KILL_GRACE_SECONDS)
+
+    # -- progress -------------------------------------------------------------
+    def _worker_statuses(self) -> dict[str, Any]:
+        """This run's worker status attrs (how each worker ended), by worker id."""
+        prefix = worker_status_prefix(self.run_id)
+        attrs = self._storage.get_study_user_attrs(self._study_id)
+        return {k[len(prefix):]: v for k, v in attrs.items() if k.startswith(prefix) and isinstance(v, dict)}
+
+    def _refresh_progress(self) -> Progress:
+        cfg = self.config
+        budget = {"trials": cfg.n_trials, "time": cfg.time_limit, "convergence": cfg.convergence_patience}
+        crashed = [f"worker {wid} crashed: {status.get('last_error')}"
+                   for wid, status in sorted(self._worker_statuses().items()) if status.get("status") == "crashed"]
+        progress = measure_progress(
+            study_name=self.study_name,
+            trials=self._storage.get_all_trials(self._study_id, deepcopy=False),
+            first_trial_number=self.run_config.first_trial_number, direction=self.direction,
+            fixed_params=self.run_config.fixed_params, budget_mode=cfg.budget_mode,
+            budget=float(budget[cfg.budget_mode] or 0), elapsed=time.time() - self._started,
+            workers=[(w.worker_id, w.pid, w.alive(), w.exitcode) for w in self.workers],
+            finished_run=self._done.is_set(), worker_errors=crashed,
+        )
+        with self._lock:
+            self._progress = progress
+        return progress
+
+    def progress(self) -> Progress:
+        """Latest progress snapshot: finished/budget, best value and params, rate, ETA, worker states."""
+        with self._lock:
+            if self._progress is not None:
+                return self._progress
+        return self._refresh_progress()
+
+    @property
+    def study(self) -> optuna.Study:
+        """The Optuna study (an in-memory copy once a temporary journal has been removed)."""
+        return self._final_study if self._final_study is not None else self._study
+
+    # -- control ------------------------------------------------------------
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the run has finished (results ready); KeyboardInterrupt acts like :meth:`stop`."""
+        try:
+            finished = self._done.wait(timeout)
+        except KeyboardInterrupt:
+            self.stop()
+            return True
+        if finished and self.error is not None:
+            raise self.error
+        return finished
+
+    def stop(self) -> None:
+        """Stop all workers (within ~5 s), keep what was computed, and finish the run."""
+        if self._done.is_set():
+            return
+        self._stop_reason = self._stop_reason or "stopped by user"
+        self._request_stop()
+        if self._monitor is not None:
+            self._monitor.join(STOP_GRACE_SECONDS + 2 * KILL_GRACE_SECONDS + 5)
+        self._done.wait(5)
+
+    @property
+    def done(self) -> bool:
+        return self._done.is_set()
+
+    # -- finishing ----------------------------------------------------------
+    def _finish(self) -> None:
+        try:
+            if self._stop_event.is_set() and not self._stop_reason:
+                self._stop_reason = "stopped by user"
+            self._terminate_workers()
+            StaleTrialReaper(self._study, self.storage_location).reap(
+                {w.pid for w in self.workers if not w.alive()}, final=True,
+                workers_alive=any(w.alive() for w in self.workers))
+            self._refresh_progress()
+            self._collect_results()
+            self.storage_location.sync()
+            self._write_outputs()
+            if self.temporary_storage:
+                self._final_study = _in_memory_copy(self.study_name, self._storage)
+        except BaseException as exc:
+            self.error = self.error or exc
+            log.exception("finishing the run failed")
+        finally:
+            self._cleanup()
+            with self._lock:
+                if self._progress is not None:
+                    self._progress = replace(self._progress, finished_run=True)
+            self._done.set()
+
+    def _collect_results(self) -> None:
+        trials = self._storage.get_all_trials(self._study_id, deepcopy=False)
+        self.results = build_results(trials, fixed_params=self.run_config.fixed_params, score=self.score_config,
+                                     metric=self.metric, direction=self.direction, run=self)
+        self.summary = build_summary(self, trials, self._worker_statuses(), time.time() - self._started,
+                                     self._stop_reason)
+        check_outcome(self.summary, [t for t in trials if t.number >= self.run_config.first_trial_number])
+
+    def _write_outputs(self) -> None:
+        """results.csv and summary.json in the run folder, each replaced atomically (never half written)."""
+        if self.run_dir is None or self.summary is None:
+            return
+        _write_atomic(self.run_dir / "results.csv", self.results_frame().to_csv(index=False))
+        _write_atomic(self.run_dir / "summary.json", json.dumps(self.summary.to_dict(), indent=2, default=str))
+
+    def _cleanup(self) -> None:
+        shutil.rmtree(self._tmpdir, ignore_errors=True)
+
+    # -- results ------------------------------------------------------------
+    def results_frame(self) -> pd.DataFrame:
+        """Every result as a table: the target first, then trial, state, score, parameters and every metric."""
+        from .report import results_table
+
+        return results_table(self)
+
+    @property
+    def best(self) -> OptimizationResult | None:
+        complete = [r for r in self.results if r.state == "COMPLETE"]
+        return complete[0] if complete else None
+
+    def backtest(self, result: OptimizationResult) -> BacktestResult:
+        """Full backtest (trades, curves) of one result's parameters on the run's window."""
+        assert self._prepared is not None
+        return Backtester(self.strategy, self._prepared).result(result.params)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _in_memory_copy(study_name: str, storage: optuna.storages.BaseStorage) -> optuna.Study:
+    """Keep the study usable (plots, analysis) after its temporary journal is deleted."""
+    memory = optuna.storages.InMemoryStorage()
+    optuna.copy_study(from_study_name=study_name, from_storage=storage, to_storage=memory)
+    return optuna.load_study(study_name=study_name, storage=memory)
+
+
+def start_optimization(opt: OptimizationConfig, cfg: OptunaConfig | None = None) -> OptimizationRun:
+    """Validate, create the study and start the workers; returns at once with a handle."""
+    run = OptimizationRun(opt, cfg or OptunaConfig())
+    run._start()
+    return run
+
+
+def optimize(opt: OptimizationConfig, cfg: OptunaConfig | None = None) -> OptimizationRun:
+    """Run an optimisation to the end (blocking) and return the finished run."""
+    run = OptimizationRun(opt, cfg or OptunaConfig())
+    if opt.worker_processes == 1:
+        run._run_inline()
+        if run.error is not None:
+            raise run.error
+        return run
+    run._start()
+    run.wait()
+    return run

@@ -1,0 +1,138 @@
+"""What a run checks and decides before any worker starts: strategy test backtest, storage, run folder.
+
+Everything a person can get wrong fails here, in the calling process, with a
+message that names the problem, so that no worker is started for a run that
+cannot succeed (and nothing already computed is touched).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import time
+import traceback
+import uuid
+from pathlib import Path
+from typing import Any
+
+from ..data import PreparedData
+from ..errors import MerlinError, StrategyError
+from ..metrics import compute_metrics, month_starts
+from ..strategies import IndicatorCache, Strategy, StrategyOutput
+from ._liveness import host_id
+from ._storage import JOURNAL_NAME, StorageLocation
+from .config import OptunaConfig
+
+DEFAULT_RUNS_DIR = "merlin_runs"
+
+
+def safe_name(name: str) -> str:
+    """A study name made safe as a folder name."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "study"
+
+
+def default_study_name(strategy_id: str) -> str:
+    return f"{strategy_id}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
+
+
+def default_run_dir(study_name: str) -> Path:
+    """``./merlin_runs/<study>``: where a run keeps results.csv, summary.json and (saved) its journal."""
+    return Path(DEFAULT_RUNS_DIR) / safe_name(study_name)
+
+
+def choose_storage(cfg: OptunaConfig, study_name: str, tmpdir: str) -> tuple[StorageLocation, Path | None]:
+    """The study's storage and the run folder (None: no files are written).
+
+    ``storage`` given: that storage (a journal's folder is created);
+    ``save_study``: a journal in the run folder; otherwise a temporary journal
+    in the run's private temp folder, deleted with it.
+    """
+    run_dir: Path | None = None
+    if cfg.output_dir is not None or (cfg.save_study and cfg.storage is None):
+        # results.csv/summary.json go to output_dir with any storage (a server's study included)
+        run_dir = Path(cfg.output_dir) if cfg.output_dir is not None else default_run_dir(study_name)
+        run_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.storage is not None:
+        given = StorageLocation.parse(cfg.storage)
+        if given.path is None:
+            return given, run_dir
+        os.makedirs(os.path.dirname(os.path.abspath(given.path)), exist_ok=True)
+        return (given if given.lock == "open" else StorageLocation.journal(given.path)), run_dir
+    if cfg.save_study:
+        assert run_dir is not None
+        return StorageLocation.journal(run_dir / JOURNAL_NAME), run_dir
+    return StorageLocation.journal(os.path.join(tmpdir, JOURNAL_NAME)), run_dir
+
+
+def save_window_for_workers(prepared: PreparedData, tmpdir: str) -> dict[str, str]:
+    """Worker processes on this machine read the validated window, not the CSV (private temp file)."""
+    path = os.path.join(tmpdir, "prepared.npz")
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    prepared.save(path)
+    return {"path": path, "host": host_id()}
+
+
+def check_strategy(strategy: Strategy, prepared: PreparedData, fixed_params: dict[str, Any],
+                   max_seconds: float | None) -> None:
+    """One timed backtest in the parent: a strategy that raises, returns malformed output or is too
+    slow fails here with a StrategyError, before any worker starts."""
+    label = f"strategy {strategy.id or strategy!r}"
+    full = strategy.validate_params(dict(fixed_params))  # the schema's defaults for everything else
+    starts = month_starts(prepared.time)
+    took = _test_backtest(strategy, prepared, full, label, IndicatorCache(), starts)
+    if max_seconds is None or took <= max_seconds:
+        return
+    # the first call may include one-off compilation (numba JIT): judge a second, warm run
+    first = took
+    took = _test_backtest(strategy, prepared, full, label, IndicatorCache(), starts)
+    if took > max_seconds:
+        raise StrategyError(
+            f"{label} is too slow: one backtest of {prepared.n_bars} bars took {took:.1f} s "
+            f"(first call {first:.1f} s), above max_backtest_seconds={max_seconds:g}, so the optimisation was not "
+            f"started. Speed it up (compile the bar loop with numba, cache indicators with the IndicatorCache "
+            f"passed to run(), test on a shorter window with start/end), or raise the limit: "
+            f"OptimizationConfig(..., max_backtest_seconds={math.ceil(2 * max(took, max_seconds))}) "
+            f"(None turns the check off)."
+        )
+
+
+def _test_backtest(strategy: Strategy, prepared: PreparedData, full: dict[str, Any], label: str,
+                   cache: IndicatorCache, starts: Any) -> float:
+    """Run the strategy once, check what it returned; the seconds it took (run + metrics)."""
+    n_bars = prepared.n_bars
+    t0 = time.perf_counter()
+    try:
+        output = strategy.run(prepared, full, cache)
+    except MerlinError:
+        raise
+    except Exception as exc:
+        raise StrategyError(
+            f"{label} failed on a test backtest with {full}: "
+            f"{type(exc).__name__}: {exc}\n{traceback.format_exc()}"
+        ) from exc
+    if not isinstance(output, StrategyOutput):
+        raise StrategyError(
+            f"{label}: run() returned {type(output).__name__}, not a StrategyOutput; return "
+            "StrategyOutput(direction, entry_idx, exit_idx, entry_price, exit_price, size, net_pnl, profit_pct, "
+            "balance, equity, initial_capital) or output_from_kernel(kernel_result, capital)"
+        )
+    try:
+        output.check(n_bars, where=label)
+        for name in ("direction", "entry_idx", "exit_idx"):
+            if getattr(output, name).dtype.kind not in "iu":
+                raise StrategyError(f"{label}: trade array {name!r} must hold integers, got dtype {getattr(output, name).dtype}")
+    except StrategyError as exc:
+        raise StrategyError(f"{exc} (malformed output of the test backtest with {full})") from None
+    except Exception as exc:
+        raise StrategyError(
+            f"{label} returned a malformed StrategyOutput ({type(exc).__name__}: {exc}); every trade field "
+            f"must be a 1-D numpy array with one value per trade and balance/equity one value per bar ({n_bars})"
+        ) from exc
+    try:
+        compute_metrics(output, starts)
+    except Exception as exc:
+        raise StrategyError(
+            f"{label}: the metrics of its test backtest could not be computed: {type(exc).__name__}: {exc}"
+        ) from exc
+    return time.perf_counter() - t0

@@ -1,0 +1,177 @@
+"""A finished run's results, rebuilt from the study alone: one result per trial, sorted, and the summary.
+
+Everything a worker learned is in its trials' user attrs (parameters, every
+metric, errors), so results are the same whichever process, machine or run
+produced the trials.  The composite score is computed here, post hoc, over all
+complete trials (its min-max or percentile bounds need the whole population).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
+
+from optuna.trial import FrozenTrial, TrialState
+
+from ..backtest import BacktestResult
+from ..errors import OptimizationError
+from ..scoring import ScoreConfig, score_all
+from ._attrs import ERROR_ATTR, FINISHED_STATES, METRICS_ATTR, OWNER_ATTR, PRUNE_REASON_ATTR, TRACEBACK_ATTR
+from ._state import RunSummary, WorkerReport
+
+if TYPE_CHECKING:
+    from ._engine import OptimizationRun
+
+NO_TRACEBACK_HINT = (
+    "not recorded: the workers died before joining the study (see their stderr). In a script, start the "
+    "optimisation under `if __name__ == \"__main__\":` - spawn and forkserver workers re-import the main module."
+)
+
+
+@dataclass
+class OptimizationResult:
+    """One trial rebuilt from storage: parameters (fixed ones included), every metric, scores."""
+
+    trial_number: int
+    state: str
+    params: dict[str, Any]
+    metrics: dict[str, Any]
+    objective: float | None
+    score: float | None
+    worker: int | None = None
+    error: str | None = None
+    prune_reason: str | None = None
+    run_id: str | None = None
+
+    run: "OptimizationRun | None" = field(default=None, repr=False, compare=False)
+
+    @property
+    def note(self) -> str | None:
+        """Why the trial failed or was pruned."""
+        return self.error or self.prune_reason
+
+    def target_value(self, metric: str) -> float | None:
+        """The value the run ranks by: the post-hoc score for the ``score`` target, else the objective."""
+        value = self.score if metric == "score" else self.objective
+        if value is None and self.metrics.get(metric) is not None:
+            value = self.metrics[metric]
+        return value
+
+    def backtest(self) -> BacktestResult:
+        """Re-run this result's parameters as a full backtest (trades, curves) on its run's window."""
+        if self.run is None:
+            raise ValueError("this result is not attached to a run; use run.backtest(result)")
+        return self.run.backtest(self)
+
+
+def build_results(trials: Iterable[FrozenTrial], *, fixed_params: dict[str, Any], score: ScoreConfig, metric: str,
+                  direction: str, run: "OptimizationRun | None" = None) -> list[OptimizationResult]:
+    """Every finished trial as a result, scored post hoc, filtered by ``min_score`` and sorted best first."""
+    results: list[OptimizationResult] = []
+    for t in trials:
+        if t.state not in FINISHED_STATES:
+            continue
+        owner = t.user_attrs.get(OWNER_ATTR) or {}
+        results.append(OptimizationResult(
+            trial_number=t.number,
+            state=t.state.name,
+            params={**fixed_params, **t.params},
+            metrics=dict(t.user_attrs.get(METRICS_ATTR) or {}),
+            objective=t.value if t.state == TrialState.COMPLETE else None,
+            score=None,
+            worker=owner.get("worker"),
+            error=t.user_attrs.get(ERROR_ATTR),
+            prune_reason=t.user_attrs.get(PRUNE_REASON_ATTR),
+            run_id=owner.get("run"),
+            run=run,
+        ))
+    complete = [r for r in results if r.state == "COMPLETE" and r.metrics]
+    for r, s in zip(complete, score_all([r.metrics for r in complete], score)):
+        r.score = s
+    if score.min_score is not None:
+        results = [r for r in results if r.score is None or r.score >= score.min_score]
+    return sort_results(results, metric, direction)
+
+
+def sort_results(results: Iterable[OptimizationResult], metric: str, direction: str) -> list[OptimizationResult]:
+    """COMPLETE first, best target first (post-hoc score for the score target), then PRUNED, then FAIL."""
+    order = {"COMPLETE": 0, "PRUNED": 1, "FAIL": 2}
+    sign = -1.0 if direction == "maximize" else 1.0
+
+    def key(r: OptimizationResult) -> tuple[int, float, int]:
+        value = r.target_value(metric)
+        v = sign * value if value is not None and math.isfinite(value) else math.inf
+        return order.get(r.state, 3), v, r.trial_number
+
+    return sorted(results, key=key)
+
+
+def build_summary(run: "OptimizationRun", trials: Sequence[FrozenTrial], worker_statuses: dict[str, Any],
+                  elapsed: float, stop_reason: str) -> RunSummary:
+    """The run's :class:`RunSummary` (``trials``: every trial of the study; ``worker_statuses``: the
+    status attrs of this run's workers, by worker id)."""
+    first = run.run_config.first_trial_number
+    run_trials = [t for t in trials if t.number >= first and t.state in FINISHED_STATES]
+    best = run.best
+    reports = []
+    for w in run.workers:
+        status = worker_statuses.get(str(w.worker_id), {})
+        reports.append(WorkerReport(
+            id=w.worker_id, pid=w.pid, exitcode=w.exitcode,
+            trials=status.get("trials"), failed=status.get("failed"),
+            last_error=status.get("last_error") or (w.error.strip().splitlines()[-1] if w.error else None),
+            traceback=status.get("traceback") or w.error,
+        ))
+    n_workers = run.opt.worker_processes
+    return RunSummary(
+        method="optuna",
+        study_name=run.study_name,
+        strategy=run.strategy.id,
+        target=run.config.target,
+        direction=run.direction,
+        budget_mode=run.config.budget_mode,
+        total_trials=len(run_trials),
+        completed_trials=sum(t.state == TrialState.COMPLETE for t in run_trials),
+        pruned_trials=sum(t.state == TrialState.PRUNED for t in run_trials),
+        failed_trials=sum(t.state == TrialState.FAIL for t in run_trials),
+        study_trials=sum(t.state in FINISHED_STATES for t in trials),
+        best_trial_number=None if best is None else best.trial_number,
+        best_value=None if best is None else best.target_value(run.metric),
+        best_objective=None if best is None else best.objective,
+        best_params={} if best is None else best.params,
+        optimization_time_seconds=elapsed,
+        trials_per_second=len(run_trials) / elapsed if elapsed > 0 else 0.0,
+        workers=max(1, n_workers) if run.workers else 0,
+        worker_reports=reports,
+        storage=None if run.temporary_storage else run.storage_location.display,
+        multiprocess_mode=n_workers > 1,
+        start_method=run.opt.start_method if n_workers > 1 else None,
+        sampler=run.config.sampler,
+        stop_reason=stop_reason or natural_stop_reason(run.config.budget_mode, run.config.n_trials, len(run_trials)),
+    )
+
+
+def natural_stop_reason(budget_mode: str, n_trials: int | None, n_finished: int) -> str:
+    if budget_mode == "trials" and n_finished < (n_trials or 0):
+        return "workers ended before the budget was reached (see worker_reports)"
+    return "budget reached"
+
+
+def check_outcome(summary: RunSummary, run_trials: Sequence[FrozenTrial]) -> None:
+    """Raise :class:`OptimizationError` when the run produced nothing usable (every worker or trial failed)."""
+    reports = summary.worker_reports
+    failed_workers = [w for w in reports if w.exitcode not in (0, None)]
+    if reports and len(failed_workers) == len(reports) and summary.completed_trials == 0:
+        first_tb = next((w.traceback for w in failed_workers if w.traceback), None)
+        raise OptimizationError(
+            f"every worker failed ({', '.join('worker %s: exit %s' % (w.id, w.exitcode) for w in failed_workers)}); "
+            f"first traceback:\n{first_tb or NO_TRACEBACK_HINT}"
+        )
+    finished = [t for t in run_trials if t.state in FINISHED_STATES]
+    if finished and summary.completed_trials == 0 and all(t.state == TrialState.FAIL for t in finished):
+        first_fail = next(t for t in finished if t.state == TrialState.FAIL)
+        raise OptimizationError(
+            f"all {len(finished)} trials failed; first failure (trial {first_fail.number}): "
+            f"{first_fail.user_attrs.get(ERROR_ATTR)}\n{first_fail.user_attrs.get(TRACEBACK_ATTR, '')}"
+        )

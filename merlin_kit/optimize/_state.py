@@ -1,0 +1,181 @@
+"""Typed snapshots of a run: :class:`Progress` while it runs, :class:`RunSummary` once it has finished.
+
+The CLI, the notebook monitor and the report all read these attributes; only
+:meth:`to_dict` turns them into the JSON shape of ``summary.json`` and
+``merlin-kit optimize --json`` (unchanged since 0.1).  Both still answer
+``snapshot["key"]`` so that notebooks written against the 0.1 dicts keep
+running; new code reads attributes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Sequence
+
+from optuna.trial import FrozenTrial, TrialState
+
+from ._attrs import FINISHED_STATES, OWNER_ATTR
+from ._budget import best_trial, trials_since_improvement
+
+
+class _Snapshot:
+    """``to_dict()`` plus read-only dict-style access for code written against the 0.1 dicts."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)  # type: ignore[call-overload]
+
+    def __getitem__(self, key: str) -> Any:
+        return self.to_dict()[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.to_dict().get(key, default)
+
+
+@dataclass(frozen=True)
+class WorkerProgress(_Snapshot):
+    """One of the run's own worker processes (or its in-process worker) while the run goes on."""
+
+    id: int
+    pid: int | None
+    alive: bool
+    exitcode: int | None
+    #: finished trials of this run that this worker ran
+    trials: int
+
+
+@dataclass(frozen=True)
+class Progress(_Snapshot):
+    """Where a run stands, read from the study (so remote workers' trials count too)."""
+
+    study_name: str
+    #: ``trials``, ``time`` or ``convergence``
+    budget_mode: str
+    #: the budget in its own unit: trials, seconds, or trials without improvement
+    budget: float
+    #: how much of it is used, in the same unit
+    done: float
+    #: done / budget, 0..1
+    fraction: float
+    #: finished trials of this run (COMPLETE + PRUNED + FAIL)
+    finished: int
+    complete: int
+    pruned: int
+    failed: int
+    running: int
+    #: trials since the best value last improved (convergence budgets only)
+    since_improvement: float | None
+    best_value: float | None
+    best_trial: int | None
+    best_params: dict[str, Any]
+    #: seconds since the run started
+    elapsed: float
+    trials_per_second: float
+    eta_seconds: float | None
+    workers: list[WorkerProgress]
+    #: whether the run has finished (results ready)
+    finished_run: bool
+    #: one line per worker of this run, on any machine, that crashed: ``worker ID crashed: ERROR``
+    worker_errors: list[str] = field(default_factory=list)
+
+    @property
+    def workers_alive(self) -> int:
+        return sum(w.alive for w in self.workers)
+
+
+@dataclass(frozen=True)
+class WorkerReport(_Snapshot):
+    """How one of the run's own workers ended."""
+
+    id: int
+    pid: int | None
+    exitcode: int | None
+    trials: int | None
+    failed: int | None
+    last_error: str | None
+    traceback: str | None
+
+    @property
+    def had_trouble(self) -> bool:
+        """A non-zero exit code or an error message: worth showing to the user."""
+        return self.exitcode not in (0, None) or bool(self.last_error)
+
+
+@dataclass(frozen=True)
+class RunSummary(_Snapshot):
+    """A finished run in numbers: the content of ``summary.json``."""
+
+    method: str
+    study_name: str
+    strategy: str
+    target: str
+    direction: str
+    budget_mode: str
+    #: finished trials of this run (a resumed study's earlier trials are in ``study_trials``)
+    total_trials: int
+    completed_trials: int
+    pruned_trials: int
+    failed_trials: int
+    study_trials: int
+    best_trial_number: int | None
+    #: the best target value (the post-hoc score for the ``score`` target)
+    best_value: float | None
+    #: the best trial's objective as the sampler saw it
+    best_objective: float | None
+    best_params: dict[str, Any]
+    optimization_time_seconds: float
+    trials_per_second: float
+    workers: int
+    worker_reports: list[WorkerReport]
+    #: the study's storage with any password masked; None for a temporary journal
+    storage: str | None
+    multiprocess_mode: bool
+    start_method: str | None
+    sampler: str
+    stop_reason: str
+
+
+def measure_progress(*, study_name: str, trials: Sequence[FrozenTrial], first_trial_number: int, direction: str,
+                     fixed_params: dict[str, Any], budget_mode: str, budget: float, elapsed: float,
+                     workers: Sequence[tuple[int, int | None, bool, int | None]], finished_run: bool,
+                     worker_errors: list[str]) -> Progress:
+    """A :class:`Progress` from the study's trials (``trials``: every trial of the study, read once).
+
+    ``workers``: ``(id, pid, alive, exitcode)`` of the run's own workers.
+    """
+    run_trials = [t for t in trials if t.number >= first_trial_number]
+    finished = [t for t in run_trials if t.state in FINISHED_STATES]
+    best = best_trial(finished, direction)
+    n_fin = len(finished)
+    rate = n_fin / elapsed if elapsed > 0 else 0.0
+    since: float | None = None
+    if budget_mode == "trials":
+        done = float(n_fin)
+        eta = (budget - n_fin) / rate if rate > 0 else None
+    elif budget_mode == "time":
+        done = min(elapsed, budget)
+        eta = max(0.0, budget - elapsed)
+    else:
+        # improvements count against the whole study's best (a resumed run must beat the earlier trials)
+        done = since = float(trials_since_improvement(
+            [t for t in trials if t.state in FINISHED_STATES], first_trial_number, direction))
+        eta = None
+    counts: dict[int, int] = {}
+    for t in finished:
+        owner = t.user_attrs.get(OWNER_ATTR) or {}
+        if "worker" in owner:
+            counts[owner["worker"]] = counts.get(owner["worker"], 0) + 1
+    return Progress(
+        study_name=study_name, budget_mode=budget_mode, budget=budget, done=done,
+        fraction=min(1.0, done / budget) if budget else 0.0,
+        finished=n_fin, complete=sum(t.state == TrialState.COMPLETE for t in finished),
+        pruned=sum(t.state == TrialState.PRUNED for t in finished),
+        failed=sum(t.state == TrialState.FAIL for t in finished),
+        running=sum(t.state == TrialState.RUNNING for t in run_trials),
+        since_improvement=since,
+        best_value=None if best is None else best.value,
+        best_trial=None if best is None else best.number,
+        best_params={} if best is None else {**fixed_params, **best.params},
+        elapsed=elapsed, trials_per_second=rate, eta_seconds=eta,
+        workers=[WorkerProgress(wid, pid, alive, code, counts.get(wid, 0)) for wid, pid, alive, code in workers],
+        finished_run=finished_run, worker_errors=worker_errors,
+    )
