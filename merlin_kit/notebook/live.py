@@ -230,12 +230,10 @@ class LiveMonitor:
 
     # -- updates ---------------------------------------------------------------
     def _trials(self) -> list[Any]:
-        first = getattr(getattr(self.run, "run_config", None), "first_trial_number", 0) or 0
         try:
-            trials = self.run.study.get_trials(deepcopy=False, states=_SHOWN_STATES)
+            return self.run.run_trials(_SHOWN_STATES)
         except Exception:  # a temporary journal removed at the end of the run; the next tick reads the copy
             return []
-        return [t for t in trials if t.number >= first]
 
     def update(self) -> None:
         """One refresh from the storage (called by the thread; callable by hand)."""

@@ -74,14 +74,10 @@ def run_figures(run: Any, *, top: int = 5) -> dict[str, go.Figure]:
 
 def _run_trials(run: Any) -> list[Any]:
     """Finished trials of this run (a resumed study's older trials excluded)."""
-    first = getattr(getattr(run, "run_config", None), "first_trial_number", 0) or 0
     try:
-        from optuna.trial import TrialState
-
-        trials = run.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL))
+        return run.run_trials()
     except Exception:  # storage gone: fall back to the results
         return [_ResultTrial(r) for r in run.results]
-    return [t for t in trials if t.number >= first]
 
 
 class _ResultTrial:

@@ -27,6 +27,10 @@ CONFIG_ATTR = "merlin.config"
 #: set to a run id: every worker of that run stops before its next trial
 STOP_ATTR = "merlin.stop"
 WORKER_STATUS_PREFIX = "merlin.worker."
+#: the run that holds the study: ``{"run", "host", "pid", "started_at", "renewed_at", "released"}``
+LEASE_ATTR = "merlin.lease"
+#: marks a queued trial that an earlier run left behind and this run retired unrun (not a result)
+CANCELLED_ATTR = "merlin.cancelled"
 
 #: the trial states that count towards a budget and appear in the results
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)

@@ -25,7 +25,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, Trial, TrialState
 
-from ._attrs import ERROR_ATTR, FINISHED_STATES, queued_attr
+from ._attrs import CANCELLED_ATTR, ERROR_ATTR, FINISHED_STATES, OWNER_ATTR, queued_attr
 
 #: WAITING trials kept queued ahead of the workers on a database (at least; more at high trial rates)
 RDB_QUEUE_WINDOW = 16
@@ -50,8 +50,23 @@ def best_trial(trials: list[FrozenTrial], direction: str) -> FrozenTrial | None:
     return best
 
 
-def trials_since_improvement(trials: list[FrozenTrial], first_run_number: int, direction: str) -> int:
-    """Finished trials of this run (numbers >= first_run_number) since the best value last improved."""
+def belongs_to_run(t: FrozenTrial, run_id: str, first_trial_number: int) -> bool:
+    """Whether run ``run_id`` ran this trial (and so counts it in its budget, progress and summary).
+
+    A worker records its run in the trial's owner attr as soon as it claims the
+    trial, so a trial queued by an earlier run and finished by this one counts
+    here; a trial without an owner (its worker died at once) counts for the
+    run that created it, judged by its number.  Leftover queued trials that a
+    run retired unrun count for nobody.
+    """
+    owner = t.user_attrs.get(OWNER_ATTR)
+    if owner:
+        return owner.get("run") == run_id
+    return t.number >= first_trial_number and not t.user_attrs.get(CANCELLED_ATTR)
+
+
+def trials_since_improvement(trials: list[FrozenTrial], run_id: str, first_trial_number: int, direction: str) -> int:
+    """Finished trials of this run since the best value of the whole study last improved."""
     best: float | None = None
     since = 0
     for t in sorted(trials, key=lambda t: t.number):
@@ -60,7 +75,7 @@ def trials_since_improvement(trials: list[FrozenTrial], first_run_number: int, d
         improved = t.state == TrialState.COMPLETE and t.value is not None and is_better(t.value, best, direction)
         if improved:
             best = t.value
-        if t.number >= first_run_number:
+        if belongs_to_run(t, run_id, first_trial_number):
             since = 0 if improved else since + 1
     return since
 
@@ -92,9 +107,16 @@ class TrialQueue:
         self.rate = 0.0  # trials/s, set by the monitor: sizes the window
 
     def fill(self, n_trials: int) -> None:
-        """Queue the run's budget (the first window now); leftovers of an earlier run count towards it."""
+        """Queue the run's budget (the first window now).
+
+        Trials that an earlier, stopped or killed run queued but never ran are
+        reused: they count towards this budget (whoever claims one records this
+        run as its owner); any beyond the budget are retired unrun (FAIL with
+        the ``merlin.cancelled`` mark, which results and counts leave out).
+        """
         waiting = waiting_trials(self.storage, self.study_id)
-        for extra in waiting[n_trials:]:  # a stopped earlier run left more than needed
+        for extra in waiting[n_trials:]:  # a stopped earlier run left more than needed: retire them unrun
+            self.storage.set_trial_user_attr(extra._trial_id, CANCELLED_ATTR, self.run_id)
             self.storage.set_trial_user_attr(extra._trial_id, ERROR_ATTR, "cancelled: queued by an earlier run")
             self.storage.set_trial_state_values(extra._trial_id, state=TrialState.FAIL)
         with self._lock:

@@ -35,12 +35,12 @@ from optuna.trial import FrozenTrial, TrialState
 from ..backtest import Backtester, BacktestResult
 from ..data import PreparedData, fingerprint, load_data, prepare, source_as_path
 from ..errors import ConfigError
-from ._attrs import OWNER_ATTR, STOP_ATTR, converged_attr, worker_status_prefix
-from ._budget import TrialQueue
-from ._liveness import StaleTrialReaper, host_id
+from ._attrs import FINISHED_STATES, OWNER_ATTR, STOP_ATTR, converged_attr, worker_status_prefix
+from ._budget import TrialQueue, belongs_to_run
+from ._liveness import RunLease, StaleTrialReaper, host_id
 from ._preflight import check_strategy, choose_storage, default_study_name, save_window_for_workers
-from ._results import OptimizationResult, build_results, build_summary, check_outcome
-from ._runconfig import RunConfig, store_run_config, strategy_to_ref
+from ._results import OptimizationResult, build_results, build_summary, check_outcome, run_trials_of
+from ._runconfig import RunConfig, previous_run_config, resume_differences, store_run_config, strategy_to_ref
 from ._state import Progress, RunSummary, measure_progress
 from ._storage import StorageLocation
 from ._worker import WorkerLoop, run_worker
@@ -113,6 +113,7 @@ class OptimizationRun:
         self._monitor: threading.Thread | None = None
         self._prepared: PreparedData | None = None
         self._final_study: optuna.Study | None = None
+        self._lease: RunLease | None = None
         try:
             self._setup()
         except BaseException:
@@ -150,6 +151,9 @@ class OptimizationRun:
         self._study = study
         self._study_id = storage.get_study_id_from_name(self.study_name)
         existing = storage.get_all_trials(self._study_id, deepcopy=False)
+        # one run per study (and run folder): refuse while another live run holds it
+        self._lease = RunLease(storage, self._study_id, self.study_name, self.run_id, folder=self.run_dir)
+        self._lease.acquire()
         started = time.time()
         self.run_config = RunConfig(
             run_id=self.run_id,
@@ -173,7 +177,16 @@ class OptimizationRun:
             deadline=started + float(cfg.time_limit) if cfg.budget_mode == "time" else None,
             # the in-process worker gets the window itself
             local_copy=save_window_for_workers(self._prepared, self._tmpdir) if opt.worker_processes > 1 else None,
+            strategy_id=self.strategy.id,
         )
+        previous = previous_run_config(storage, self._study_id)
+        if previous is not None and existing:
+            diffs = resume_differences(previous, self.run_config)
+            if diffs:
+                raise ConfigError(
+                    f"study {self.study_name!r} holds {len(existing)} trials of a run with other settings; resuming "
+                    f"would mix incompatible trials. Differences: {'; '.join(diffs)}. Resume with the same settings, "
+                    "or choose another study name for a new study.", field="study_name")
         store_run_config(storage, self._study_id, self.run_config)
         self._started = started
 
@@ -350,7 +363,7 @@ class OptimizationRun:
                    for wid, status in sorted(self._worker_statuses().items()) if status.get("status") == "crashed"]
         progress = measure_progress(
             study_name=self.study_name,
-            trials=self._storage.get_all_trials(self._study_id, deepcopy=False),
+            trials=self._storage.get_all_trials(self._study_id, deepcopy=False), run_id=self.run_id,
             first_trial_number=self.run_config.first_trial_number, direction=self.direction,
             fixed_params=self.run_config.fixed_params, budget_mode=cfg.budget_mode,
             budget=float(budget[cfg.budget_mode] or 0), elapsed=time.time() - self._started,
@@ -430,7 +443,8 @@ class OptimizationRun:
                                      metric=self.metric, direction=self.direction, run=self)
         self.summary = build_summary(self, trials, self._worker_statuses(), time.time() - self._started,
                                      self._stop_reason)
-        check_outcome(self.summary, [t for t in trials if t.number >= self.run_config.first_trial_number])
+        check_outcome(self.summary, run_trials_of(trials, self.run_id, self.run_config.first_trial_number),
+                      stopped=self._stop_event.is_set())
 
     def _write_outputs(self) -> None:
         """results.csv and summary.json in the run folder, each replaced atomically (never half written)."""
@@ -440,7 +454,19 @@ class OptimizationRun:
         _write_atomic(self.run_dir / "summary.json", json.dumps(self.summary.to_dict(), indent=2, default=str))
 
     def _cleanup(self) -> None:
+        if self._lease is not None:
+            self._lease.release()
         shutil.rmtree(self._tmpdir, ignore_errors=True)
+
+    def run_trials(self, states: tuple[TrialState, ...] | None = None) -> list[FrozenTrial]:
+        """The trials this run ran (a resumed study's earlier trials excluded), from the study.
+
+        ``states`` keeps only those (default: every finished trial).
+        """
+        wanted = FINISHED_STATES if states is None else states
+        first = self.run_config.first_trial_number
+        return [t for t in self.study.get_trials(deepcopy=False, states=wanted)
+                if belongs_to_run(t, self.run_id, first)]
 
     # -- results ------------------------------------------------------------
     def results_frame(self) -> pd.DataFrame:

@@ -9,7 +9,9 @@ place that decides a trial is orphaned and marks it FAIL:
   alive: Optuna's heartbeat table on PostgreSQL/MySQL, a trial user attr on
   journals and Redis;
 * :class:`StaleTrialReaper` (in the parent, while it watches and once more when
-  the run ends) fails the RUNNING trials whose owner is provably gone.
+  the run ends) fails the RUNNING trials whose owner is provably gone;
+* :class:`RunLease` keeps a second run off a study (and a run folder) that a
+  live run is using, and lets a dead run's claim expire.
 
 Trial ownership is recorded by the worker in the trial's ``merlin.owner``
 attr: ``host`` (:func:`host_id`) and ``pid`` let a process on the same machine
@@ -18,12 +20,14 @@ check liveness directly; other machines are judged by their heartbeat.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import socket
 import threading
 import time
 import warnings
+from pathlib import Path
 from typing import Any, Collection
 
 import optuna
@@ -31,7 +35,8 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from ._attrs import BEAT_ATTR, ERROR_ATTR, OWNER_ATTR
+from ..errors import ConfigError
+from ._attrs import BEAT_ATTR, ERROR_ATTR, LEASE_ATTR, OWNER_ATTR
 from ._storage import StorageLocation, heartbeat_grace, heartbeat_interval
 
 log = logging.getLogger("merlin_kit.optimize")
@@ -210,3 +215,134 @@ class StaleTrialReaper:
             return self.storage.set_trial_state_values(t._trial_id, state=TrialState.FAIL)
         except UpdateFinishedTrialError:
             return False  # it finished meanwhile
+
+
+#: a lease not renewed for this long (by the holder's wall clock) belongs to a run that is gone
+LEASE_GRACE_SECONDS = 30.0
+LEASE_RENEW_SECONDS = 5.0
+#: after writing its lease a run reads it back this much later: of two runs that start together, the
+#: later writer wins and the other refuses
+LEASE_SETTLE_SECONDS = 0.1
+FOLDER_LOCK_NAME = ".merlin-run.json"
+
+
+def _describe(lease: dict[str, Any]) -> str:
+    started = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(float(lease.get("started_at") or 0)))
+    return f"run {lease.get('run')} (host {lease.get('host')}, pid {lease.get('pid')}, started {started})"
+
+
+def lease_is_live(lease: dict[str, Any] | None, now: float | None = None) -> bool:
+    """Whether the run behind ``lease`` still holds it: its pid lives (this machine) or it renewed recently."""
+    if not lease or lease.get("released"):
+        return False
+    if lease.get("host") == host_id():
+        return pid_alive(int(lease.get("pid") or 0))
+    now = time.time() if now is None else now
+    return now - float(lease.get("renewed_at") or 0) < LEASE_GRACE_SECONDS
+
+
+class RunLease:
+    """One run per study and per run folder.
+
+    The lease is a study user attr (so it works for a journal, a database or
+    Redis, from any machine) plus a small file in the run folder; a thread
+    renews both every few seconds.  A second run on the same study or folder
+    is refused with a message naming the live run; a run that died (pid gone
+    on this machine, or no renewal for :data:`LEASE_GRACE_SECONDS`) loses its
+    lease to the next one.  ``merlin-kit worker`` processes join a run on
+    purpose and take no lease.
+    """
+
+    def __init__(self, storage: BaseStorage, study_id: int, study_name: str, run_id: str,
+                 folder: Path | None = None) -> None:
+        self.storage = storage
+        self.study_id = study_id
+        self.study_name = study_name
+        self.folder_file = None if folder is None else Path(folder) / FOLDER_LOCK_NAME
+        now = time.time()
+        self.record = {"run": run_id, "host": host_id(), "pid": os.getpid(), "started_at": now, "renewed_at": now,
+                       "study": study_name, "released": False}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._held_study = self._held_folder = False
+
+    def acquire(self) -> None:
+        """Take the study and the folder, or raise :class:`ConfigError` naming the run that holds them."""
+        self._take_folder()
+        try:
+            self._take_study()
+        except BaseException:
+            self.release()
+            raise
+        self._thread = threading.Thread(target=self._renew_loop, daemon=True, name="merlin-lease")
+        self._thread.start()
+
+    def _take_study(self) -> None:
+        current = self.storage.get_study_user_attrs(self.study_id).get(LEASE_ATTR)
+        if current and current.get("run") != self.record["run"] and lease_is_live(current):
+            raise self._busy(f"study {self.study_name!r}", current)
+        self.storage.set_study_user_attr(self.study_id, LEASE_ATTR, self.record)
+        self._held_study = True
+        time.sleep(LEASE_SETTLE_SECONDS)
+        winner = self.storage.get_study_user_attrs(self.study_id).get(LEASE_ATTR) or {}
+        if winner.get("run") != self.record["run"]:
+            self._held_study = False
+            raise self._busy(f"study {self.study_name!r}", winner)
+
+    def _take_folder(self) -> None:
+        if self.folder_file is None:
+            return
+        try:
+            current = json.loads(self.folder_file.read_text())
+        except FileNotFoundError:
+            current = None
+        except (OSError, ValueError):
+            current = None  # a torn or unreadable lock file belongs to nobody
+        if current and current.get("run") != self.record["run"] and lease_is_live(current):
+            raise self._busy(f"run folder {str(self.folder_file.parent)!r}", current)
+        self._write_folder()
+        self._held_folder = True
+
+    def _write_folder(self) -> None:
+        assert self.folder_file is not None
+        tmp = self.folder_file.with_name(f"{FOLDER_LOCK_NAME}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(self.record))
+        os.replace(tmp, self.folder_file)
+
+    def _busy(self, what: str, holder: dict[str, Any]) -> ConfigError:
+        return ConfigError(
+            f"{what} is in use by {_describe(holder)}; wait for it to finish or stop it, use another study name / "
+            f"run folder, or join it from another machine with `merlin-kit worker`", field="study_name")
+
+    def _renew_loop(self) -> None:
+        while not self._stop.wait(LEASE_RENEW_SECONDS):
+            self.record["renewed_at"] = time.time()
+            try:
+                if self._held_study:
+                    self.storage.set_study_user_attr(self.study_id, LEASE_ATTR, self.record)
+                if self._held_folder:
+                    self._write_folder()
+            except Exception:  # storage trouble: the run itself will notice; the next renewal retries
+                log.warning("could not renew the run's lease", exc_info=True)
+
+    def release(self) -> None:
+        """Give the study and the folder back (idempotent; never raises: the run is ending anyway)."""
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(5)
+        try:
+            if self._held_study:
+                current = self.storage.get_study_user_attrs(self.study_id).get(LEASE_ATTR) or {}
+                if current.get("run") == self.record["run"]:
+                    self.storage.set_study_user_attr(self.study_id, LEASE_ATTR, {**self.record, "released": True})
+        except Exception:
+            log.warning("could not release the study's lease (it expires by itself)", exc_info=True)
+        self._held_study = False
+        if self._held_folder and self.folder_file is not None:
+            try:
+                current = json.loads(self.folder_file.read_text())
+                if current.get("run") == self.record["run"]:
+                    self.folder_file.unlink()
+            except (OSError, ValueError):
+                pass  # already gone or replaced
+        self._held_folder = False

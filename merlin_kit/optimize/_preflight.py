@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import tempfile
 import time
 import traceback
 import uuid
@@ -17,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..data import PreparedData
-from ..errors import MerlinError, StrategyError
+from ..errors import ConfigError, MerlinError, StrategyError
 from ..metrics import compute_metrics, month_starts
 from ..strategies import IndicatorCache, Strategy, StrategyOutput
 from ._liveness import host_id
@@ -52,7 +53,7 @@ def choose_storage(cfg: OptunaConfig, study_name: str, tmpdir: str) -> tuple[Sto
     if cfg.output_dir is not None or (cfg.save_study and cfg.storage is None):
         # results.csv/summary.json go to output_dir with any storage (a server's study included)
         run_dir = Path(cfg.output_dir) if cfg.output_dir is not None else default_run_dir(study_name)
-        run_dir.mkdir(parents=True, exist_ok=True)
+        _check_writable_folder(run_dir)
     if cfg.storage is not None:
         given = StorageLocation.parse(cfg.storage)
         if given.path is None:
@@ -63,6 +64,17 @@ def choose_storage(cfg: OptunaConfig, study_name: str, tmpdir: str) -> tuple[Sto
         assert run_dir is not None
         return StorageLocation.journal(run_dir / JOURNAL_NAME), run_dir
     return StorageLocation.journal(os.path.join(tmpdir, JOURNAL_NAME)), run_dir
+
+
+def _check_writable_folder(folder: Path) -> None:
+    """Create ``folder`` and prove a file can be written there now, not after the whole run."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".merlin-write-probe-"):
+            pass
+    except OSError as exc:
+        raise ConfigError(f"output_dir {str(folder)!r} cannot be written: {exc.strerror or exc}; choose a folder "
+                          "you can write to", field="output_dir") from None
 
 
 def save_window_for_workers(prepared: PreparedData, tmpdir: str) -> dict[str, str]:

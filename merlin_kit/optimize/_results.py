@@ -9,6 +9,7 @@ complete trials (its min-max or percentile bounds need the whole population).
 from __future__ import annotations
 
 import math
+import signal
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
@@ -17,7 +18,10 @@ from optuna.trial import FrozenTrial, TrialState
 from ..backtest import BacktestResult
 from ..errors import OptimizationError
 from ..scoring import ScoreConfig, score_all
-from ._attrs import ERROR_ATTR, FINISHED_STATES, METRICS_ATTR, OWNER_ATTR, PRUNE_REASON_ATTR, TRACEBACK_ATTR
+from ._attrs import (
+    CANCELLED_ATTR, ERROR_ATTR, FINISHED_STATES, METRICS_ATTR, OWNER_ATTR, PRUNE_REASON_ATTR, TRACEBACK_ATTR,
+)
+from ._budget import belongs_to_run
 from ._state import RunSummary, WorkerReport
 
 if TYPE_CHECKING:
@@ -67,10 +71,13 @@ class OptimizationResult:
 
 def build_results(trials: Iterable[FrozenTrial], *, fixed_params: dict[str, Any], score: ScoreConfig, metric: str,
                   direction: str, run: "OptimizationRun | None" = None) -> list[OptimizationResult]:
-    """Every finished trial as a result, scored post hoc, filtered by ``min_score`` and sorted best first."""
+    """Every finished trial as a result, scored post hoc, filtered by ``min_score`` and sorted best first.
+
+    Queued trials that a run retired unrun (``merlin.cancelled``) are not results.
+    """
     results: list[OptimizationResult] = []
     for t in trials:
-        if t.state not in FINISHED_STATES:
+        if t.state not in FINISHED_STATES or t.user_attrs.get(CANCELLED_ATTR):
             continue
         owner = t.user_attrs.get(OWNER_ATTR) or {}
         results.append(OptimizationResult(
@@ -111,8 +118,7 @@ def build_summary(run: "OptimizationRun", trials: Sequence[FrozenTrial], worker_
                   elapsed: float, stop_reason: str) -> RunSummary:
     """The run's :class:`RunSummary` (``trials``: every trial of the study; ``worker_statuses``: the
     status attrs of this run's workers, by worker id)."""
-    first = run.run_config.first_trial_number
-    run_trials = [t for t in trials if t.number >= first and t.state in FINISHED_STATES]
+    run_trials = run_trials_of(trials, run.run_id, run.run_config.first_trial_number)
     best = run.best
     reports = []
     for w in run.workers:
@@ -135,7 +141,7 @@ def build_summary(run: "OptimizationRun", trials: Sequence[FrozenTrial], worker_
         completed_trials=sum(t.state == TrialState.COMPLETE for t in run_trials),
         pruned_trials=sum(t.state == TrialState.PRUNED for t in run_trials),
         failed_trials=sum(t.state == TrialState.FAIL for t in run_trials),
-        study_trials=sum(t.state in FINISHED_STATES for t in trials),
+        study_trials=sum(t.state in FINISHED_STATES and not t.user_attrs.get(CANCELLED_ATTR) for t in trials),
         best_trial_number=None if best is None else best.trial_number,
         best_value=None if best is None else best.target_value(run.metric),
         best_objective=None if best is None else best.objective,
@@ -152,17 +158,27 @@ def build_summary(run: "OptimizationRun", trials: Sequence[FrozenTrial], worker_
     )
 
 
+def run_trials_of(trials: Iterable[FrozenTrial], run_id: str, first_trial_number: int) -> list[FrozenTrial]:
+    """The finished trials that run ``run_id`` ran (see :func:`~._budget.belongs_to_run`)."""
+    return [t for t in trials if t.state in FINISHED_STATES and belongs_to_run(t, run_id, first_trial_number)]
+
+
 def natural_stop_reason(budget_mode: str, n_trials: int | None, n_finished: int) -> str:
     if budget_mode == "trials" and n_finished < (n_trials or 0):
         return "workers ended before the budget was reached (see worker_reports)"
     return "budget reached"
 
 
-def check_outcome(summary: RunSummary, run_trials: Sequence[FrozenTrial]) -> None:
-    """Raise :class:`OptimizationError` when the run produced nothing usable (every worker or trial failed)."""
+def check_outcome(summary: RunSummary, run_trials: Sequence[FrozenTrial], *, stopped: bool = False) -> None:
+    """Raise :class:`OptimizationError` when the run produced nothing usable (every worker or trial failed).
+
+    ``stopped``: the user stopped the run; workers ended by that stop did not fail.
+    """
     reports = summary.worker_reports
     failed_workers = [w for w in reports if w.exitcode not in (0, None)]
-    if reports and len(failed_workers) == len(reports) and summary.completed_trials == 0:
+    if reports and len(failed_workers) == len(reports) and summary.completed_trials == 0 and not (
+            stopped and all(w.exitcode in (-signal.SIGTERM, -signal.SIGKILL) and not w.last_error
+                            for w in failed_workers)):
         first_tb = next((w.traceback for w in failed_workers if w.traceback), None)
         raise OptimizationError(
             f"every worker failed ({', '.join('worker %s: exit %s' % (w.id, w.exitcode) for w in failed_workers)}); "

@@ -9,7 +9,7 @@ from __future__ import annotations
 import base64
 import json
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Mapping
 
 import pandas as pd
@@ -55,6 +55,8 @@ class RunConfig:
     extra: dict[str, Any] = field(default_factory=dict)
     #: the parent's prepared window saved for workers on its machine: {"path", "host"} (see load_prepared)
     local_copy: dict[str, str] | None = None
+    #: the strategy's id (compared on resume without loading a stored strategy)
+    strategy_id: str = ""
 
     # -- what the worker rebuilds ----------------------------------------
     def load_strategy(self) -> Strategy:
@@ -99,7 +101,8 @@ class RunConfig:
         d["space"] = [
             SearchDim(**{**s, "choices": None if s.get("choices") is None else tuple(s["choices"])}) for s in d["space"]
         ]
-        return cls(**d)
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
 
 
 def strategy_to_ref(strategy_spec: Any, strategy: Strategy) -> dict[str, str]:
@@ -135,6 +138,59 @@ def strategy_from_ref(ref: Mapping[str, str]) -> Strategy:
 
 def store_run_config(storage: BaseStorage, study_id: int, cfg: RunConfig) -> None:
     storage.set_study_user_attr(study_id, CONFIG_ATTR, cfg.to_json())
+
+
+def resume_differences(previous: RunConfig, new: RunConfig) -> list[str]:
+    """What differs between the run that filled a study and a run that resumes it, in words.
+
+    Trials of one study must answer the same question: same data window, same
+    strategy, search space, fixed parameters, target and filters.  Budget,
+    sampler, seed and workers may change between runs.
+    """
+    diffs: list[str] = []
+
+    def differ(label: str, old: Any, now: Any) -> None:
+        if old != now:
+            diffs.append(f"{label} {old!r} -> {now!r}")
+
+    if previous.data_fingerprint != new.data_fingerprint:
+        diffs.append(f"data {previous.data_name!r} (fingerprint {previous.data_fingerprint[:12]}…) -> "
+                     f"{new.data_name!r} (fingerprint {new.data_fingerprint[:12]}…)")
+    differ("start", previous.start, new.start)
+    differ("end", previous.end, new.end)
+    differ("warmup_bars", previous.warmup_bars, new.warmup_bars)
+    differ("strategy", previous.strategy_id or _ref_label(previous.strategy_ref),
+           new.strategy_id or _ref_label(new.strategy_ref))
+    old_space = {d.name: d for d in previous.space}
+    new_space = {d.name: d for d in new.space}
+    for name in sorted(set(old_space) | set(new_space)):
+        a, b = old_space.get(name), new_space.get(name)
+        if a != b:
+            diffs.append(f"search space of {name!r}: {_dim_label(a)} -> {_dim_label(b)}")
+    differ("fixed_params", previous.fixed_params, new.fixed_params)
+    differ("target", previous.metric, new.metric)
+    differ("min_profit", previous.min_profit, new.min_profit)
+    if new.metric == "score":
+        differ("score settings", previous.score.to_dict(), new.score.to_dict())
+    return diffs
+
+
+def _ref_label(ref: Mapping[str, str]) -> str:
+    return ref.get("spec") or "a pickled strategy"
+
+
+def _dim_label(d: SearchDim | None) -> str:
+    if d is None:
+        return "not optimised"
+    if d.kind == "categorical":
+        return f"choices {list(d.choices or ())}"
+    return f"{d.kind} {d.low}..{d.high}" + (f" step {d.step}" if d.step is not None else "")
+
+
+def previous_run_config(storage: BaseStorage, study_id: int) -> RunConfig | None:
+    """The configuration of the run that last used this study (None for a new or foreign study)."""
+    raw = storage.get_study_user_attrs(study_id).get(CONFIG_ATTR)
+    return None if raw is None else RunConfig.from_json(raw)
 
 
 def load_run_config(storage: BaseStorage, study_id: int) -> RunConfig:

@@ -15,7 +15,7 @@ from typing import Any, Sequence
 from optuna.trial import FrozenTrial, TrialState
 
 from ._attrs import FINISHED_STATES, OWNER_ATTR
-from ._budget import best_trial, trials_since_improvement
+from ._budget import belongs_to_run, best_trial, trials_since_improvement
 
 
 class _Snapshot:
@@ -134,7 +134,8 @@ class RunSummary(_Snapshot):
     stop_reason: str
 
 
-def measure_progress(*, study_name: str, trials: Sequence[FrozenTrial], first_trial_number: int, direction: str,
+def measure_progress(*, study_name: str, trials: Sequence[FrozenTrial], run_id: str, first_trial_number: int,
+                     direction: str,
                      fixed_params: dict[str, Any], budget_mode: str, budget: float, elapsed: float,
                      workers: Sequence[tuple[int, int | None, bool, int | None]], finished_run: bool,
                      worker_errors: list[str]) -> Progress:
@@ -142,7 +143,7 @@ def measure_progress(*, study_name: str, trials: Sequence[FrozenTrial], first_tr
 
     ``workers``: ``(id, pid, alive, exitcode)`` of the run's own workers.
     """
-    run_trials = [t for t in trials if t.number >= first_trial_number]
+    run_trials = [t for t in trials if belongs_to_run(t, run_id, first_trial_number)]
     finished = [t for t in run_trials if t.state in FINISHED_STATES]
     best = best_trial(finished, direction)
     n_fin = len(finished)
@@ -157,7 +158,7 @@ def measure_progress(*, study_name: str, trials: Sequence[FrozenTrial], first_tr
     else:
         # improvements count against the whole study's best (a resumed run must beat the earlier trials)
         done = since = float(trials_since_improvement(
-            [t for t in trials if t.state in FINISHED_STATES], first_trial_number, direction))
+            [t for t in trials if t.state in FINISHED_STATES], run_id, first_trial_number, direction))
         eta = None
     counts: dict[int, int] = {}
     for t in finished:

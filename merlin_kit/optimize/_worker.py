@@ -232,7 +232,7 @@ class WorkerLoop:
                 self.stop_reason = f"converged: no improvement in {attrs[declared]} trials"
                 return True
             trials = self.storage.get_all_trials(self.study_id, deepcopy=False, states=FINISHED_STATES)
-            since = trials_since_improvement(trials, self.cfg.first_trial_number, self.cfg.direction)
+            since = trials_since_improvement(trials, self.cfg.run_id, self.cfg.first_trial_number, self.cfg.direction)
             if since >= (o.convergence_patience or 0):
                 # declared once for every machine: an improving trial still in flight elsewhere does not
                 # restart a run whose other workers have already stopped

@@ -361,10 +361,21 @@ def validate(opt: OptimizationConfig, optuna_cfg: OptunaConfig) -> ValidatedConf
         raise ConfigError(f"seed must be an integer or None, got {cfg.seed!r}", field="seed")
     if cfg.study_name is not None and (not isinstance(cfg.study_name, str) or not cfg.study_name.strip()):
         raise ConfigError(f"study_name must be a non-empty string, got {cfg.study_name!r}", field="study_name")
+    if cfg.study_name is not None and set(cfg.study_name.strip()) <= {"."}:
+        raise ConfigError(f"study_name {cfg.study_name!r} is not a name (it would be a folder path); choose a name "
+                          "with letters or digits", field="study_name")
+    if cfg.output_dir is not None:
+        out = os.fspath(cfg.output_dir)
+        if os.path.exists(out) and not os.path.isdir(out):
+            raise ConfigError(f"output_dir {out!r} is a file, not a folder; give a folder for results.csv and "
+                              "summary.json", field="output_dir")
     if cfg.storage is not None:
         if not isinstance(cfg.storage, (str, os.PathLike)):
             raise ConfigError(f"storage must be a journal file path or a URL, got {cfg.storage!r}", field="storage")
         storage = os.fspath(cfg.storage)
+        if "://" not in storage and os.path.isdir(storage):
+            raise ConfigError(f"storage {storage!r} is a folder; give a journal file path, e.g. "
+                              f"{os.path.join(storage, 'study.journal')!r}, or a database/Redis URL", field="storage")
         if storage.startswith("sqlite:") and workers > 1:
             raise _prefixed(
                 "storage",
