@@ -252,29 +252,71 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
-    """optuna-dashboard on a run folder (with study.journal) or a storage URL, in the foreground."""
-    from .notebook.dashboard import DEFAULT_HOST, dashboard, port_is_free
+    """optuna-dashboard on a run folder (with study.journal) or a storage URL, in the foreground.
+
+    Ends with exit 0 on Ctrl-C (SIGINT), 143 on SIGTERM and 129 on SIGHUP (128 + the
+    signal), stopping the dashboard process first; if this process is killed outright
+    (SIGKILL) the dashboard process notices and ends itself within about a second.
+    """
+    import signal
+
+    from .notebook.dashboard import DEFAULT_HOST, REMOTE_WARNING, dashboard, is_loopback_host, port_is_free
 
     target = args.storage or args.run_dir
     if not target:
         raise MerlinError("give a run folder (containing study.journal) or --storage URL")
     if args.storage and args.run_dir:
         raise MerlinError("give either a run folder or --storage, not both")
-    host = args.host or DEFAULT_HOST
+    host = DEFAULT_HOST if args.host is None else args.host
+    if not is_loopback_host(host) and not args.allow_remote:
+        raise MerlinError(f"--host {host or repr(host)} is not a loopback address and optuna-dashboard has no "
+                          "authentication (anyone who reaches it can read and DELETE studies); "
+                          "add --allow-remote to serve it anyway")
     port = args.port
     if port is None and port_is_free(8080, host):
         port = 8080
+
+    class _Stopped(BaseException):
+        def __init__(self, signum: int) -> None:
+            super().__init__(signum)
+            self.signum = signum
+
+    def _on_signal(signum: int, _frame: Any) -> None:
+        raise _Stopped(signum)
+
+    previous = {}
+    for name in ("SIGTERM", "SIGHUP"):
+        signum = getattr(signal, name, None)
+        if signum is not None:
+            previous[signum] = signal.signal(signum, _on_signal)
+    handle = None
     try:
-        handle = dashboard(target, port=port, host=host)
+        import warnings
+
+        with warnings.catch_warnings():  # the remote warning is printed below, in this command's words
+            warnings.simplefilter("ignore", RuntimeWarning)
+            handle = dashboard(target, port=port, host=host, allow_remote=args.allow_remote)
+        print(f"optuna-dashboard: {handle.url}  (storage {handle.storage}; Ctrl-C to stop)", flush=True)
+        if not is_loopback_host(host):
+            for url in handle.remote_urls:
+                print(f"optuna-dashboard (other machines): {url}", flush=True)
+            print(f"merlin-kit dashboard: warning: {REMOTE_WARNING}", file=sys.stderr, flush=True)
+        code = handle.wait()
+        log = handle.log()
     except RuntimeError as exc:  # the dashboard process did not start; its log is in the message
         raise MerlinError(str(exc)) from None
-    print(f"optuna-dashboard: {handle.url}  (storage {handle.storage}; Ctrl-C to stop)", flush=True)
-    try:
-        code = handle.wait()
     except KeyboardInterrupt:
-        handle.stop()
         return 0
-    print(f"merlin-kit dashboard: optuna-dashboard exited with code {code}:\n{handle.log()[-2000:]}", file=sys.stderr)
+    except _Stopped as stop:
+        return 128 + stop.signum
+    finally:
+        for signum in previous:  # a second signal must not interrupt the clean-up
+            signal.signal(signum, signal.SIG_IGN)
+        if handle is not None:
+            handle.stop()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    print(f"merlin-kit dashboard: optuna-dashboard exited with code {code}:\n{log[-2000:]}", file=sys.stderr)
     return 1
 
 
@@ -330,7 +372,10 @@ def build_parser() -> argparse.ArgumentParser:
     db = sub.add_parser("dashboard", help="open a study in optuna-dashboard (127.0.0.1 unless --host)")
     db.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="run folder containing study.journal")
     db.add_argument("--storage", help="journal file path or postgresql:// mysql:// redis:// sqlite:/// URL")
-    db.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    db.add_argument("--host", help="address to bind (default 127.0.0.1); a non-loopback one needs --allow-remote")
+    db.add_argument("--allow-remote", action="store_true",
+                    help="allow a --host other machines can reach (optuna-dashboard has no authentication: "
+                         "whoever reaches the port can read and delete studies)")
     db.add_argument("--port", type=int, help="port (default 8080, or a free one when 8080 is taken)")
     db.set_defaults(func=cmd_dashboard)
     return parser
