@@ -302,13 +302,11 @@ def _constant_halves(groups: np.ndarray, member: np.ndarray, half: int
     const_is: dict[int, np.ndarray] = {}
     const_oos: dict[int, np.ndarray] = {}
     for col in np.flatnonzero(constant.sum(axis=0) >= half):
-        values = gmax[constant[:, col], col]
+        values, counts = np.unique(gmax[constant[:, col], col], return_counts=True)
         hit_is = np.zeros(member.shape[0], dtype=bool)
         hit_oos = np.zeros(member.shape[0], dtype=bool)
-        for value in np.unique(values):
+        for value in values[counts >= half]:  # a value held by fewer groups cannot fill a half
             ind = (constant[:, col] & (gmax[:, col] == value)).astype(np.float64)
-            if ind.sum() < half:
-                continue
             hit_is |= (member @ ind) == half
             hit_oos |= ((1.0 - member) @ ind) == half
         if hit_is.any():
