@@ -86,6 +86,11 @@ def split_windows(
     at the first window's start (an expanding IS window); OOS windows are the
     same as in rolling mode.
 
+    Literal consequences of the spec: when ``t0`` is not at midnight (the data
+    or a gap starts mid-day), window 1's targets keep its time of day while later
+    windows start at midnight, so window 2's OOS begins before window 1's ends;
+    an ``end`` after the data gives a last OOS window cut at the last bar.
+
     Raises :class:`ConfigError` for non-positive or non-integer day counts, a
     start after the last bar, a period shorter than ``is_days + oos_days``, fewer
     than 2 windows, or no window at all.
