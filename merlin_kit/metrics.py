@@ -117,6 +117,17 @@ def _curve_stats(balance, equity, starts):  # pragma: no cover - compiled
     return max_dd_pct, peak, ulcer, monthly  # the last peak is the highest balance
 
 
+def monthly_returns(equity: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Monthly returns in % of a mark-to-market equity curve (spec "Monthly returns").
+
+    ``starts`` comes from :func:`month_starts`.  The same kernel as
+    :func:`compute_metrics`, so the returns behind ``sharpe_ratio`` are exactly
+    these (the spec's "only when there is at least one trade" is the caller's).
+    """
+    eq = np.ascontiguousarray(equity, dtype=np.float64)
+    return _curve_stats(eq, eq, np.ascontiguousarray(starts, dtype=np.int64))[3]
+
+
 @njit(cache=True, nogil=True)
 def _trade_stats(net):  # pragma: no cover - compiled
     wins = 0

@@ -1,0 +1,80 @@
+"""Validation speed: median time of PBO (CSCV) and of the walk-forward window split.
+
+Run:  python benchmarks/bench_validate.py [--repeat 7]
+
+Rows (side by side, one run):
+* ``pbo()`` on 2,000 rows x 500 columns with S = 16 (12,870 combinations): the size
+  of a large study's top configurations over ~5 years of daily returns;
+* ``pbo()`` on 12,870 combinations x 500 columns at the fewest rows S = 16 allows
+  (16 rows): the combination work alone, without the per-group sums;
+* ``pbo()`` with sparse columns (most days without a trade: many constant halves);
+* ``split_windows()`` on the LINK file (15-minute bars, 204 days), rolling 30/7
+  and 90/30 days, and anchored 30/7.
+
+Targets (2-core machine class): a few seconds at most for PBO at S = 16 x 500 columns.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+from merlin_kit.data import load_ohlcv
+from merlin_kit.robustness import pbo
+from merlin_kit.walkforward import split_windows
+
+HERE = Path(__file__).resolve().parent
+LINK = HERE.parent.parent / "shared" / "data" / "OKX_LINKUSDT.P_15m_2025-05-01_2025-11-20.csv"
+
+
+def median_ms(fn, repeat: int) -> float:
+    fn()  # warm caches outside the timing
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times) * 1e3
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeat", type=int, default=7)
+    args = ap.parse_args()
+    rows: list[tuple[str, str, float, str]] = []
+    rng = np.random.default_rng(20250501)
+
+    daily = rng.normal(0.05, 1.5, size=(2000, 500))
+    rows.append(("pbo, 2,000 rows x 500 columns, S=16", "12,870", median_ms(lambda: pbo(daily, 16), args.repeat), "a few s"))
+    least = rng.normal(0.05, 1.5, size=(16, 500))
+    rows.append(("pbo, 16 rows x 500 columns, S=16", "12,870", median_ms(lambda: pbo(least, 16), args.repeat), "a few s"))
+    sparse = np.where(rng.random((2000, 500)) < 0.9, 0.0, rng.normal(0.1, 3.0, size=(2000, 500)))
+    sparse[:, :100] = np.where(rng.random((2000, 100)) < 0.995, 0.0, sparse[:, :100])  # 100 near-idle columns
+    rows.append(("pbo, 2,000 x 500, sparse (90-99.5 % zero days), S=16", "12,870",
+                 median_ms(lambda: pbo(sparse, 16), args.repeat), ""))
+    rows.append(("pbo, 2,000 rows x 500 columns, S=8", "70", median_ms(lambda: pbo(daily, 8), args.repeat), ""))
+
+    if LINK.exists():
+        data = load_ohlcv(LINK)
+        rep = max(args.repeat, 30)
+        for is_days, oos_days, anchored in ((30, 7, False), (90, 30, False), (30, 7, True)):
+            n = len(split_windows(data, is_days=is_days, oos_days=oos_days, anchored=anchored))
+            label = f"split_windows, LINK ({len(data):,} bars), {is_days}/{oos_days} days{', anchored' if anchored else ''}"
+            rows.append((label, f"{n} win",
+                         median_ms(lambda: split_windows(data, is_days=is_days, oos_days=oos_days, anchored=anchored), rep), ""))
+    else:
+        print(f"(reference data not found at {LINK}: LINK rows skipped)")
+
+    width = max(len(r[0]) for r in rows)
+    print(f"{'case':<{width}}  {'combos':>8}  {'median ms':>10}  target")
+    print("-" * (width + 34))
+    for name, combos, ms, target in rows:
+        print(f"{name:<{width}}  {combos:>8}  {ms:>10.3f}  {target}")
+
+
+if __name__ == "__main__":
+    main()
