@@ -296,7 +296,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         with warnings.catch_warnings():  # the remote warning is printed below, in this command's words
             warnings.simplefilter("ignore", RuntimeWarning)
             handle = dashboard(target, port=port, host=host, allow_remote=args.allow_remote)
-        print(f"optuna-dashboard: {handle.url}  (storage {handle.storage}; Ctrl-C to stop)", flush=True)
+        print(f"optuna-dashboard: {handle.url}  (storage {handle.storage_display}; Ctrl-C to stop)", flush=True)
         if not is_loopback_host(host):
             for url in handle.remote_urls:
                 print(f"optuna-dashboard (other machines): {url}", flush=True)

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError
-from ..optimize import JOURNAL_NAME, StorageLocation
+from ..optimize import JOURNAL_NAME, StorageLocation, redact
 
 DEFAULT_HOST = "127.0.0.1"
 STARTUP_TIMEOUT = 60.0
@@ -173,6 +173,8 @@ class DashboardHandle:
     def __init__(self, process: subprocess.Popen, storage: str, host: str, port: int, log_path: str) -> None:
         self.process = process
         self.storage = storage
+        #: the storage with any password masked: what is shown or printed
+        self.storage_display = redact(storage)
         self.host = host
         self.port = port
         self.log_path = log_path
@@ -213,10 +215,10 @@ class DashboardHandle:
             remote = ("<br><b style='color:#b00'>" + html.escape(REMOTE_WARNING) + "</b>; reachable at "
                       + ", ".join(html.escape(u) for u in self.remote_urls))
         return (f'<a href="{url}" target="_blank" rel="noopener">optuna-dashboard: {url}</a>{state}{remote}'
-                f"<br><span style='font-size:90%;color:#555'>study storage: {html.escape(self.storage)}</span>")
+                f"<br><span style='font-size:90%;color:#555'>study storage: {html.escape(self.storage_display)}</span>")
 
     def __repr__(self) -> str:
-        return f"<DashboardHandle {self.url} {'running' if self.running else 'stopped'} storage={self.storage!r}>"
+        return f"<DashboardHandle {self.url} {'running' if self.running else 'stopped'} storage={self.storage_display!r}>"
 
 
 def _browse_host(host: str) -> str:
