@@ -78,6 +78,11 @@ class FlushedJournalFileBackend(JournalFileBackend):
     damaged line *inside* the file is an error naming the file and line.
     """
 
+    def __init__(self, file_path: str, lock_obj: Any = None, *, create: bool = True) -> None:
+        if not create and not os.path.isfile(file_path):
+            raise ConfigError(f"storage: journal file {file_path!r} does not exist", field="storage")
+        super().__init__(file_path, lock_obj=lock_obj)
+
     # -- reading ---------------------------------------------------------------------------
     def read_logs(self, log_number_from: int) -> Iterator[dict[str, Any]]:
         """Optuna's reader, but a damaged line names the file and line; only the last line may be partial.
@@ -331,8 +336,9 @@ class StorageLocation:
             return self.path
         return rdb_url(self.url) if self.kind == "rdb" else self.url
 
-    def open(self, *, heartbeat: bool = True) -> BaseStorage:
-        return open_storage(self.url, heartbeat=heartbeat)
+    def open(self, *, heartbeat: bool = True, create: bool = True) -> BaseStorage:
+        """The Optuna storage; ``create=False``: a missing journal file is a :class:`ConfigError`."""
+        return open_storage(self.url, heartbeat=heartbeat, create=create)
 
     def sync(self) -> None:
         """fsync a journal file once, so a finished run survives a power loss (servers: nothing to do)."""
@@ -398,8 +404,13 @@ def heartbeat_grace() -> int:
     return max(_env_seconds("MERLIN_HEARTBEAT_GRACE", HEARTBEAT_GRACE), heartbeat_interval() + 1)
 
 
-def open_storage(location: str, *, heartbeat: bool = True) -> BaseStorage:
+def open_storage(location: str, *, heartbeat: bool = True, create: bool = True) -> BaseStorage:
     """Open the Optuna storage at ``location`` (errors name the location and the fix).
+
+    ``create`` (journal files only): a missing journal file is created (the
+    run that creates the study), or, with ``create=False``, a
+    :class:`ConfigError` "journal file X does not exist" (a worker joining a
+    study must not leave an empty journal behind a mistyped path).
 
     Servers are contacted at once with short timeouts, so a wrong password, an
     unreachable host or a server that never answers is a :class:`ConfigError`
@@ -416,7 +427,7 @@ def open_storage(location: str, *, heartbeat: bool = True) -> BaseStorage:
             lock: Any = JournalFileOpenLock(path, grace_period=LOCK_GRACE_SECONDS)
         else:
             lock = JournalFileSymlinkLock(path, grace_period=LOCK_GRACE_SECONDS)
-        return JournalStorage(FlushedJournalFileBackend(path, lock_obj=lock))
+        return JournalStorage(FlushedJournalFileBackend(path, lock_obj=lock, create=create))
     if kind == "redis":
         return _open_redis(location)
     return _open_rdb(location, heartbeat=heartbeat)
