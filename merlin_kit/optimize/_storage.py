@@ -144,7 +144,7 @@ class FlushedJournalFileBackend(JournalFileBackend):
         try:  # no O_CREAT: a journal deleted under a running study must not restart as an empty file
             fd = os.open(self._file_path, os.O_RDWR | os.O_APPEND | getattr(os, "O_BINARY", 0))
         except OSError as exc:
-            raise self._write_error(exc, "opening it for writing") from exc
+            raise OptimizationError(f"journal {self._file_path}: cannot open it for writing: {exc.strerror}") from exc
         try:
             size = os.fstat(fd).st_size
             if size and _read_at(fd, size - 1, 1) != b"\n":  # one byte under the lock: cheap
@@ -156,24 +156,28 @@ class FlushedJournalFileBackend(JournalFileBackend):
             except BaseException as exc:  # disk full, file size limit, an interrupt between two writes
                 try:
                     os.ftruncate(fd, size)  # back to the last complete line: nothing partial is left
+                    cut_back = True
                 except OSError:
+                    cut_back = False
                     log.error("journal %s: could not remove a partly written line; the next append moves it aside",
                               self._file_path)
                 if isinstance(exc, OSError):
-                    raise self._write_error(exc, "writing") from exc
+                    raise self._write_error(exc, cut_back) from exc
                 raise
         finally:
             os.close(fd)
 
-    def _write_error(self, exc: OSError, doing: str) -> OptimizationError:
+    def _write_error(self, exc: OSError, cut_back: bool) -> OptimizationError:
         if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
             what = "disk full"
         elif exc.errno == errno.EFBIG:
             what = "file size limit reached"
         else:
             what = exc.strerror or type(exc).__name__
+        left = ("nothing partial was left" if cut_back
+                else "a partial line is left, which the next append moves aside")
         return OptimizationError(
-            f"journal {self._file_path}: {what} while {doing}; nothing partial was written: "
+            f"journal {self._file_path}: {what} while writing; {left}: "
             f"the study is intact up to the last complete trial"
         )
 
