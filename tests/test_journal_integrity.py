@@ -23,7 +23,7 @@ from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend, JournalFileOpenLock
 from optuna.trial import TrialState
 
-from merlin_kit.errors import ConfigError
+from merlin_kit.errors import ConfigError, OptimizationError
 from merlin_kit.optimize import OptimizationConfig, OptunaConfig, open_storage, optimize
 
 REPO = Path(__file__).resolve().parent.parent
@@ -288,3 +288,13 @@ def test_open_storage_create_false(tmp_path):
     open_storage(str(path))  # the default creates it (the run that creates the study)
     assert path.exists()
     open_storage(str(path), create=False)
+
+
+def test_a_journal_deleted_under_a_study_is_not_recreated_empty(finished_journal, tmp_path):
+    journal = tmp_path / "study.journal"
+    shutil.copyfile(finished_journal, journal)
+    study = optuna.load_study(study_name=STUDY, storage=open_storage(str(journal)))
+    journal.unlink()
+    with pytest.raises(OptimizationError, match="cannot open it for writing"):
+        study.set_user_attr("x", 1)
+    assert not journal.exists()
