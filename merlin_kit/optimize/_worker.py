@@ -176,7 +176,7 @@ def check_join(location: str, study_name: str, data_path: str | None = None) -> 
     machine, or data whose fingerprint differs from the study's.
     """
     where = StorageLocation.parse(location)
-    storage = where.open()
+    storage = where.open(create=False)  # a mistyped journal path must not become an empty file
     cfg = load_run_config(storage, study_id_of(storage, where, study_name))
     path = data_path or cfg.data_path
     if path != "sample" and not os.path.exists(path):
@@ -195,7 +195,7 @@ class WorkerLoop:
                  data_path: str | None = None, refill: Callable[[], None] | None = None,
                  prepared: PreparedData | None = None) -> None:
         where = StorageLocation.parse(location)
-        self.storage = where.open()
+        self.storage = where.open(create=False)
         self.study_id = study_id_of(self.storage, where, study_name)
         self.cfg = load_run_config(self.storage, self.study_id)
         self.study = optuna.load_study(
