@@ -11,9 +11,8 @@ import html
 import json
 import os
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-import pandas as pd
 import plotly.graph_objects as go
 
 from ..optimize.report import results_table, summary_lines, target_column

@@ -5,7 +5,7 @@ one job (see ``docs/architecture.md``): ``config`` (what to optimise, validated)
 ``_preflight`` (checks before any worker starts), ``_engine`` (the run: processes,
 queue, watching, finishing), ``_worker`` (what a worker process runs), ``_budget``
 (global budgets through the storage), ``_liveness`` (heartbeats, dead workers),
-``_storage`` (locations and Optuna storages), ``_runconfig`` (the run's config in the
+``_storage`` (locations and Optuna storages), ``_journal`` (the journal file backend), ``_runconfig`` (the run's config in the
 study), ``_attrs`` (the study's attribute keys), ``_state`` (progress and summary
 snapshots), ``_results`` (results rebuilt from the study), ``report`` (text and tables).
 """
