@@ -224,6 +224,9 @@ LEASE_RENEW_SECONDS = 5.0
 #: later writer wins and the other refuses
 LEASE_SETTLE_SECONDS = 0.1
 FOLDER_LOCK_NAME = ".merlin-run.json"
+#: the runs of this process that hold a lease now (a lease record naming this pid but no run here is void:
+#: its run ended without its release reaching the storage)
+_ACTIVE_RUNS: set[str] = set()
 
 
 def _describe(lease: dict[str, Any]) -> str:
@@ -236,6 +239,8 @@ def lease_is_live(lease: dict[str, Any] | None, now: float | None = None) -> boo
     if not lease or lease.get("released"):
         return False
     if lease.get("host") == host_id():
+        if lease.get("pid") == os.getpid():
+            return lease.get("run") in _ACTIVE_RUNS
         return pid_alive(int(lease.get("pid") or 0))
     now = time.time() if now is None else now
     return now - float(lease.get("renewed_at") or 0) < LEASE_GRACE_SECONDS
@@ -274,6 +279,7 @@ class RunLease:
         except BaseException:
             self.release()
             raise
+        _ACTIVE_RUNS.add(self.record["run"])
         self._thread = threading.Thread(target=self._renew_loop, daemon=True, name="merlin-lease")
         self._thread.start()
 
@@ -328,6 +334,7 @@ class RunLease:
     def release(self) -> None:
         """Give the study and the folder back (idempotent; never raises: the run is ending anyway)."""
         self._stop.set()
+        _ACTIVE_RUNS.discard(self.record["run"])
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(5)
         try:
