@@ -133,12 +133,12 @@ class TrustPolicy:
     def resolve(cls, trust_key: str | None = None, allow_modules: Iterable[str] = ()) -> "TrustPolicy":
         """The worker's policy: arguments first, then ``MERLIN_TRUST_KEY`` / plus ``MERLIN_ALLOW_MODULES``."""
         key = checked_key(trust_key, "--trust-key") or checked_key(os.environ.get(TRUST_KEY_ENV), TRUST_KEY_ENV)
-        allowed = [m.strip() for m in allow_modules or ()]
-        allowed += os.environ.get(ALLOW_MODULES_ENV, "").split(",")
-        for m in allowed:
-            if m and not re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*", m):
-                raise ConfigError(f"--allow-module {m!r} is not a dotted package name like 'my_strategies'")
-        return cls(key, tuple(dict.fromkeys(m for m in allowed if m)))
+        given = [("--allow-module", m.strip()) for m in allow_modules or ()]
+        given += [(ALLOW_MODULES_ENV, m.strip()) for m in os.environ.get(ALLOW_MODULES_ENV, "").split(",")]
+        for where, m in given:
+            if m and not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", m):
+                raise ConfigError(f"{where} {m!r} is not a dotted package name like 'my_strategies'")
+        return cls(key, tuple(dict.fromkeys(m for _, m in given if m)))
 
     def check_pickle(self, blob: bytes, tag: Any) -> None:
         """Raise ConfigError unless ``tag`` is the HMAC of ``blob`` under this worker's key (before unpickling)."""
