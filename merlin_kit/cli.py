@@ -221,18 +221,19 @@ def cmd_worker(args: argparse.Namespace) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     if args.workers < 1:
         raise MerlinError(f"--workers must be at least 1, got {args.workers}")
-    # storage reachable, study exists, data present and identical: one line and exit 2 otherwise
-    check_join(args.storage, args.study, args.data)
+    # storage reachable, study exists, strategy trusted, data present and identical: one line and exit 2 otherwise
+    trust = {"trust_key": args.trust_key, "allow_modules": args.allow_module or ()}
+    check_join(args.storage, args.study, args.data, **trust)
     base = default_worker_id() if args.worker_id is None else args.worker_id
     if args.workers == 1:
-        stats = run_worker(args.storage, args.study, base, None, args.data)
+        stats = run_worker(args.storage, args.study, base, None, args.data, **trust)
         if stats is not None:
             print(f"merlin-kit worker {base}: {stats.trials} trials ({stats.failed} failed); {stats.stop_reason}",
                   file=sys.stderr)
         return 0
     ctx = multiprocessing.get_context("spawn")
     procs = [ctx.Process(target=run_worker, args=(args.storage, args.study, base + i, os.getpid(), args.data),
-                         name=f"merlin-worker-{base + i}") for i in range(args.workers)]
+                         kwargs=trust, name=f"merlin-worker-{base + i}") for i in range(args.workers)]
     for p in procs:
         p.start()
     try:
@@ -367,6 +368,12 @@ def build_parser() -> argparse.ArgumentParser:
     wk.add_argument("--data", help="local path of the study's data (checked against its fingerprint)")
     wk.add_argument("--workers", type=int, default=1, help="worker processes on this machine (default 1)")
     wk.add_argument("--worker-id", type=int, help="first worker id (default derived from the pid)")
+    wk.add_argument("--trust-key", metavar="KEY",
+                    help="the run's trust key, needed for a pickled (notebook) strategy; prefer the environment "
+                         "variable MERLIN_TRUST_KEY (the default), which other users cannot see in the process list")
+    wk.add_argument("--allow-module", action="append", metavar="PKG",
+                    help="allow the study's strategy 'PKG.module:Name' to be imported (repeatable; also "
+                         "MERLIN_ALLOW_MODULES=pkg1,pkg2); merlin_kit and installed plug-ins are always allowed")
     wk.set_defaults(func=cmd_worker)
 
     db = sub.add_parser("dashboard", help="open a study in optuna-dashboard (127.0.0.1 unless --host)")

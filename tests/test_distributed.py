@@ -99,7 +99,7 @@ class Cluster:
     def worker(self, worker_id: int, *, data: Path | None = None, host: str | None = None,
                workers: int = 1, env: dict[str, str] | None = None) -> subprocess.Popen:
         args = [sys.executable, "-m", "merlin_kit", "worker", "--storage", self.location, "--study", self.study_name,
-                "--worker-id", str(worker_id), "--workers", str(workers)]
+                "--worker-id", str(worker_id), "--workers", str(workers), "--allow-module", "tests"]
         if data is not None:
             args += ["--data", str(data)]
         return self.spawn(args, host=host, name=f"worker{worker_id}", env=env)

@@ -32,6 +32,7 @@ import merlin_kit as mk
 from merlin_kit.errors import ConfigError, StrategyError
 from merlin_kit.optimize import OptimizationConfig, OptunaConfig, optimize
 from merlin_kit.optimize._runconfig import strategy_from_ref, strategy_to_ref
+from merlin_kit.optimize._trust import TrustPolicy
 from merlin_kit.strategies import (
     S01TrailingMA, get_strategy, list_strategies, refresh_plugins, register_strategy, unregister_strategy,
 )
@@ -241,16 +242,17 @@ def test_main_defined_strategy_by_class_and_registered_id(small_csv):
     import cloudpickle
 
     cls = _main_defined_class()
-    ref = strategy_to_ref(cls, get_strategy(cls))
-    assert set(ref) == {"pickle"}
+    key = "k" * 32
+    ref = strategy_to_ref(cls, get_strategy(cls), key)
+    assert set(ref) == {"pickle", "hmac"}  # the tag authenticates the pickle for workers holding the run's key
     assert b"test_main_defined" in base64.b64decode(ref["pickle"])  # the class itself, by value
-    back = strategy_from_ref(ref)
+    back = strategy_from_ref(ref, TrustPolicy(key))
     assert back.id == "test_main_defined"
     assert cloudpickle.loads(base64.b64decode(ref["pickle"])).run.__qualname__ == "S01TrailingMA.run"
     register_strategy(cls)
     try:  # a registered id is unknown to a fresh spawn worker: it travels by value too
         run = optimize(opt_config(small_csv, "test_main_defined"), OptunaConfig(n_trials=4, sampler="random", seed=2))
-        assert set(run.run_config.strategy_ref) == {"pickle"}
+        assert set(run.run_config.strategy_ref) == {"pickle", "hmac"}
         assert run.summary.completed_trials == 4
         assert run.summary.strategy == "test_main_defined"
         assert [w.exitcode for w in run.summary.worker_reports] == [0, 0]

@@ -43,6 +43,7 @@ from ._results import OptimizationResult, build_results, build_summary, check_ou
 from ._runconfig import RunConfig, previous_run_config, resume_differences, store_run_config, strategy_to_ref
 from ._state import Progress, RunSummary, measure_progress
 from ._storage import StorageLocation
+from ._trust import run_trust_key
 from ._worker import WorkerLoop, run_worker
 from .config import OptimizationConfig, OptunaConfig, target_direction, target_metric, validate
 
@@ -131,7 +132,8 @@ class OptimizationRun:
         self._prepared = prepare(load_data(data_path, name=data_name), opt.start, opt.end, opt.warmup_bars)
         fixed = {k: self.strategy.param(k).validate(v) for k, v in dict(opt.fixed_params or {}).items()}
         check_strategy(self.strategy, self._prepared, fixed, opt.max_backtest_seconds)
-        strategy_ref = strategy_to_ref(opt.strategy, self.strategy)
+        self._trust_key = run_trust_key()  # MERLIN_TRUST_KEY or random; given to our workers, never stored
+        strategy_ref = strategy_to_ref(opt.strategy, self.strategy, self._trust_key)
 
         location, self.run_dir = choose_storage(cfg, self.study_name, self._tmpdir)
         self.storage_location = location
@@ -196,6 +198,11 @@ class OptimizationRun:
         return "" if self.storage_location is None else self.storage_location.url
 
     @property
+    def trust_key(self) -> str:
+        """The run's trust key: give it to ``merlin-kit worker`` on other machines (``MERLIN_TRUST_KEY``)."""
+        return self._trust_key
+
+    @property
     def temporary_storage(self) -> bool:
         """Whether the study lives in a temporary journal that is deleted when the run ends."""
         return self.storage_location is not None and self.storage_location.in_folder(self._tmpdir)
@@ -217,7 +224,7 @@ class OptimizationRun:
                 ctx.set_forkserver_preload(["__main__", "merlin_kit.optimize._preload"])
             for i in range(n):
                 proc = ctx.Process(target=run_worker, args=(self.location, self.study_name, i, os.getpid()),
-                                   name=f"merlin-worker-{i}", daemon=True)
+                                   kwargs={"trust_key": self._trust_key}, name=f"merlin-worker-{i}", daemon=True)
                 proc.start()
                 self.workers.append(_Worker(i, process=proc))
         if self.config.budget_mode == "trials":
@@ -230,7 +237,7 @@ class OptimizationRun:
 
     def _in_process_worker(self) -> WorkerLoop:
         return WorkerLoop(self.storage_location, self.study_name, 0, stop_event=self._stop_event,
-                          refill=self._top_up_queue, prepared=self._prepared)
+                          refill=self._top_up_queue, prepared=self._prepared, trust_key=self._trust_key)
 
     def _top_up_queue(self) -> None:
         if self._queue is not None:

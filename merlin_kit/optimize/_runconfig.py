@@ -21,6 +21,7 @@ from ..scoring import ScoreConfig
 from ..strategies import Strategy, get_strategy, is_registered_id
 from ._attrs import CONFIG_ATTR
 from ._liveness import host_id
+from ._trust import TrustPolicy, sign_pickle, sign_spec, warn_secret_globals
 from .config import OptunaConfig, SearchDim
 
 
@@ -59,8 +60,9 @@ class RunConfig:
     strategy_id: str = ""
 
     # -- what the worker rebuilds ----------------------------------------
-    def load_strategy(self) -> Strategy:
-        return strategy_from_ref(self.strategy_ref)
+    def load_strategy(self, trust: TrustPolicy | None = None) -> Strategy:
+        """The run's strategy, if ``trust`` (the worker's key and allowed modules) accepts the study's reference."""
+        return strategy_from_ref(self.strategy_ref, trust)
 
     def load_prepared(self, data_path: str | None = None) -> PreparedData:
         """Load and window the run's data; refuse data whose fingerprint differs from the run's.
@@ -105,14 +107,19 @@ class RunConfig:
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
-def strategy_to_ref(strategy_spec: Any, strategy: Strategy) -> dict[str, str]:
+def strategy_to_ref(strategy_spec: Any, strategy: Strategy, trust_key: str | None = None) -> dict[str, str]:
     """How a worker finds the strategy: its id / plug-in name / import path, or the object itself pickled.
 
     An id registered at run time (``@register_strategy`` in a notebook cell) is
     unknown to a fresh worker process, so that strategy travels as an object too.
+    With the run's ``trust_key`` the reference carries ``"hmac"``, the tag that
+    lets workers holding the key accept it (:mod:`._trust`); the key is not stored.
     """
     if isinstance(strategy_spec, str) and not is_registered_id(strategy_spec):
-        return {"spec": strategy_spec}
+        ref = {"spec": strategy_spec}
+        if trust_key is not None and ":" in strategy_spec:  # an import path; ids and plug-in names need no tag
+            ref["hmac"] = sign_spec(trust_key, strategy_spec)
+        return ref
     import cloudpickle
 
     try:
@@ -125,15 +132,31 @@ def strategy_to_ref(strategy_spec: Any, strategy: Strategy) -> dict[str, str]:
             "on the strategy object or in notebook globals that its code uses (open them inside run()), or move "
             "it to an importable module and pass 'package.module:ClassName'."
         ) from None
-    return {"pickle": base64.b64encode(blob).decode("ascii")}
+    warn_secret_globals(strategy)
+    ref = {"pickle": base64.b64encode(blob).decode("ascii")}
+    if trust_key is not None:
+        ref["hmac"] = sign_pickle(trust_key, blob)
+    return ref
 
 
-def strategy_from_ref(ref: Mapping[str, str]) -> Strategy:
+def strategy_from_ref(ref: Mapping[str, str], trust: TrustPolicy | None = None) -> Strategy:
+    """The strategy of a study's reference; ``trust`` checks it before anything is unpickled or imported.
+
+    ``trust=None`` is the policy of a worker given no key and no allowed module.
+    """
+    trust = trust if trust is not None else TrustPolicy()
     if "spec" in ref:
+        trust.check_spec(str(ref["spec"]), ref.get("hmac"))
         return get_strategy(ref["spec"])
+    try:
+        blob = base64.b64decode(ref["pickle"], validate=True)
+    except (KeyError, TypeError, ValueError):
+        reason = "this study's strategy reference is neither a 'spec' nor a base64 'pickle'; recreate the study"
+        raise ConfigError(reason, field="strategy", reason=reason) from None
+    trust.check_pickle(blob, ref.get("hmac"))
     import cloudpickle
 
-    return get_strategy(cloudpickle.loads(base64.b64decode(ref["pickle"])))
+    return get_strategy(cloudpickle.loads(blob))
 
 
 def store_run_config(storage: BaseStorage, study_id: int, cfg: RunConfig) -> None:

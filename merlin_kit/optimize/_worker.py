@@ -4,7 +4,8 @@
 storage location, a study name and a worker id, so it starts the same way under
 ``spawn``, ``forkserver`` and ``fork``, from a notebook, a script, papermill or
 ``merlin-kit worker`` on another machine.  Everything else (data, strategy,
-search space, budget) is read from the study itself.
+search space, budget) is read from the study itself; the strategy only after
+the worker's trust key and allowed modules accept it (:mod:`._trust`).
 
 Budgets are enforced through the storage (:mod:`._budget`): a worker runs
 only trials it claimed from the parent's queue, starts none after the deadline,
@@ -27,7 +28,7 @@ import time
 import traceback
 import zlib
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
@@ -47,6 +48,7 @@ from ._budget import budget_fully_queued, claim_queued_trial, trials_since_impro
 from ._liveness import TrialHeartbeat, host_id, pid_alive
 from ._runconfig import RunConfig, load_run_config
 from ._storage import StorageLocation
+from ._trust import TrustPolicy
 
 log = logging.getLogger("merlin_kit.worker")
 
@@ -89,13 +91,13 @@ class TrialRunner:
     """Evaluates one claimed trial: suggest, backtest, score, store metrics, tell."""
 
     def __init__(self, study: optuna.Study, cfg: RunConfig, worker_id: int, data_path: str | None = None,
-                 prepared: PreparedData | None = None) -> None:
+                 prepared: PreparedData | None = None, trust: TrustPolicy | None = None) -> None:
         self.study = study
         self.cfg = cfg
         self.worker_id = worker_id
         data = prepared if prepared is not None else cfg.load_prepared(data_path)
         # one thread per worker: an optimisation's parallelism is its worker processes
-        self.backtester = Backtester(cfg.load_strategy(), data, cache=IndicatorCache(threads=1))
+        self.backtester = Backtester(cfg.load_strategy(trust), data, cache=IndicatorCache(threads=1))
         self.owner = {"worker": worker_id, "pid": os.getpid(), "host": host_id(), "run": cfg.run_id}
         self.stats = WorkerStats()
 
@@ -168,13 +170,16 @@ def study_id_of(storage: BaseStorage, location: StorageLocation, study_name: str
         ) from None
 
 
-def check_join(location: str, study_name: str, data_path: str | None = None) -> RunConfig:
+def check_join(location: str, study_name: str, data_path: str | None = None, *, trust_key: str | None = None,
+               allow_modules: Sequence[str] = ()) -> RunConfig:
     """What ``merlin-kit worker`` checks before it starts any process: storage, study, strategy, data.
 
     Raises :class:`ConfigError`/:class:`DataError` with one readable line: a
     wrong URL or password, a study that does not exist, data missing on this
-    machine, or data whose fingerprint differs from the study's.
+    machine, data whose fingerprint differs from the study's, or a strategy this
+    worker does not trust (``trust_key``/``allow_modules``, see :class:`TrustPolicy`).
     """
+    trust = TrustPolicy.resolve(trust_key, allow_modules)
     where = StorageLocation.parse(location)
     storage = where.open(create=False)  # a mistyped journal path must not become an empty file
     cfg = load_run_config(storage, study_id_of(storage, where, study_name))
@@ -182,7 +187,7 @@ def check_join(location: str, study_name: str, data_path: str | None = None) -> 
     if path != "sample" and not os.path.exists(path):
         what = "--data" if data_path else "the study's data file"
         raise ConfigError(f"{what} {path!r} is not on this machine; pass --data PATH (a copy of {cfg.data_name!r})")
-    cfg.load_strategy()
+    cfg.load_strategy(trust)
     cfg.load_prepared(data_path)
     return cfg
 
@@ -193,7 +198,9 @@ class WorkerLoop:
     def __init__(self, location: str | StorageLocation, study_name: str, worker_id: int, *,
                  parent_pid: int | None = None, stop_event: threading.Event | None = None,
                  data_path: str | None = None, refill: Callable[[], None] | None = None,
-                 prepared: PreparedData | None = None) -> None:
+                 prepared: PreparedData | None = None, trust_key: str | None = None,
+                 allow_modules: Sequence[str] = ()) -> None:
+        trust = TrustPolicy.resolve(trust_key, allow_modules)  # the run's key, or MERLIN_TRUST_KEY
         where = StorageLocation.parse(location)
         self.storage = where.open(create=False)
         self.study_id = study_id_of(self.storage, where, study_name)
@@ -206,7 +213,7 @@ class WorkerLoop:
         self.parent_pid = parent_pid
         self.stop_event = stop_event
         # prepared: the run's own process passes the window it validated (no second load)
-        self.runner = TrialRunner(self.study, self.cfg, worker_id, data_path, prepared)
+        self.runner = TrialRunner(self.study, self.cfg, worker_id, data_path, prepared, trust)
         self.heartbeat = TrialHeartbeat(self.storage)
         self.refill = refill  # in the run's own process: tops up a database's queue when it runs dry
         self.stop_reason = ""
@@ -320,8 +327,12 @@ def report_worker_crash(location: str, study_name: str, worker_id: int, tb: str)
 
 
 def run_worker(location: str, study_name: str, worker_id: int, parent_pid: int | None = None,
-               data_path: str | None = None) -> WorkerStats | None:
+               data_path: str | None = None, *, trust_key: str | None = None,
+               allow_modules: Sequence[str] = ()) -> WorkerStats | None:
     """Process entry point: join the study and run trials until the global budget is spent.
+
+    ``trust_key`` (the run's key; default ``MERLIN_TRUST_KEY``) and ``allow_modules``
+    (plus ``MERLIN_ALLOW_MODULES``) decide which study strategies this worker loads.
 
     Exits with code 1 (after recording the traceback in the study) if the
     worker cannot start or crashes; a failing *trial* never ends the worker.
@@ -333,7 +344,8 @@ def run_worker(location: str, study_name: str, worker_id: int, parent_pid: int |
         # stop request (trials in flight finish), so a child must not die mid-trial on it.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
-        loop = WorkerLoop(location, study_name, worker_id, parent_pid=parent_pid, data_path=data_path)
+        loop = WorkerLoop(location, study_name, worker_id, parent_pid=parent_pid, data_path=data_path,
+                          trust_key=trust_key, allow_modules=allow_modules)
         stats = loop.run()
         stats.stop_reason = loop.stop_reason
     except KeyboardInterrupt:
