@@ -17,7 +17,9 @@ from optuna.trial import FrozenTrial, TrialState
 from ..backtest import BacktestResult
 from ..errors import OptimizationError
 from ..scoring import ScoreConfig, score_all
-from ._attrs import ERROR_ATTR, FINISHED_STATES, METRICS_ATTR, OWNER_ATTR, PRUNE_REASON_ATTR, TRACEBACK_ATTR
+from ._attrs import (
+    ERROR_ATTR, METRICS_ATTR, OWNER_ATTR, PRUNE_REASON_ATTR, TRACEBACK_ATTR, counts_towards_budget,
+)
 from ._state import RunSummary, WorkerReport
 
 if TYPE_CHECKING:
@@ -70,7 +72,7 @@ def build_results(trials: Iterable[FrozenTrial], *, fixed_params: dict[str, Any]
     """Every finished trial as a result, scored post hoc, filtered by ``min_score`` and sorted best first."""
     results: list[OptimizationResult] = []
     for t in trials:
-        if t.state not in FINISHED_STATES:
+        if not counts_towards_budget(t):
             continue
         owner = t.user_attrs.get(OWNER_ATTR) or {}
         results.append(OptimizationResult(
@@ -112,7 +114,7 @@ def build_summary(run: "OptimizationRun", trials: Sequence[FrozenTrial], worker_
     """The run's :class:`RunSummary` (``trials``: every trial of the study; ``worker_statuses``: the
     status attrs of this run's workers, by worker id)."""
     first = run.run_config.first_trial_number
-    run_trials = [t for t in trials if t.number >= first and t.state in FINISHED_STATES]
+    run_trials = [t for t in trials if t.number >= first and counts_towards_budget(t)]
     best = run.best
     reports = []
     for w in run.workers:
@@ -135,7 +137,7 @@ def build_summary(run: "OptimizationRun", trials: Sequence[FrozenTrial], worker_
         completed_trials=sum(t.state == TrialState.COMPLETE for t in run_trials),
         pruned_trials=sum(t.state == TrialState.PRUNED for t in run_trials),
         failed_trials=sum(t.state == TrialState.FAIL for t in run_trials),
-        study_trials=sum(t.state in FINISHED_STATES for t in trials),
+        study_trials=sum(counts_towards_budget(t) for t in trials),
         best_trial_number=None if best is None else best.trial_number,
         best_value=None if best is None else best.target_value(run.metric),
         best_objective=None if best is None else best.objective,
@@ -168,7 +170,7 @@ def check_outcome(summary: RunSummary, run_trials: Sequence[FrozenTrial]) -> Non
             f"every worker failed ({', '.join('worker %s: exit %s' % (w.id, w.exitcode) for w in failed_workers)}); "
             f"first traceback:\n{first_tb or NO_TRACEBACK_HINT}"
         )
-    finished = [t for t in run_trials if t.state in FINISHED_STATES]
+    finished = [t for t in run_trials if counts_towards_budget(t)]
     if finished and summary.completed_trials == 0 and all(t.state == TrialState.FAIL for t in finished):
         first_fail = next(t for t in finished if t.state == TrialState.FAIL)
         raise OptimizationError(
