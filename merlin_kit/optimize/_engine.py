@@ -19,7 +19,6 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import shutil
-import tempfile
 import threading
 import time
 import traceback
@@ -38,7 +37,7 @@ from ..errors import ConfigError
 from ._attrs import OWNER_ATTR, STOP_ATTR, converged_attr, worker_status_prefix
 from ._budget import TrialQueue
 from ._liveness import StaleTrialReaper, host_id
-from ._preflight import check_strategy, choose_storage, default_study_name, save_window_for_workers
+from ._preflight import check_strategy, choose_storage, default_study_name, make_run_tmpdir, save_window_for_workers
 from ._results import OptimizationResult, build_results, build_summary, check_outcome
 from ._runconfig import RunConfig, store_run_config, strategy_to_ref
 from ._state import Progress, RunSummary, measure_progress
@@ -96,8 +95,7 @@ class OptimizationRun:
         self.direction = target_direction(self.config.target)
         self.run_id = uuid.uuid4().hex[:12]
         self.study_name = self.config.study_name or default_study_name(self.strategy.id)
-        self._tmpdir = tempfile.mkdtemp(prefix="merlin-run-")
-        os.chmod(self._tmpdir, 0o700)
+        self._tmpdir = make_run_tmpdir()  # records its owner; removes the folders of killed runs first
         self.run_dir: Path | None = None
         self.storage_location: StorageLocation | None = None
         self.results: list[OptimizationResult] = []
