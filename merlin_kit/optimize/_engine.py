@@ -383,11 +383,14 @@ class OptimizationRun:
             raise self.error
         return finished
 
-    def stop(self) -> None:
-        """Stop all workers (within ~5 s), keep what was computed, and finish the run."""
+    def stop(self, reason: str | None = None) -> None:
+        """Stop all workers (within ~5 s), keep what was computed, and finish the run.
+
+        ``reason``: the summary's stop_reason (default "stopped by user"), e.g. "terminated (SIGTERM)".
+        """
         if self._done.is_set():
             return
-        self._stop_reason = self._stop_reason or "stopped by user"
+        self._stop_reason = self._stop_reason or reason or "stopped by user"
         self._request_stop()
         if self._monitor is not None:
             self._monitor.join(STOP_GRACE_SECONDS + 2 * KILL_GRACE_SECONDS + 5)
