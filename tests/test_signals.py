@@ -169,8 +169,8 @@ def assert_gone(pids: set[int], timeout: float = 10.0) -> None:
 
 # -- merlin-kit optimize ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("signum, code, reason, to_group", [
-    (signal.SIGTERM, 143, "terminated (SIGTERM)", False),  # timeout / docker stop: the parent only
-    (signal.SIGINT, 130, "interrupted (Ctrl-C)", True),    # a terminal's Ctrl-C: the whole process group
+    pytest.param(signal.SIGTERM, 143, "terminated (SIGTERM)", False, id="sigterm"),  # timeout / docker stop
+    pytest.param(signal.SIGINT, 130, "interrupted (Ctrl-C)", True, id="ctrl-c"),  # to the whole process group
 ])
 def test_optimize_stops_gracefully_on_a_signal(procs, data_csv, tmp_path, signum, code, reason, to_group):
     out, study = tmp_path / "out", "sig-study"
