@@ -9,13 +9,57 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from typing import Any, Callable, Sequence
 
 from .errors import MerlinError
 
 EXIT_USAGE = 2
+#: what a signal means in a run's summary; a stopped command then exits with 128 + the signal's number
+#: (130 for Ctrl-C, 143 for SIGTERM from ``timeout``, ``docker stop`` or systemd, 129 for SIGHUP)
+STOP_SIGNALS = {"SIGINT": "interrupted (Ctrl-C)", "SIGTERM": "terminated (SIGTERM)", "SIGHUP": "hung up (SIGHUP)"}
+
+
+class _Signals:
+    """Ctrl-C, SIGTERM and SIGHUP caught while a command waits in its main thread (handlers restored on exit).
+
+    The handler only records the signal (and calls ``on_signal``, which must be quick and safe in a
+    handler); the waiting loop polls :attr:`signum` and does the actual stopping.
+    """
+
+    def __init__(self, on_signal: Callable[[int], None] | None = None) -> None:
+        self.signum: int | None = None
+        self.on_signal = on_signal
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "_Signals":
+        if threading.current_thread() is threading.main_thread():  # cli.main() called from a thread: none
+            for name in STOP_SIGNALS:
+                if hasattr(signal, name):
+                    signum = getattr(signal, name)
+                    self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is None:
+            self.signum = signum
+        if self.on_signal is not None:
+            self.on_signal(signum)
+
+    @property
+    def reason(self) -> str | None:
+        return None if self.signum is None else STOP_SIGNALS[signal.Signals(self.signum).name]
+
+    @property
+    def exit_code(self) -> int:
+        return 0 if self.signum is None else 128 + self.signum
 
 
 def _parse_json_object(text: str, what: str) -> dict[str, Any]:
@@ -185,20 +229,23 @@ def cmd_optimize(args: argparse.Namespace) -> int:
         pruner=args.pruner, save_study=not args.no_save_study,
         output_dir=args.out or default_run_dir(study_name), **budget,
     )
-    run = start_optimization(opt, cfg)
-    bar = ProgressBar()
-    try:
+    # Ctrl-C, SIGTERM, SIGHUP: a graceful stop (results written, workers stopped, temp folder removed),
+    # then exit 128 + the signal (130, 143, 129)
+    with _Signals() as signals:
+        run = start_optimization(opt, cfg)
+        bar = ProgressBar()
         while not run.wait(0.5):
+            if signals.signum is not None:
+                run.stop(signals.reason)
+                break
             bar.update(run.progress())
-    except KeyboardInterrupt:
-        run.stop()
     bar.update(run.progress(), final=True)
     if run.error is not None:
         raise run.error
     summary = run.summary.to_dict()
     if args.json:
         print(json.dumps({k: v for k, v in summary.items() if k != "worker_reports"}, default=str))
-        return 0
+        return signals.exit_code
     _print_results_table(run)
     print()
     lines = summary_lines(run)
@@ -208,7 +255,7 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     if run.run_dir is not None:
         print(f"Results: {run.run_dir / 'results.csv'}, {run.run_dir / 'summary.json'}"
               + (f", study {run.summary.storage}" if run.summary.storage else ""))
-    return 0
+    return signals.exit_code
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
@@ -217,35 +264,51 @@ def cmd_worker(args: argparse.Namespace) -> int:
     import optuna
 
     from .optimize import check_join, default_worker_id, run_worker
+    from .optimize.config import MAX_WORKERS
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if args.workers < 1:
-        raise MerlinError(f"--workers must be at least 1, got {args.workers}")
+    if not 1 <= args.workers <= MAX_WORKERS:
+        raise MerlinError(f"--workers must be from 1 to {MAX_WORKERS}, got {args.workers}")
     # storage reachable, study exists, strategy trusted, data present and identical: one line and exit 2 otherwise
     trust = {"trust_key": args.trust_key, "allow_modules": args.allow_module or ()}
     check_join(args.storage, args.study, args.data, **trust)
     base = default_worker_id() if args.worker_id is None else args.worker_id
     if args.workers == 1:
         stats = run_worker(args.storage, args.study, base, None, args.data, **trust)
+        # run_worker handles Ctrl-C/SIGTERM itself: the trial in flight finishes or goes back to the queue
         if stats is not None:
             print(f"merlin-kit worker {base}: {stats.trials} trials ({stats.failed} failed); {stats.stop_reason}",
                   file=sys.stderr)
-        return 0
+        return 0 if stats is None or stats.signal is None else 128 + stats.signal
     ctx = multiprocessing.get_context("spawn")
     procs = [ctx.Process(target=run_worker, args=(args.storage, args.study, base + i, os.getpid(), args.data),
                          kwargs=trust, name=f"merlin-worker-{base + i}") for i in range(args.workers)]
-    for p in procs:
-        p.start()
-    try:
+
+    joined: set[int] = set()  # a child not joined yet keeps its pid (at worst a zombie): safe to signal
+
+    def forward(signum: int) -> None:
+        # every signal becomes one SIGTERM to each child (they ignore the group's Ctrl-C): the first
+        # lets their trials finish, a second gives them back to the queue
+        for p in procs:
+            if p.pid is not None and p.pid not in joined:
+                try:
+                    os.kill(p.pid, signal.SIGTERM)
+                except OSError:
+                    pass
+
+    with _Signals(forward) as signals:
+        for p in procs:
+            p.start()
+            if signals.signum is not None and p.pid is not None:  # started after the signal: it gets it too
+                os.kill(p.pid, signal.SIGTERM)
         for p in procs:
             p.join()
-    except KeyboardInterrupt:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.join()
-        return 130
+            joined.add(p.pid)
     codes = [p.exitcode for p in procs]
+    if signals.signum is not None:
+        print(f"merlin-kit worker: stopped by {signal.Signals(signals.signum).name}; worker exit codes {codes}",
+              file=sys.stderr)
+        return signals.exit_code
     if any(codes):
         print(f"merlin-kit worker: worker exit codes {codes}", file=sys.stderr)
         return 1

@@ -8,7 +8,7 @@ writers.
 
 from __future__ import annotations
 
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 # -- trial user attrs ----------------------------------------------------------
 #: ``{"worker", "pid", "host", "run"}`` of the process that runs the trial (liveness checks, results)
@@ -20,6 +20,9 @@ TRACEBACK_ATTR = "traceback"
 PRUNE_REASON_ATTR = "prune_reason"
 #: journal storages' heartbeat of a long trial (RDB storages use Optuna's heartbeat table)
 BEAT_ATTR = "merlin.beat"
+#: set (to the signal's name) on a trial a stopping worker gave back unfinished: it is FAIL in Optuna's
+#: eyes, but it was never evaluated, so it counts towards no budget and is no result (see ``_worker``)
+RETURNED_ATTR = "merlin.returned"
 
 # -- study user attrs -----------------------------------------------------------
 #: the run's configuration (:class:`~merlin_kit.optimize._runconfig.RunConfig` as JSON)
@@ -34,6 +37,13 @@ CANCELLED_ATTR = "merlin.cancelled"
 
 #: the trial states that count towards a budget and appear in the results
 FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+
+
+def counts_towards_budget(trial: FrozenTrial) -> bool:
+    """A finished trial that was evaluated: one of FINISHED_STATES, not given back by a stopping worker
+    (RETURNED_ATTR) and not a leftover queued trial retired unrun (CANCELLED_ATTR)."""
+    return (trial.state in FINISHED_STATES and RETURNED_ATTR not in trial.user_attrs
+            and CANCELLED_ATTR not in trial.user_attrs)
 
 
 def worker_status_attr(run_id: str, worker_id: int | str) -> str:

@@ -25,7 +25,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, Trial, TrialState
 
-from ._attrs import CANCELLED_ATTR, ERROR_ATTR, FINISHED_STATES, OWNER_ATTR, queued_attr
+from ._attrs import CANCELLED_ATTR, ERROR_ATTR, OWNER_ATTR, counts_towards_budget, queued_attr
 
 #: WAITING trials kept queued ahead of the workers on a database (at least; more at high trial rates)
 RDB_QUEUE_WINDOW = 16
@@ -70,7 +70,7 @@ def trials_since_improvement(trials: list[FrozenTrial], run_id: str, first_trial
     best: float | None = None
     since = 0
     for t in sorted(trials, key=lambda t: t.number):
-        if t.state not in FINISHED_STATES:
+        if not counts_towards_budget(t):
             continue
         improved = t.state == TrialState.COMPLETE and t.value is not None and is_better(t.value, best, direction)
         if improved:

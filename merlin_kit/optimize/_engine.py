@@ -19,7 +19,6 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import shutil
-import tempfile
 import threading
 import time
 import traceback
@@ -35,10 +34,10 @@ from optuna.trial import FrozenTrial, TrialState
 from ..backtest import Backtester, BacktestResult
 from ..data import PreparedData, fingerprint, load_data, prepare, source_as_path
 from ..errors import ConfigError
-from ._attrs import FINISHED_STATES, OWNER_ATTR, STOP_ATTR, converged_attr, worker_status_prefix
+from ._attrs import FINISHED_STATES, OWNER_ATTR, STOP_ATTR, converged_attr, counts_towards_budget, worker_status_prefix
 from ._budget import TrialQueue, belongs_to_run
 from ._liveness import RunLease, StaleTrialReaper, host_id
-from ._preflight import check_strategy, choose_storage, default_study_name, save_window_for_workers
+from ._preflight import check_strategy, choose_storage, default_study_name, make_run_tmpdir, save_window_for_workers
 from ._results import OptimizationResult, build_results, build_summary, check_outcome, run_trials_of
 from ._runconfig import RunConfig, previous_run_config, resume_differences, store_run_config, strategy_to_ref
 from ._state import Progress, RunSummary, measure_progress
@@ -97,8 +96,7 @@ class OptimizationRun:
         self.direction = target_direction(self.config.target)
         self.run_id = uuid.uuid4().hex[:12]
         self.study_name = self.config.study_name or default_study_name(self.strategy.id)
-        self._tmpdir = tempfile.mkdtemp(prefix="merlin-run-")
-        os.chmod(self._tmpdir, 0o700)
+        self._tmpdir = make_run_tmpdir()  # records its owner; removes the folders of killed runs first
         self.run_dir: Path | None = None
         self.storage_location: StorageLocation | None = None
         self.results: list[OptimizationResult] = []
@@ -405,11 +403,14 @@ class OptimizationRun:
             raise self.error
         return finished
 
-    def stop(self) -> None:
-        """Stop all workers (within ~5 s), keep what was computed, and finish the run."""
+    def stop(self, reason: str | None = None) -> None:
+        """Stop all workers (within ~5 s), keep what was computed, and finish the run.
+
+        ``reason``: the summary's stop_reason (default "stopped by user"), e.g. "terminated (SIGTERM)".
+        """
         if self._done.is_set():
             return
-        self._stop_reason = self._stop_reason or "stopped by user"
+        self._stop_reason = self._stop_reason or reason or "stopped by user"
         self._request_stop()
         if self._monitor is not None:
             self._monitor.join(STOP_GRACE_SECONDS + 2 * KILL_GRACE_SECONDS + 5)
@@ -470,10 +471,9 @@ class OptimizationRun:
 
         ``states`` keeps only those (default: every finished trial).
         """
-        wanted = FINISHED_STATES if states is None else states
         first = self.run_config.first_trial_number
-        return [t for t in self.study.get_trials(deepcopy=False, states=wanted)
-                if belongs_to_run(t, self.run_id, first)]
+        return [t for t in self.study.get_trials(deepcopy=False, states=states or FINISHED_STATES)
+                if belongs_to_run(t, self.run_id, first) and (not t.state.is_finished() or counts_towards_budget(t))]
 
     # -- results ------------------------------------------------------------
     def results_frame(self) -> pd.DataFrame:

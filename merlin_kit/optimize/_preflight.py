@@ -7,9 +7,11 @@ cannot succeed (and nothing already computed is touched).
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
+import shutil
 import tempfile
 import time
 import traceback
@@ -21,11 +23,17 @@ from ..data import PreparedData
 from ..errors import ConfigError, MerlinError, StrategyError
 from ..metrics import compute_metrics, month_starts
 from ..strategies import IndicatorCache, Strategy, StrategyOutput
-from ._liveness import host_id
+from ._liveness import host_id, pid_alive
 from ._storage import JOURNAL_NAME, StorageLocation
 from .config import OptunaConfig
 
 DEFAULT_RUNS_DIR = "merlin_runs"
+#: the prefix of a run's private temp folder (window copy, data file, temporary journal)
+RUN_TMP_PREFIX = "merlin-run-"
+#: the file in it that names the process owning it
+RUN_TMP_OWNER = "owner.json"
+#: a temp folder younger than this is never removed (its owner may still be writing its owner file)
+STALE_TMP_MIN_AGE_SECONDS = 10.0
 
 
 def safe_name(name: str) -> str:
@@ -75,6 +83,56 @@ def _check_writable_folder(folder: Path) -> None:
     except OSError as exc:
         raise ConfigError(f"output_dir {str(folder)!r} cannot be written: {exc.strerror or exc}; choose a folder "
                           "you can write to", field="output_dir") from None
+
+
+def make_run_tmpdir() -> str:
+    """The run's private temp folder (``merlin-run-*`` in ``tempfile.gettempdir()``, mode 0700), with its
+    owner's pid and host recorded in ``owner.json``; first removes the folders of killed runs
+    (:func:`remove_stale_run_tmpdirs`)."""
+    remove_stale_run_tmpdirs()
+    path = tempfile.mkdtemp(prefix=RUN_TMP_PREFIX)
+    os.chmod(path, 0o700)
+    owner = {"pid": os.getpid(), "host": host_id(), "created": time.time()}
+    with open(os.path.join(path, RUN_TMP_OWNER), "w", encoding="utf-8") as fh:
+        json.dump(owner, fh)
+    return path
+
+
+def remove_stale_run_tmpdirs(tmp: str | None = None) -> list[str]:
+    """Remove the private temp folders left by runs whose process was killed (SIGKILL, OOM killer).
+
+    A folder is removed only when it is ours (same user), older than ``STALE_TMP_MIN_AGE_SECONDS``,
+    and its ``owner.json`` names a process *on this host* (:func:`host_id`) that no longer exists.
+    A folder of a live process, of another host (a shared /tmp), or without an owner file (written
+    by an older version, or just being created) is kept.  Returns the removed paths.
+    """
+    tmp = tmp or tempfile.gettempdir()
+    removed: list[str] = []
+    try:
+        names = [n for n in os.listdir(tmp) if n.startswith(RUN_TMP_PREFIX)]
+    except OSError:
+        return removed
+    here, now = host_id(), time.time()
+    for name in names:
+        path = os.path.join(tmp, name)
+        try:
+            st = os.lstat(path)
+            if not os.path.isdir(path) or os.path.islink(path):
+                continue
+            if hasattr(os, "getuid") and st.st_uid != os.getuid():
+                continue
+            if now - st.st_mtime < STALE_TMP_MIN_AGE_SECONDS:
+                continue
+            with open(os.path.join(path, RUN_TMP_OWNER), encoding="utf-8") as fh:
+                owner = json.load(fh)
+            pid = owner.get("pid")
+            if owner.get("host") != here or not isinstance(pid, int) or pid == os.getpid() or pid_alive(pid):
+                continue
+        except (OSError, ValueError, AttributeError):
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
 
 
 def save_window_for_workers(prepared: PreparedData, tmpdir: str) -> dict[str, str]:

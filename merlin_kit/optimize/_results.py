@@ -19,7 +19,7 @@ from ..backtest import BacktestResult
 from ..errors import OptimizationError
 from ..scoring import ScoreConfig, score_all
 from ._attrs import (
-    CANCELLED_ATTR, ERROR_ATTR, FINISHED_STATES, METRICS_ATTR, OWNER_ATTR, PRUNE_REASON_ATTR, TRACEBACK_ATTR,
+    ERROR_ATTR, METRICS_ATTR, OWNER_ATTR, PRUNE_REASON_ATTR, TRACEBACK_ATTR, counts_towards_budget,
 )
 from ._budget import belongs_to_run
 from ._state import RunSummary, WorkerReport
@@ -27,6 +27,8 @@ from ._state import RunSummary, WorkerReport
 if TYPE_CHECKING:
     from ._engine import OptimizationRun
 
+#: how a worker that the run's own stop ended exits: killed, or its SIGTERM handler's 128 + SIGTERM
+STOPPED_EXIT_CODES = (-signal.SIGTERM, -signal.SIGKILL, 128 + signal.SIGTERM)
 NO_TRACEBACK_HINT = (
     "not recorded: the workers died before joining the study (see their stderr). In a script, start the "
     "optimisation under `if __name__ == \"__main__\":` - spawn and forkserver workers re-import the main module."
@@ -77,7 +79,7 @@ def build_results(trials: Iterable[FrozenTrial], *, fixed_params: dict[str, Any]
     """
     results: list[OptimizationResult] = []
     for t in trials:
-        if t.state not in FINISHED_STATES or t.user_attrs.get(CANCELLED_ATTR):
+        if not counts_towards_budget(t):
             continue
         owner = t.user_attrs.get(OWNER_ATTR) or {}
         results.append(OptimizationResult(
@@ -141,7 +143,7 @@ def build_summary(run: "OptimizationRun", trials: Sequence[FrozenTrial], worker_
         completed_trials=sum(t.state == TrialState.COMPLETE for t in run_trials),
         pruned_trials=sum(t.state == TrialState.PRUNED for t in run_trials),
         failed_trials=sum(t.state == TrialState.FAIL for t in run_trials),
-        study_trials=sum(t.state in FINISHED_STATES and not t.user_attrs.get(CANCELLED_ATTR) for t in trials),
+        study_trials=sum(counts_towards_budget(t) for t in trials),
         best_trial_number=None if best is None else best.trial_number,
         best_value=None if best is None else best.target_value(run.metric),
         best_objective=None if best is None else best.objective,
@@ -160,7 +162,7 @@ def build_summary(run: "OptimizationRun", trials: Sequence[FrozenTrial], worker_
 
 def run_trials_of(trials: Iterable[FrozenTrial], run_id: str, first_trial_number: int) -> list[FrozenTrial]:
     """The finished trials that run ``run_id`` ran (see :func:`~._budget.belongs_to_run`)."""
-    return [t for t in trials if t.state in FINISHED_STATES and belongs_to_run(t, run_id, first_trial_number)]
+    return [t for t in trials if counts_towards_budget(t) and belongs_to_run(t, run_id, first_trial_number)]
 
 
 def natural_stop_reason(budget_mode: str, n_trials: int | None, n_finished: int) -> str:
@@ -177,14 +179,14 @@ def check_outcome(summary: RunSummary, run_trials: Sequence[FrozenTrial], *, sto
     reports = summary.worker_reports
     failed_workers = [w for w in reports if w.exitcode not in (0, None)]
     if reports and len(failed_workers) == len(reports) and summary.completed_trials == 0 and not (
-            stopped and all(w.exitcode in (-signal.SIGTERM, -signal.SIGKILL) and not w.last_error
+            stopped and all(w.exitcode in STOPPED_EXIT_CODES and not w.last_error
                             for w in failed_workers)):
         first_tb = next((w.traceback for w in failed_workers if w.traceback), None)
         raise OptimizationError(
             f"every worker failed ({', '.join('worker %s: exit %s' % (w.id, w.exitcode) for w in failed_workers)}); "
             f"first traceback:\n{first_tb or NO_TRACEBACK_HINT}"
         )
-    finished = [t for t in run_trials if t.state in FINISHED_STATES]
+    finished = [t for t in run_trials if counts_towards_budget(t)]
     if finished and summary.completed_trials == 0 and all(t.state == TrialState.FAIL for t in finished):
         first_fail = next(t for t in finished if t.state == TrialState.FAIL)
         raise OptimizationError(

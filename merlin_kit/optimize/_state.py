@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 from optuna.trial import FrozenTrial, TrialState
 
-from ._attrs import FINISHED_STATES, OWNER_ATTR
+from ._attrs import OWNER_ATTR, counts_towards_budget
 from ._budget import belongs_to_run, best_trial, trials_since_improvement
 
 
@@ -56,7 +56,7 @@ class Progress(_Snapshot):
     done: float
     #: done / budget, 0..1
     fraction: float
-    #: finished trials of this run (COMPLETE + PRUNED + FAIL)
+    #: finished trials of this run (COMPLETE + PRUNED + FAIL; not the trials a stopping worker gave back)
     finished: int
     complete: int
     pruned: int
@@ -144,7 +144,7 @@ def measure_progress(*, study_name: str, trials: Sequence[FrozenTrial], run_id: 
     ``workers``: ``(id, pid, alive, exitcode)`` of the run's own workers.
     """
     run_trials = [t for t in trials if belongs_to_run(t, run_id, first_trial_number)]
-    finished = [t for t in run_trials if t.state in FINISHED_STATES]
+    finished = [t for t in run_trials if counts_towards_budget(t)]
     best = best_trial(finished, direction)
     n_fin = len(finished)
     rate = n_fin / elapsed if elapsed > 0 else 0.0
@@ -158,7 +158,7 @@ def measure_progress(*, study_name: str, trials: Sequence[FrozenTrial], run_id: 
     else:
         # improvements count against the whole study's best (a resumed run must beat the earlier trials)
         done = since = float(trials_since_improvement(
-            [t for t in trials if t.state in FINISHED_STATES], run_id, first_trial_number, direction))
+            [t for t in trials if counts_towards_budget(t)], run_id, first_trial_number, direction))
         eta = None
     counts: dict[int, int] = {}
     for t in finished:

@@ -11,12 +11,16 @@ Budgets are enforced through the storage (:mod:`._budget`): a worker runs
 only trials it claimed from the parent's queue, starts none after the deadline,
 and stops once the run has converged.  While a trial runs, a heartbeat
 (:mod:`._liveness`) shows the worker is alive, so a dead worker's trial can be
-failed by the parent.  The parent imports only the two entry points from here:
+failed by the parent.  Ctrl-C or SIGTERM (:class:`SignalStop`) lets the trial in flight
+finish, or gives it back to the queue on a second signal (:meth:`WorkerLoop._give_back`).
+The parent imports only the two entry points from here:
 :func:`run_worker` (child processes) and :class:`WorkerLoop` (its in-process worker).
 """
 
 from __future__ import annotations
 
+import _thread
+import contextlib
 import logging
 import math
 import multiprocessing
@@ -28,7 +32,7 @@ import time
 import traceback
 import zlib
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
@@ -41,8 +45,8 @@ from ..errors import ConfigError
 from ..scoring import minmax_score
 from ..strategies import IndicatorCache
 from ._attrs import (
-    ERROR_ATTR, FINISHED_STATES, METRICS_ATTR, OWNER_ATTR, PRUNE_REASON_ATTR, STOP_ATTR, TRACEBACK_ATTR,
-    converged_attr, worker_status_attr,
+    ERROR_ATTR, FINISHED_STATES, METRICS_ATTR, OWNER_ATTR, PRUNE_REASON_ATTR, RETURNED_ATTR, STOP_ATTR,
+    TRACEBACK_ATTR, converged_attr, worker_status_attr,
 )
 from ._budget import budget_fully_queued, claim_queued_trial, trials_since_improvement, waiting_trials
 from ._liveness import TrialHeartbeat, host_id, pid_alive
@@ -54,6 +58,95 @@ log = logging.getLogger("merlin_kit.worker")
 
 #: how long a trials-mode worker waits for the queue to be filled before giving up
 QUEUE_WAIT_SECONDS = 10.0
+#: after a first Ctrl-C / SIGTERM, how long the trial in flight may run on before it is given back
+SIGNAL_GRACE_SECONDS = 30.0
+
+
+def signal_grace() -> float:
+    """Seconds a signalled worker lets its trial finish (``MERLIN_SIGNAL_GRACE``, default 30)."""
+    raw = os.environ.get("MERLIN_SIGNAL_GRACE")
+    try:
+        value = float(raw) if raw else SIGNAL_GRACE_SECONDS
+    except ValueError:
+        raise ConfigError(f"MERLIN_SIGNAL_GRACE must be a number of seconds, got {raw!r}") from None
+    if not value > 0:
+        raise ConfigError(f"MERLIN_SIGNAL_GRACE must be more than 0 seconds, got {raw!r}")
+    return value
+
+
+def _signal_main_thread(signum: int) -> None:
+    """Deliver ``signum`` to the main thread: a real signal (POSIX) also wakes a blocking call there."""
+    if hasattr(signal, "pthread_kill"):
+        signal.pthread_kill(threading.main_thread().ident, signum)
+    else:
+        _thread.interrupt_main(signum)
+
+
+class TrialInterrupted(BaseException):
+    """Raised in a worker's main thread to abandon the trial it computes.
+
+    A BaseException, so that :meth:`TrialRunner.evaluate` (which turns a strategy's exceptions into
+    a FAIL) lets it through to :meth:`WorkerLoop.run`, which gives the trial back.
+    """
+
+
+class SignalStop:
+    """Ctrl-C, SIGTERM (``timeout``, ``docker stop``, systemd) and SIGHUP in a worker process.
+
+    First signal: the worker claims no new trial and lets the trial in flight finish.  A second
+    signal, or ``grace`` seconds without the trial finishing, abandons it: :class:`TrialInterrupted`
+    is raised in the main thread, but only while it computes the backtest (never in the middle of a
+    storage write; a numba-compiled backtest notices it when the compiled call returns), and
+    :meth:`WorkerLoop.run` gives the trial back.  Installed by :func:`run_worker` in its main thread.
+    """
+
+    def __init__(self, grace: float) -> None:
+        self.grace = grace
+        self.signum: int | None = None
+        self.abandon = False
+        self.computing = False
+        self._timer: threading.Timer | None = None
+        self._previous: dict[int, Any] = {}
+
+    @property
+    def name(self) -> str:
+        return "" if self.signum is None else signal.Signals(self.signum).name
+
+    def install(self, signums: tuple[int, ...]) -> None:
+        for signum in signums:
+            self._previous[signum] = signal.signal(signum, self._handle)
+
+    def restore(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signum is None:
+            self.signum = signum
+            log.warning("%s: this worker starts no new trial; the trial in flight may finish within %g s "
+                        "(signal again to give it back to the queue now)", self.name, self.grace)
+            # the grace period ends like a second signal, delivered to the main thread
+            self._timer = threading.Timer(self.grace, _signal_main_thread, args=(signum,))
+            self._timer.daemon = True
+            self._timer.start()
+            return
+        self.abandon = True
+        if self.computing:
+            raise TrialInterrupted
+
+    @contextlib.contextmanager
+    def computing_section(self) -> Iterator[None]:
+        """Where :class:`TrialInterrupted` may be raised: a trial's backtest."""
+        if self.abandon:
+            raise TrialInterrupted
+        self.computing = True
+        try:
+            yield
+        finally:
+            self.computing = False
 
 
 def make_sampler(cfg: RunConfig, worker_id: int) -> optuna.samplers.BaseSampler:
@@ -85,6 +178,8 @@ class WorkerStats:
     failed: int = 0
     last_error: str | None = None
     stop_reason: str = ""
+    #: the signal that stopped the worker (``merlin-kit worker`` exits with 128 + it), None otherwise
+    signal: int | None = None
 
 
 class TrialRunner:
@@ -100,6 +195,7 @@ class TrialRunner:
         self.backtester = Backtester(cfg.load_strategy(trust), data, cache=IndicatorCache(threads=1))
         self.owner = {"worker": worker_id, "pid": os.getpid(), "host": host_id(), "run": cfg.run_id}
         self.stats = WorkerStats()
+        self.signals: SignalStop | None = None  # set by WorkerLoop in a process that handles signals
 
     def suggest(self, trial: Trial) -> dict[str, Any]:
         params: dict[str, Any] = {}
@@ -117,7 +213,8 @@ class TrialRunner:
         self.stats.trials += 1
         try:
             params = {**self.cfg.fixed_params, **self.suggest(trial)}
-            metrics, _, _ = self.backtester.run(params)
+            with self.signals.computing_section() if self.signals is not None else contextlib.nullcontext():
+                metrics, _, _ = self.backtester.run(params)
             metrics = {**metrics, "score": minmax_score(metrics, self.cfg.score)}
         except Exception as exc:  # a strategy error must fail this trial only, never the worker
             self._fail(trial, exc)
@@ -199,7 +296,7 @@ class WorkerLoop:
                  parent_pid: int | None = None, stop_event: threading.Event | None = None,
                  data_path: str | None = None, refill: Callable[[], None] | None = None,
                  prepared: PreparedData | None = None, trust_key: str | None = None,
-                 allow_modules: Sequence[str] = ()) -> None:
+                 allow_modules: Sequence[str] = (), signals: SignalStop | None = None) -> None:
         trust = TrustPolicy.resolve(trust_key, allow_modules)  # the run's key, or MERLIN_TRUST_KEY
         where = StorageLocation.parse(location)
         self.storage = where.open(create=False)
@@ -214,11 +311,20 @@ class WorkerLoop:
         self.stop_event = stop_event
         # prepared: the run's own process passes the window it validated (no second load)
         self.runner = TrialRunner(self.study, self.cfg, worker_id, data_path, prepared, trust)
+        self.signals = self.runner.signals = signals
         self.heartbeat = TrialHeartbeat(self.storage)
         self.refill = refill  # in the run's own process: tops up a database's queue when it runs dry
         self.stop_reason = ""
 
+    def _signalled(self) -> bool:
+        if self.signals is None or self.signals.signum is None:
+            return False
+        self.stop_reason = self.stop_reason or f"{self.signals.name} received"
+        return True
+
     def should_stop(self) -> bool:
+        if self._signalled():
+            return True
         if self.stop_event is not None and self.stop_event.is_set():
             self.stop_reason = "stop requested"
             return True
@@ -253,7 +359,7 @@ class WorkerLoop:
         if self.cfg.optuna.budget_mode != "trials":
             return self.study.ask()
         waited_since = time.monotonic()
-        while True:
+        while not self._signalled():
             waiting = waiting_trials(self.storage, self.study_id)
             trial = claim_queued_trial(self.study, waiting)
             if trial is not None:
@@ -267,6 +373,7 @@ class WorkerLoop:
                 self.stop_reason = "no queued trial appeared"
                 return None
             time.sleep(0.01 if waiting else 0.05)  # lost a race: retry at once; empty queue: poll gently
+        return None
 
     def run(self) -> WorkerStats:
         log.info("worker %s (pid %s) joined study %r", self.worker_id, os.getpid(), self.study.study_name)
@@ -278,6 +385,9 @@ class WorkerLoop:
                 self.heartbeat.start(trial._trial_id)
                 try:
                     self.runner.evaluate(trial)
+                except TrialInterrupted:
+                    self._give_back(trial)
+                    break
                 except (UpdateFinishedTrialError, ValueError):
                     # another process marked this trial FAIL (it took it for dead): keep working
                     if not self.storage.get_trial(trial._trial_id).state.is_finished():
@@ -290,6 +400,43 @@ class WorkerLoop:
         log.info("worker %s finished %s trials: %s", self.worker_id, self.runner.stats.trials, self.stop_reason)
         self._report_status("ok")
         return self.runner.stats
+
+    def _give_back(self, trial: Trial) -> None:
+        """Return an abandoned trial (second signal, or the grace period over) to the queue, honestly.
+
+        Optuna's storages cannot move a trial from RUNNING back to WAITING (only WAITING -> RUNNING ->
+        finished), and rewriting its state behind Optuna's back would leave its sampled parameters
+        and start time in a WAITING trial.  So the trial is marked FAIL with ``RETURNED_ATTR`` (the
+        signal) and ``ERROR_ATTR`` ("returned to the queue ..."), and under a trials budget one
+        replacement WAITING trial is queued that any worker may claim.  A returned trial was never
+        evaluated: :func:`~._attrs.counts_towards_budget` leaves it out of every count (the parent's
+        budget, the progress, the summary, convergence) and of the results, so the run still ends
+        with exactly ``n_trials`` evaluated trials, and the study (dashboard) still shows it as FAIL
+        with its reason.
+
+        The replacement is queued *before* the FAIL: nobody can see the queue empty and the budget
+        spent while the trial is handed back.  Should this process die between the two, the reaper
+        fails the trial as a dead worker's (which counts), so the run does one trial more than its
+        budget, never fewer, and never waits for a trial that nobody will run.
+        """
+        tid = trial._trial_id
+        name = self.signals.name if self.signals is not None else "stop"
+        if self.storage.get_trial(tid).state.is_finished():
+            return
+        if self.cfg.optuna.budget_mode == "trials":
+            self.study.enqueue_trial({}, skip_if_exists=False)
+        why = f"returned to the queue: worker {self.worker_id} was stopped ({name}) before the trial finished"
+        try:
+            self.storage.set_trial_user_attr(tid, RETURNED_ATTR, name)
+            self.storage.set_trial_user_attr(tid, ERROR_ATTR, why)
+            self.storage.set_trial_state_values(tid, state=TrialState.FAIL)
+        except UpdateFinishedTrialError:  # the reaper took this live worker for dead meanwhile
+            log.warning("worker %s: trial %s was ended by another process while it was given back",
+                        self.worker_id, trial.number)
+            return
+        self.runner.stats.trials -= 1  # not evaluated
+        self.stop_reason = f"{name} received: trial {trial.number} {why.split(':')[0]}"
+        log.warning("worker %s: trial %s %s", self.worker_id, trial.number, why)
 
     def _report_status(self, status: str, error: str | None = None) -> None:
         stats = self.runner.stats
@@ -339,30 +486,46 @@ def run_worker(location: str, study_name: str, worker_id: int, parent_pid: int |
     """
     _configure_child_logging(worker_id)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if multiprocessing.parent_process() is not None:
-        # Ctrl-C in a terminal reaches the whole process group: the parent turns it into a
-        # stop request (trials in flight finish), so a child must not die mid-trial on it.
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
+    child = multiprocessing.parent_process() is not None
+    if child:
+        # Ctrl-C (and a terminal's hang-up) reach the whole process group: the parent turns them
+        # into a stop request (or forwards SIGTERM), so a child must not also act on them itself.
+        for ignored in _group_signals():
+            signal.signal(ignored, signal.SIG_IGN)
+    signals = None
+    if threading.current_thread() is threading.main_thread():
+        # first signal: no new trial, the one in flight may finish; second (or grace over): give it back
+        signals = SignalStop(signal_grace())
+        signals.install((signal.SIGTERM,) if child else (signal.SIGTERM, *_group_signals()))
     try:
         loop = WorkerLoop(location, study_name, worker_id, parent_pid=parent_pid, data_path=data_path,
-                          trust_key=trust_key, allow_modules=allow_modules)
+                          trust_key=trust_key, allow_modules=allow_modules, signals=signals)
         stats = loop.run()
         stats.stop_reason = loop.stop_reason
-    except KeyboardInterrupt:
-        sys.exit(130)
+        stats.signal = None if signals is None else signals.signum
+    except (KeyboardInterrupt, TrialInterrupted):  # a signal before the loop could handle it
+        sys.exit(128 + (signals.signum if signals is not None and signals.signum else signal.SIGINT))
     except Exception:
         tb = traceback.format_exc()
         log.error("worker %s crashed:\n%s", worker_id, tb)
         report_worker_crash(location, study_name, worker_id, tb)
         sys.exit(1)
-    if multiprocessing.parent_process() is not None:
+    finally:
+        if signals is not None:
+            signals.restore()
+    if child:
         # Everything is in the storage already; skipping interpreter teardown (numba, LLVM,
         # pandas) saves ~0.4 s per worker at the end of every run.
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(0)
+        os._exit(0 if stats.signal is None else 128 + stats.signal)
     return stats
+
+
+def _group_signals() -> tuple[int, ...]:
+    """Ctrl-C and (where it exists) the terminal's hang-up: sent to a whole process group."""
+    return (signal.SIGINT, signal.SIGHUP) if hasattr(signal, "SIGHUP") else (signal.SIGINT,)
 
 
 def _configure_child_logging(worker_id: int) -> None:
