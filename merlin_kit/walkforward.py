@@ -536,7 +536,7 @@ def stitch(windows: list[WindowResult], *, is_days: int, oos_days: int) -> Stitc
     """The stitched OOS equity (starts at 100) and its metrics, literally as the spec defines them."""
     pieces: list[pd.Series] = []
     level = 100.0
-    for i, w in enumerate(windows):
+    for w in windows:
         e = w.oos_equity
         if len(e) == 0:
             continue
