@@ -1,4 +1,4 @@
-"""``merlin-kit`` command line: backtest, optimize, worker, dashboard.
+"""``merlin-kit`` command line: backtest, optimize, walkforward, worker, dashboard.
 
 Errors a person caused (bad file, bad parameter, bad configuration) print one
 line on stderr and exit with code 2; tracebacks are for bugs only.
@@ -315,6 +315,72 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_walkforward(args: argparse.Namespace) -> int:
+    import optuna
+
+    from .optimize import OptimizationConfig, OptunaConfig, default_run_dir
+    from .strategies import get_strategy
+    from .walkforward import walk_forward
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    ranges: dict[str, Any] = {}
+    names: list[str] | None = None
+    if args.params:
+        names = []
+        for spec in args.params:
+            name, rng = _parse_param_spec(spec)
+            names.append(name)
+            if rng is not None:
+                ranges[name] = rng
+    budget = _parse_budget(args.budget)
+    base = args.study or (f"{get_strategy(args.strategy).id}-{args.is_days}d-{args.oos_days}d"
+                          + ("-anchored" if args.anchored else ""))
+    opt = OptimizationConfig(
+        data=args.data, strategy=args.strategy, optimize_params=names, param_ranges=ranges,
+        fixed_params=_parse_json_object(args.fixed, "--fixed") if args.fixed else {},
+        start=args.start, end=args.end, warmup_bars=args.warmup, worker_processes=args.workers,
+    )
+    cfg = OptunaConfig(
+        target=args.target, sampler=args.sampler, seed=args.seed, study_name=base, storage=args.storage,
+        save_study=True, output_dir=args.out or default_run_dir(f"{base}-wf"), **budget,
+    )
+
+    def progress(number: int, total: int, run: Any) -> None:
+        how = "reused from its study" if run is None else f"{run.summary.total_trials} trials"
+        print(f"window {number}/{total} done ({how})", file=sys.stderr, flush=True)
+
+    result = walk_forward(opt, cfg, is_days=args.is_days, oos_days=args.oos_days, anchored=args.anchored,
+                          on_window=progress)
+    if args.json:
+        print(json.dumps(result.summary, default=str))
+        return 0
+    rows = []
+    for w in result.windows:
+        win = w.window
+        chosen = "flat: " + (w.flat_reason or "") if w.params is None else \
+            " ".join(f"{n}={w.params.get(n)}" for n in w.optimized)
+        rows.append({
+            "#": win.number,
+            "IS": f"{win.is_start:%Y-%m-%d}..{win.is_end:%Y-%m-%d}",
+            "OOS": f"{win.oos_start:%Y-%m-%d}..{win.oos_end:%Y-%m-%d}",
+            "params": chosen,
+            "IS net %": None if w.is_metrics is None else w.is_metrics.get("net_profit_pct"),
+            "OOS net %": w.oos_metrics.get("net_profit_pct"),
+            "OOS trades": w.oos_metrics.get("total_trades"),
+        })
+    import pandas as pd
+
+    print(pd.DataFrame(rows).to_string(index=False, float_format=lambda x: f"{x:.2f}", na_rep="—"))
+    m = result.stitched.metrics
+    print()
+    print(f"Stitched OOS: net profit {m['net_profit_pct']:.2f} %, max drawdown {m['max_drawdown_pct']:.2f} %, "
+          f"{m['total_trades']} trades, WFE {m['wfe']:.1f} %, OOS win rate {m['oos_win_rate']:.1f} % "
+          f"of {len(result.windows)} windows")
+    print(f"Results: {result.folder} (windows.csv, oos_trades.csv, stitched_equity.csv, summary.json), "
+          f"studies {result.summary['studies'][0]} .. {result.summary['studies'][-1]} in {result.summary['storage']}")
+    return 0
+
+
 def cmd_dashboard(args: argparse.Namespace) -> int:
     """optuna-dashboard on a run folder (with study.journal) or a storage URL, in the foreground.
 
@@ -438,6 +504,29 @@ def build_parser() -> argparse.ArgumentParser:
                     help="allow the study's strategy 'PKG.module:Name' to be imported (repeatable; also "
                          "MERLIN_ALLOW_MODULES=pkg1,pkg2); merlin_kit and installed plug-ins are always allowed")
     wk.set_defaults(func=cmd_worker)
+
+    wf = sub.add_parser("walkforward", help="walk-forward analysis: optimise each IS window, trade the best on the next OOS window")
+    wf.add_argument("--data", default="sample", help="CSV path, or 'sample' (default) for the bundled synthetic data")
+    wf.add_argument("--strategy", default="s01_trailing_ma", help="strategy id or 'package.module:Name'")
+    wf.add_argument("--is-days", type=int, required=True, help="in-sample window in calendar days")
+    wf.add_argument("--oos-days", type=int, required=True, help="out-of-sample window in calendar days")
+    wf.add_argument("--anchored", action="store_true", help="every IS window starts at the first one's start")
+    wf.add_argument("--params", nargs="+", metavar="SPEC",
+                    help="parameters to optimise: NAME, NAME=min:max:step or NAME=a,b,c (default: the strategy's set)")
+    wf.add_argument("--fixed", help="JSON object of fixed parameter values")
+    wf.add_argument("--start", help="first bar of the analysis (ISO-8601, UTC)")
+    wf.add_argument("--end", help="last day of the analysis (ISO-8601, UTC, inclusive)")
+    wf.add_argument("--warmup", type=int, default=1000, help="warm-up bars before each window (default 1000)")
+    wf.add_argument("--budget", default="trials:200", help="per window: trials:N | time:SECONDS | convergence:PATIENCE (default trials:200)")
+    wf.add_argument("--target", default="score", help="score (default), net_profit, romad, sharpe, max_drawdown or a metric name")
+    wf.add_argument("--workers", type=int, default=max(1, os.cpu_count() or 1), help="worker processes (default: CPU count)")
+    wf.add_argument("--sampler", default="tpe", help="tpe (default) or random")
+    wf.add_argument("--seed", type=int, help="sampler seed (worker k uses seed + k)")
+    wf.add_argument("--storage", help="storage of the window studies (default: <out>/walkforward.journal)")
+    wf.add_argument("--study", help="base name of the window studies (<study>-w01, ...)")
+    wf.add_argument("--out", help="output folder (default ./merlin_runs/<study>-wf); rerun with it to resume")
+    wf.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    wf.set_defaults(func=cmd_walkforward)
 
     db = sub.add_parser("dashboard", help="open a study in optuna-dashboard (127.0.0.1 unless --host)")
     db.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="run folder containing study.journal")
