@@ -24,7 +24,8 @@ optimisation run; ``OptimizationRun`` exposes each as a thin method:
 
 * :func:`run_deflated_sharpe` -- DSR of the top results (N and V over the study);
 * :func:`run_pbo` -- PBO over the distinct parameter sets' daily returns
-  (:func:`daily_returns`), all backtests on one :class:`~merlin_kit.backtest.Backtester`;
+  (:func:`run_daily_returns`, :func:`daily_returns`), all backtests on one
+  :class:`~merlin_kit.backtest.Backtester`;
 * :func:`run_stress_test` -- each top result with every numeric optimised
   parameter moved ±1 and ±2 steps (:func:`neighbour_moves`);
 * :func:`run_holdout` -- the top results backtested on a window the optimisation
@@ -39,7 +40,7 @@ imports it lazily inside those methods, never at module level.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from itertools import combinations
 from statistics import NormalDist
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
@@ -73,6 +74,7 @@ __all__ = [
     "pbo",
     "run_deflated_sharpe",
     "run_holdout",
+    "run_daily_returns",
     "run_pbo",
     "run_stress_test",
     "sharpe_variance",
@@ -509,17 +511,17 @@ def _param_key(params: dict[str, Any]) -> tuple[Any, ...]:
     return tuple(sorted((k, repr(v) if isinstance(v, (list, dict)) else v) for k, v in params.items()))
 
 
-def run_pbo(run: "OptimizationRun", top_k: int | None = None, n_splits: int = 16) -> PBOResult:
-    """PBO (CSCV) of a run: columns = the distinct parameter sets of its complete results
-    (the first, i.e. best, result of each set; with ``top_k`` only the best ``top_k`` sets),
-    rows = their daily returns (%) over the run's trading window (:func:`daily_returns`).
+def run_daily_returns(run: "OptimizationRun", top_k: int | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The PBO matrix of a run: ``(columns, returns)``.
 
+    Columns = the distinct parameter sets of its complete results (the first, i.e.
+    best, result of each set; with ``top_k`` only the best ``top_k`` sets); rows =
+    their daily returns (%) over the run's trading window (:func:`daily_returns`).
     Every set is backtested again on the run's window with one
     :class:`~merlin_kit.backtest.Backtester` (one indicator cache, no metrics); the
-    equity is cut at the first trading bar (warm-up excluded).  The returned
-    :class:`PBOResult` carries ``columns`` (trial, target value, optimised parameters, one
-    row per matrix column, in column order) and ``returns`` (the matrix, columns named by
-    trial number).
+    equity is cut at the first trading bar (warm-up excluded).  ``columns``: trial,
+    target value and optimised parameters, one row per matrix column in column
+    order; ``returns``: the matrix, indexed by UTC day, columns named by trial number.
     """
     k = _check_top_k(top_k, allow_none=True)
     seen: dict[tuple[Any, ...], "OptimizationResult"] = {}
@@ -528,9 +530,6 @@ def run_pbo(run: "OptimizationRun", top_k: int | None = None, n_splits: int = 16
         if k is not None and len(seen) >= k:
             break
     chosen = list(seen.values())
-    if len(chosen) < 2:
-        raise ConfigError(f"PBO needs at least 2 distinct parameter sets; the run has {len(chosen)} among its "
-                          "complete results", field="top_k")
     bt = _window_backtester(run)
     start = bt.data.trade_start_idx
     days, pos = _daily_grid(bt.data.index[start:])
@@ -538,15 +537,27 @@ def run_pbo(run: "OptimizationRun", top_k: int | None = None, n_splits: int = 16
     for j, r in enumerate(chosen):
         output = bt.strategy.run(bt.data, bt.strategy.validate_params(r.params), bt.cache)
         values[:, j] = output.equity[start:][pos]
-    matrix = (values[1:] / values[:-1] - 1.0) * 100.0
     trials = [r.trial_number for r in chosen]
-    returns = pd.DataFrame(matrix, index=days[1:].rename("day"), columns=pd.Index(trials, name="trial"))
+    returns = pd.DataFrame((values[1:] / values[:-1] - 1.0) * 100.0, index=days[1:].rename("day"),
+                           columns=pd.Index(trials, name="trial"))
     dims = [d.name for d in run.space]
     columns = pd.DataFrame([{"trial": r.trial_number, run.metric: r.target_value(run.metric),
                              **{n: r.params.get(n) for n in dims}} for r in chosen])
-    from dataclasses import replace
+    return columns, returns
 
-    return replace(pbo(matrix, n_splits), columns=columns, returns=returns)
+
+def run_pbo(run: "OptimizationRun", top_k: int | None = None, n_splits: int = 16) -> PBOResult:
+    """PBO (CSCV) of a run over the matrix of :func:`run_daily_returns` (distinct parameter sets' daily returns).
+
+    The returned :class:`PBOResult` carries that matrix's ``columns`` (trial, target
+    value, optimised parameters per column) and ``returns``.  Fewer than 2 distinct
+    sets: ``ConfigError(field="top_k")``.
+    """
+    columns, returns = run_daily_returns(run, top_k)
+    if returns.shape[1] < 2:
+        raise ConfigError(f"PBO needs at least 2 distinct parameter sets; the run has {returns.shape[1]} among its "
+                          "complete results" + ("" if top_k is None else f" (top_k={top_k})"), field="top_k")
+    return replace(pbo(returns.to_numpy(), n_splits), columns=columns, returns=returns)
 
 
 # -------------------------------------------------------------------- runs: stress test
