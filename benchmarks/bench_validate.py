@@ -9,7 +9,12 @@ Rows (side by side, one run):
   (16 rows): the combination work alone, without the per-group sums;
 * ``pbo()`` with sparse columns (most days without a trade: many constant halves);
 * ``split_windows()`` on the LINK file (15-minute bars, 204 days), rolling 30/7
-  and 90/30 days, and anchored 30/7.
+  and 90/30 days, and anchored 30/7;
+* ``run.pbo()`` of a real run with ~500 distinct parameter sets on the bundled
+  sample (24,000 15-minute bars, 250 days): one backtest per set on one
+  Backtester (indicator cache) to build the daily-returns matrix, then CSCV; the
+  matrix build alone (``run_daily_returns``); the CSCV alone on that matrix; ``run.stress_test(top_k=5)`` (every ±1/±2-step
+  neighbour of the top 5 backtested); ``run.deflated_sharpe(top_k=20)``.
 
 Targets (2-core machine class): a few seconds at most for PBO at S = 16 x 500 columns.
 """
@@ -24,7 +29,8 @@ from pathlib import Path
 import numpy as np
 
 from merlin_kit.data import load_ohlcv
-from merlin_kit.robustness import pbo
+from merlin_kit.optimize import OptimizationConfig, OptunaConfig, optimize
+from merlin_kit.robustness import pbo, run_daily_returns
 from merlin_kit.walkforward import split_windows
 
 HERE = Path(__file__).resolve().parent
@@ -69,11 +75,37 @@ def main() -> None:
     else:
         print(f"(reference data not found at {LINK}: LINK rows skipped)")
 
+    run_rows(rows, args.repeat)
+
     width = max(len(r[0]) for r in rows)
     print(f"{'case':<{width}}  {'combos':>8}  {'median ms':>10}  target")
     print("-" * (width + 34))
     for name, combos, ms, target in rows:
         print(f"{name:<{width}}  {combos:>8}  {ms:>10.3f}  {target}")
+
+
+def run_rows(rows: list[tuple[str, str, float, str]], repeat: int) -> None:
+    """Validation of a finished run: ~500 distinct parameter sets of S01 on the bundled sample."""
+    opt = OptimizationConfig(data="sample", worker_processes=1, warmup_bars=1000,
+                             optimize_params=["maType", "maLength", "closeCountLong", "closeCountShort", "stopLongX",
+                                              "stopShortX", "trailLongLength", "trailShortLength"])
+    t0 = time.perf_counter()
+    run = optimize(opt, OptunaConfig(n_trials=520, sampler="random", seed=20250501, target="sharpe_ratio"))
+    print(f"(optimisation: {len(run.results)} results in {time.perf_counter() - t0:.1f} s)")
+    res = run.pbo()
+    n_cols = res.returns.shape[1]
+    combos = f"{res.n_combinations:,}"
+    shape = f"{res.returns.shape[0]} days x {n_cols} sets"
+    rep = max(3, repeat // 2)
+    rows.append((f"run.pbo(), {shape} (backtests + matrix + CSCV), S=16", combos, median_ms(run.pbo, rep), "seconds"))
+    rows.append((f"  of which run_daily_returns() ({n_cols} backtests, one Backtester)", "",
+                 median_ms(lambda: run_daily_returns(run), rep), ""))
+    matrix = res.returns.to_numpy()
+    rows.append((f"  of which pbo() on the matrix, {shape}", combos, median_ms(lambda: pbo(matrix, 16), rep), ""))
+    table = run.stress_test(top_k=5)
+    rows.append((f"run.stress_test(top_k=5), {int(table['neighbours'].sum())} neighbour backtests", "",
+                 median_ms(lambda: run.stress_test(top_k=5), rep), ""))
+    rows.append(("run.deflated_sharpe(top_k=20)", "", median_ms(lambda: run.deflated_sharpe(top_k=20), rep), ""))
 
 
 if __name__ == "__main__":

@@ -127,7 +127,8 @@ class OptimizationRun:
                       "the window is set with start/end/warmup_bars")
             raise ConfigError(f"data: {reason}", field="data", reason=reason)
         data_path, data_name = source_as_path(opt.data, self._tmpdir)
-        self._prepared = prepare(load_data(data_path, name=data_name), opt.start, opt.end, opt.warmup_bars)
+        self._frame = load_data(data_path, name=data_name)  # the whole file, kept for run.holdout()
+        self._prepared = prepare(self._frame, opt.start, opt.end, opt.warmup_bars)
         fixed = {k: self.strategy.param(k).validate(v) for k, v in dict(opt.fixed_params or {}).items()}
         check_strategy(self.strategy, self._prepared, fixed, opt.max_backtest_seconds)
         self._trust_key = run_trust_key()  # MERLIN_TRUST_KEY or random; given to our workers, never stored
@@ -491,6 +492,27 @@ class OptimizationRun:
         """Full backtest (trades, curves) of one result's parameters on the run's window."""
         assert self._prepared is not None
         return Backtester(self.strategy, self._prepared).result(result.params)
+
+    # -- validation: thin entry points to merlin_kit.robustness (it sits above optimize: imported lazily) --
+    def deflated_sharpe(self, top_k: int = 20) -> pd.DataFrame:
+        """DSR table of the top ``top_k`` complete results: trial, sharpe_ratio, sr0, dsr, skew, kurtosis, months."""
+        from ..robustness import run_deflated_sharpe
+        return run_deflated_sharpe(self, top_k)
+
+    def pbo(self, top_k: int | None = None, n_splits: int = 16) -> Any:
+        """PBO (CSCV) over the distinct parameter sets' daily returns; a PBOResult with ``columns`` and ``returns``."""
+        from ..robustness import run_pbo
+        return run_pbo(self, top_k, n_splits)
+
+    def stress_test(self, top_k: int = 5) -> pd.DataFrame:
+        """Each top result with every numeric optimised parameter moved ±1/±2 steps: retention, worst, fragile."""
+        from ..robustness import run_stress_test
+        return run_stress_test(self, top_k)
+
+    def holdout(self, start: Any, end: Any = None, top_k: int = 20) -> pd.DataFrame:
+        """The top ``top_k`` results backtested on ``[start, end]`` beside their IS metrics (no overlap allowed)."""
+        from ..robustness import run_holdout
+        return run_holdout(self, start, end, top_k)
 
 
 def _write_atomic(path: Path, text: str) -> None:

@@ -70,6 +70,11 @@ class OptimizationResult:
             raise ValueError("this result is not attached to a run; use run.backtest(result)")
         return self.run.backtest(self)
 
+    def monte_carlo(self, n: int = 1000, seed: int | None = None) -> Any:
+        """Bootstrap of this result's trades (``n`` paths): a MonteCarloResult of max drawdown and final return."""
+        from ..robustness import monte_carlo
+        return monte_carlo(self.backtest(), n=n, seed=seed)
+
 
 def build_results(trials: Iterable[FrozenTrial], *, fixed_params: dict[str, Any], score: ScoreConfig, metric: str,
                   direction: str, run: "OptimizationRun | None" = None) -> list[OptimizationResult]:
