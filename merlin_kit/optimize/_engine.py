@@ -41,7 +41,7 @@ from ._preflight import check_strategy, choose_storage, default_study_name, make
 from ._results import OptimizationResult, build_results, build_summary, check_outcome, run_trials_of
 from ._runconfig import RunConfig, previous_run_config, resume_differences, store_run_config, strategy_to_ref
 from ._state import Progress, RunSummary, measure_progress
-from ._storage import StorageLocation
+from ._storage import StorageLocation, StorageUnavailableError, storage_unavailable
 from ._trust import run_trust_key
 from ._worker import WorkerLoop, run_worker
 from .config import OptimizationConfig, OptunaConfig, target_direction, target_metric, validate
@@ -245,9 +245,19 @@ class OptimizationRun:
     def _thread_worker(self, worker: _Worker) -> None:
         try:
             self._in_process_worker().run()
-        except Exception:
-            worker.error = traceback.format_exc()
-            log.error("worker 0 crashed:\n%s", worker.error)
+        except Exception as exc:
+            self._worker_crashed(worker, exc)
+
+    def _worker_crashed(self, worker: _Worker, exc: Exception) -> None:
+        """The in-process worker ended with an exception: a lost storage ends the run, anything else is logged."""
+        gone = storage_unavailable(exc, self.location)
+        if gone is not None:
+            worker.error = str(gone)
+            self.error = self.error or gone
+            log.error("worker 0 stopped: %s", gone)
+            return
+        worker.error = traceback.format_exc()
+        log.error("worker 0 crashed:\n%s", worker.error)
 
     def _run_inline(self) -> None:
         """``worker_processes == 1`` with :func:`optimize`: trials run in the calling thread."""
@@ -257,9 +267,8 @@ class OptimizationRun:
             self._in_process_worker().run()
         except KeyboardInterrupt:
             self._stop_reason = "interrupted"
-        except Exception:
-            worker.error = traceback.format_exc()
-            log.error("worker 0 crashed:\n%s", worker.error)
+        except Exception as exc:
+            self._worker_crashed(worker, exc)
         self._finish()
 
     def _watch(self) -> None:
@@ -289,8 +298,12 @@ class OptimizationRun:
                     break
                 self._pause()
         except Exception as exc:  # the monitor must always finish the run
-            self.error = exc
-            log.exception("monitor failed")
+            gone = storage_unavailable(exc, self.location)
+            self.error = gone or exc
+            if gone is not None:
+                log.error("%s", gone)
+            else:
+                log.exception("monitor failed")
             self._terminate_workers()
         self._finish()
 
@@ -427,6 +440,8 @@ class OptimizationRun:
             if self._stop_event.is_set() and not self._stop_reason:
                 self._stop_reason = "stopped by user"
             self._terminate_workers()
+            if isinstance(self.error, StorageUnavailableError):
+                return  # nothing more can be read or written; what was finished is in the study
             StaleTrialReaper(self._study, self.storage_location).reap(
                 {w.pid for w in self.workers if not w.alive()}, final=True,
                 workers_alive=any(w.alive() for w in self.workers))
@@ -437,8 +452,12 @@ class OptimizationRun:
             if self.temporary_storage:
                 self._final_study = _in_memory_copy(self.study_name, self._storage)
         except BaseException as exc:
-            self.error = self.error or exc
-            log.exception("finishing the run failed")
+            gone = storage_unavailable(exc, self.location) if isinstance(exc, Exception) else None
+            self.error = self.error or gone or exc
+            if gone is not None:
+                log.error("%s", gone)
+            else:
+                log.exception("finishing the run failed")
         finally:
             self._cleanup()
             with self._lock:

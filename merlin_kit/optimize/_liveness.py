@@ -37,12 +37,20 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ..errors import ConfigError
 from ._attrs import BEAT_ATTR, ERROR_ATTR, LEASE_ATTR, OWNER_ATTR
-from ._storage import StorageLocation, heartbeat_grace, heartbeat_interval
+from ._storage import StorageLocation, heartbeat_grace, heartbeat_interval, storage_unavailable
 
 log = logging.getLogger("merlin_kit.optimize")
 
 # We run the heartbeat ourselves around ask/tell (TrialHeartbeat), which Optuna cannot see.
 warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+
+
+def _warn_storage_trouble(what: str, exc: Exception) -> None:
+    """One line for a storage that went away (the run reports it once), a traceback for anything else."""
+    if storage_unavailable(exc, "the storage") is not None:
+        log.warning("%s: %s: %s", what, type(exc).__name__, str(exc).strip().splitlines()[0] if str(exc) else "")
+    else:
+        log.warning(what, exc_info=True)
 
 
 def host_id() -> str:
@@ -134,8 +142,8 @@ class TrialHeartbeat:
                     self.storage.set_trial_user_attr(trial_id, BEAT_ATTR, beats)
             except UpdateFinishedTrialError:
                 pass  # the trial ended meanwhile
-            except Exception:  # a storage hiccup must not end the worker; the next beat retries
-                log.warning("heartbeat of trial %s failed", trial_id, exc_info=True)
+            except Exception as exc:  # a storage hiccup must not end the worker; the next beat retries
+                _warn_storage_trouble(f"heartbeat of trial {trial_id} failed", exc)
 
 
 class StaleTrialReaper:
@@ -328,8 +336,8 @@ class RunLease:
                     self.storage.set_study_user_attr(self.study_id, LEASE_ATTR, self.record)
                 if self._held_folder:
                     self._write_folder()
-            except Exception:  # storage trouble: the run itself will notice; the next renewal retries
-                log.warning("could not renew the run's lease", exc_info=True)
+            except Exception as exc:  # storage trouble: the run itself will notice; the next renewal retries
+                _warn_storage_trouble("could not renew the run's lease", exc)
 
     def release(self) -> None:
         """Give the study and the folder back (idempotent; never raises: the run is ending anyway)."""
@@ -342,8 +350,8 @@ class RunLease:
                 current = self.storage.get_study_user_attrs(self.study_id).get(LEASE_ATTR) or {}
                 if current.get("run") == self.record["run"]:
                     self.storage.set_study_user_attr(self.study_id, LEASE_ATTR, {**self.record, "released": True})
-        except Exception:
-            log.warning("could not release the study's lease (it expires by itself)", exc_info=True)
+        except Exception as exc:
+            _warn_storage_trouble("could not release the study's lease (it expires by itself)", exc)
         self._held_study = False
         if self._held_folder and self.folder_file is not None:
             try:

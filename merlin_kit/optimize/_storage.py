@@ -20,6 +20,7 @@ worker died on another machine is marked FAIL instead of staying RUNNING.
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,7 @@ import optuna
 from optuna.storages import BaseStorage, JournalStorage
 from optuna.storages.journal import JournalFileOpenLock, JournalFileSymlinkLock, JournalRedisBackend
 
-from ..errors import ConfigError
+from ..errors import ConfigError, OptimizationError
 from ._journal import FlushedJournalFileBackend
 
 
@@ -423,3 +424,41 @@ def close_storage(storage: BaseStorage) -> None:
             backend._backend._redis.close()
     except Exception:  # closing is a courtesy to the server; never an error
         pass
+
+
+class StorageUnavailableError(OptimizationError):
+    """The study's storage stopped answering during a run (server stopped, network gone)."""
+
+
+#: (module, class name) of the driver errors that mean "the server is gone", matched without importing drivers
+_GONE_TYPES = (
+    ("sqlalchemy.exc", "OperationalError"), ("sqlalchemy.exc", "InterfaceError"),
+    ("sqlalchemy.exc", "DisconnectionError"), ("psycopg2", "OperationalError"), ("psycopg2", "InterfaceError"),
+    ("pymysql.err", "OperationalError"), ("redis.exceptions", "ConnectionError"),
+    ("redis.exceptions", "TimeoutError"), ("builtins", "ConnectionError"), ("builtins", "TimeoutError"),
+)
+
+
+def storage_unavailable(exc: BaseException, location: str) -> StorageUnavailableError | None:
+    """The one-line error for ``exc`` when it means the storage went away; None for any other exception.
+
+    Every process of a run meets the same lost server at once; turning the
+    drivers' tracebacks into this one line keeps the message readable.
+    """
+    if isinstance(exc, StorageUnavailableError):
+        return exc
+    gone_types = tuple(getattr(sys.modules.get(m), n) for m, n in _GONE_TYPES
+                       if hasattr(sys.modules.get(m), n))
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, gone_types):
+            orig = getattr(cause, "orig", None) or cause
+            first = " ".join((str(orig).strip().splitlines() or [""])[0].split())
+            return StorageUnavailableError(
+                f"storage {redact(location)} stopped answering during the run ({type(orig).__name__}: "
+                f"{_scrub(first, location)}); the trials finished so far are in the study, and a run that resumes "
+                "it fails the trials left RUNNING")
+        cause = cause.__cause__ or cause.__context__
+    return None

@@ -51,11 +51,13 @@ from ._attrs import (
 from ._budget import budget_fully_queued, claim_queued_trial, trials_since_improvement, waiting_trials
 from ._liveness import TrialHeartbeat, host_id, pid_alive
 from ._runconfig import RunConfig, load_run_config
-from ._storage import StorageLocation
+from ._storage import StorageLocation, storage_unavailable
 from ._trust import TrustPolicy
 
 log = logging.getLogger("merlin_kit.worker")
 
+#: exit code of a worker whose storage stopped answering
+EXIT_STORAGE_GONE = 3
 #: how long a trials-mode worker waits for the queue to be filled before giving up
 QUEUE_WAIT_SECONDS = 10.0
 #: after a first Ctrl-C / SIGTERM, how long the trial in flight may run on before it is given back
@@ -217,6 +219,8 @@ class TrialRunner:
                 metrics, _, _ = self.backtester.run(params)
             metrics = {**metrics, "score": minmax_score(metrics, self.cfg.score)}
         except Exception as exc:  # a strategy error must fail this trial only, never the worker
+            if storage_unavailable(exc, "") is not None:
+                raise  # not the trial's fault: the worker stops (one line, see run_worker)
             self._fail(trial, exc)
             return
         trial.set_user_attr(METRICS_ATTR, metrics)
@@ -482,7 +486,8 @@ def run_worker(location: str, study_name: str, worker_id: int, parent_pid: int |
     (plus ``MERLIN_ALLOW_MODULES``) decide which study strategies this worker loads.
 
     Exits with code 1 (after recording the traceback in the study) if the
-    worker cannot start or crashes; a failing *trial* never ends the worker.
+    worker cannot start or crashes, with :data:`EXIT_STORAGE_GONE` (one log
+    line) if the storage stops answering; a failing *trial* never ends the worker.
     """
     _configure_child_logging(worker_id)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -505,7 +510,11 @@ def run_worker(location: str, study_name: str, worker_id: int, parent_pid: int |
         stats.signal = None if signals is None else signals.signum
     except (KeyboardInterrupt, TrialInterrupted):  # a signal before the loop could handle it
         sys.exit(128 + (signals.signum if signals is not None and signals.signum else signal.SIGINT))
-    except Exception:
+    except Exception as exc:
+        gone = storage_unavailable(exc, location)
+        if gone is not None:  # nothing to record it in: one line, no traceback
+            log.error("worker %s stopped: %s", worker_id, gone)
+            sys.exit(EXIT_STORAGE_GONE)
         tb = traceback.format_exc()
         log.error("worker %s crashed:\n%s", worker_id, tb)
         report_worker_crash(location, study_name, worker_id, tb)
