@@ -1,48 +1,19 @@
-"""Indicator kernels: moving averages, ATR, rolling extremes, RSI and StochRSI.
-
-Every series is a 1-D float64 array; NaN means "missing". The definitions are
-those of ``shared/specs/METRICS_AND_INDICATORS.md`` (moving averages),
-``S01_TRAILING_MA.md`` (ATR, lowest/highest) and ``S04_STOCHRSI.md`` (RSI,
-StochRSI, K, D), which reproduce TradingView's reference results. They are
-followed literally, operation by operation where the order matters:
-
-* ``sma`` is a numba port of pandas' ``roll_mean`` (Kahan-compensated running
-  sum with separate add/remove compensations, the negative-count clamp and the
-  "all values in the window are equal -> that value" rule), so it is
-  bit-identical to ``Series.rolling(L).mean()``. A different summation can
-  differ in the last bit and flip an exact tie between two SMAs (S04's K/D
-  crosses).
-* the other kernels compute the spec's formulas in the spec's order; O(n)
-  running sums (VWMA, KAMA, large-window WMA) are Neumaier-compensated pairs,
-  recomputed (compensated) every ``_RECOMPUTE_EVERY`` bars, so they stay within
-  a few ulps of the direct definition even after huge values leave the window.
-
-The kernels are compiled with ``@njit(cache=True, nogil=True)`` (nogil: independent
-indicators of one backtest can run on threads) and without ``fastmath``:
-IEEE semantics (no reassociation, no FMA contraction) keep results
-reproducible, and the on-disk cache makes later processes (optimisation
-workers) start without recompiling.
-"""
+"""The eleven moving averages: their numba kernels, :data:`MA_KINDS`, :func:`moving_average`, ``sma``/``ema``/``wma``."""
 
 from __future__ import annotations
 
 import math
-import numbers
 
 import numpy as np
 from numba import njit
 
-from .errors import ParameterError
-
-__all__ = [
-    "MA_KINDS", "moving_average", "atr", "rolling_min", "rolling_max", "rsi", "stoch_rsi", "sma", "ema", "wma",
-]
+from ..errors import ParameterError
+from ._inputs import _as_float_array, _as_length, _same_length
+from ._sums import _RECOMPUTE_EVERY, _rolling_sum_kernel, _two_product, _two_sum_add
 
 #: the moving-average kinds accepted by :func:`moving_average`, canonical spelling
 MA_KINDS: tuple[str, ...] = ("SMA", "EMA", "WMA", "VWMA", "VWAP", "HMA", "ALMA", "DEMA", "KAMA", "TMA", "T3")
 
-#: O(n) running sums are recomputed from scratch this often (bars)
-_RECOMPUTE_EVERY = 1024
 #: outputs computed together by the blocked weighted-window kernel (fits in L1)
 _BLOCK = 1024
 #: WMA windows up to this length use the direct O(n*L) formula, longer ones the running sums
@@ -196,31 +167,6 @@ def _weighted_window_kernel(x: np.ndarray, w: np.ndarray, wsum: float) -> np.nda
 
 
 @njit(cache=True, nogil=True)
-def _two_sum_add(s: float, c: float, v: float) -> tuple[float, float]:
-    """Neumaier step: add v to the compensated sum (s, c)."""
-    t = s + v
-    if abs(s) >= abs(v):
-        c += (s - t) + v
-    else:
-        c += (v - t) + s
-    return t, c
-
-
-@njit(cache=True, nogil=True)
-def _two_product(a: float, b: float) -> tuple[float, float]:
-    """Dekker: a*b = p + e exactly (barring overflow), without FMA."""
-    p = a * b
-    t = 134217729.0 * a
-    ah = t - (t - a)
-    al = a - ah
-    t = 134217729.0 * b
-    bh = t - (t - b)
-    bl = b - bh
-    e = ((ah * bh - p) + ah * bl + al * bh) + al * bl
-    return p, e
-
-
-@njit(cache=True, nogil=True)
 def _wma_running_kernel(x: np.ndarray, length: int) -> np.ndarray:
     """WMA in O(n): numerator N_i = N_{i-1} + L*x_i - S_{i-1}, window sum S_i = S_{i-1} + x_i - x_{i-L}.
 
@@ -308,58 +254,7 @@ def _alma_kernel(x: np.ndarray, length: int) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------------------
-# Running window sums (VWMA, KAMA)
-
-
-@njit(cache=True, nogil=True)
-def _rolling_sum_kernel(v: np.ndarray, length: int) -> np.ndarray:
-    """Sum of the last `length` values; NaN until `length` values or when the window holds a NaN.
-
-    Neumaier-compensated running sum, recomputed directly every _RECOMPUTE_EVERY bars; a window
-    of zeros gives exactly 0.
-    """
-    n = v.shape[0]
-    L = length
-    out = np.empty(n, dtype=np.float64)
-    out[:] = np.nan
-    if L <= 0 or n < L:
-        return out
-    last_nan = -1
-    valid = False
-    since = 0
-    s = 0.0
-    c = 0.0
-    nonzero = 0  # non-zero values in the window (kept while valid)
-    for i in range(n):
-        x = v[i]
-        if x != x:
-            last_nan = i
-        if i < L - 1:
-            continue
-        if last_nan > i - L:
-            valid = False
-            continue
-        if valid and since < _RECOMPUTE_EVERY:
-            old = v[i - L]
-            s, c = _two_sum_add(s, c, x)
-            s, c = _two_sum_add(s, c, -old)
-            if x != 0.0:
-                nonzero += 1
-            if old != 0.0:
-                nonzero -= 1
-            since += 1
-        else:
-            s = 0.0
-            c = 0.0
-            nonzero = 0
-            for j in range(i - L + 1, i + 1):
-                s, c = _two_sum_add(s, c, v[j])
-                if v[j] != 0.0:
-                    nonzero += 1
-            valid = True
-            since = 0
-        out[i] = (s + c) if nonzero > 0 else 0.0
-    return out
+# Volume-weighted (VWMA, VWAP) and adaptive (KAMA)
 
 
 @njit(cache=True, nogil=True)
@@ -429,173 +324,7 @@ def _kama_kernel(src: np.ndarray, length: int) -> np.ndarray:
 
 
 # ----------------------------------------------------------------------------------------------
-# ATR, rolling extremes, RSI, StochRSI
-
-
-@njit(cache=True, nogil=True)
-def _atr_kernel(high: np.ndarray, low: np.ndarray, close: np.ndarray, period: int) -> np.ndarray:
-    n = close.shape[0]
-    out = np.empty(n, dtype=np.float64)
-    y = np.nan
-    prev_close = np.nan
-    for i in range(n):
-        hl = high[i] - low[i]
-        if prev_close == prev_close:
-            hc = abs(high[i] - prev_close)
-            lc = abs(low[i] - prev_close)
-            tr = hl
-            if hc > tr:
-                tr = hc
-            if lc > tr:
-                tr = lc
-            if hc != hc or lc != lc:
-                tr = np.nan
-        else:
-            tr = hl  # first bar (or no previous close): high - low
-        prev_close = close[i]
-        if tr != tr:
-            out[i] = np.nan  # missing bar: state kept
-            continue
-        if y != y:
-            y = tr
-        else:
-            y = y + (tr - y) / period
-        out[i] = y
-    return out
-
-
-#: windows up to this size use a direct scan (faster than the deque for stop lookbacks of 2-10 bars)
-_SMALL_WINDOW = 16
-
-
-@njit(cache=True, nogil=True)
-def _rolling_extreme_small(x: np.ndarray, window: int, want_max: bool) -> np.ndarray:
-    """Small-window rolling min/max as ``window - 1`` passes, each folding in the bar ``k`` back.
-
-    Each pass is a branch-free compare-and-select over the whole series (it vectorises),
-    so a stop lookback of 2 costs one pass instead of a scan per bar. Same values as the
-    deque kernel: NaN inputs are skipped, NaN only where the whole window is NaN.
-    """
-    n = x.shape[0]
-    out = x.copy()
-    for k in range(1, window):
-        if want_max:
-            for i in range(k, n):
-                v = x[i - k]
-                b = out[i]
-                out[i] = v if (v > b or b != b) else b
-        else:
-            for i in range(k, n):
-                v = x[i - k]
-                b = out[i]
-                out[i] = v if (v < b or b != b) else b
-    return out
-
-
-@njit(cache=True, nogil=True)
-def _rolling_extreme_kernel(x: np.ndarray, window: int, want_max: bool) -> np.ndarray:
-    """Monotone-deque rolling min/max over the last `window` bars, NaN values skipped."""
-    n = x.shape[0]
-    if window <= _SMALL_WINDOW:
-        return _rolling_extreme_small(x, window, want_max)
-    out = np.empty(n, dtype=np.float64)
-    dq = np.empty(n if n > 0 else 1, dtype=np.int64)
-    head = 0
-    tail = 0  # deque = dq[head:tail]
-    for i in range(n):
-        v = x[i]
-        if v == v:
-            if want_max:
-                while tail > head and x[dq[tail - 1]] <= v:
-                    tail -= 1
-            else:
-                while tail > head and x[dq[tail - 1]] >= v:
-                    tail -= 1
-            dq[tail] = i
-            tail += 1
-        while tail > head and dq[head] <= i - window:
-            head += 1
-        out[i] = x[dq[head]] if tail > head else np.nan
-    return out
-
-
-@njit(cache=True, nogil=True)
-def _rsi_kernel(close: np.ndarray, length: int) -> np.ndarray:
-    n = close.shape[0]
-    out = np.empty(n, dtype=np.float64)
-    out[:] = np.nan
-    avg_gain = 0.0
-    avg_loss = 0.0
-    last = np.nan
-    for i in range(n):
-        c = close[i]
-        if c != c:
-            continue  # missing close: missing RSI, state kept
-        gain = 0.0
-        loss = 0.0
-        if last == last:
-            ch = c - last
-            if ch > 0.0:
-                gain = ch
-            elif ch < 0.0:
-                loss = -ch
-        last = c
-        avg_gain = avg_gain + (gain - avg_gain) / length
-        avg_loss = avg_loss + (loss - avg_loss) / length
-        if i >= length - 1:
-            if avg_loss == 0.0:
-                out[i] = 100.0 if avg_gain > 0.0 else np.nan
-            else:
-                out[i] = 100.0 - 100.0 / (1.0 + avg_gain / avg_loss)
-    return out
-
-
-@njit(cache=True, nogil=True)
-def _stoch_kernel(r: np.ndarray, length: int) -> np.ndarray:
-    n = r.shape[0]
-    lo = _rolling_extreme_kernel(r, length, False)
-    hi = _rolling_extreme_kernel(r, length, True)
-    out = np.empty(n, dtype=np.float64)
-    for i in range(n):
-        v = r[i]
-        rng = hi[i] - lo[i]
-        if v != v or rng != rng or rng == 0.0:
-            out[i] = 0.0
-        else:
-            out[i] = (v - lo[i]) / rng * 100.0
-    return out
-
-
-# ----------------------------------------------------------------------------------------------
 # Python API
-
-
-def _as_float_array(x: object, name: str) -> np.ndarray:
-    arr = np.ascontiguousarray(np.asarray(x, dtype=np.float64))
-    if arr.ndim != 1:
-        raise ParameterError(f"{name} must be a 1-D array, got {arr.ndim} dimensions")
-    return arr
-
-
-def _as_length(value: object, name: str, minimum: int = 0) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ParameterError(f"{name} must be an integer, got {value!r}")
-    if isinstance(value, numbers.Integral):
-        ivalue = int(value)
-    else:
-        fvalue = float(value)
-        if not fvalue.is_integer():
-            raise ParameterError(f"{name} must be an integer, got {value!r}")
-        ivalue = int(fvalue)
-    if ivalue < minimum:
-        raise ParameterError(f"{name} must be >= {minimum}, got {ivalue}")
-    return ivalue
-
-
-def _same_length(n: int, **arrays: np.ndarray) -> None:
-    for name, arr in arrays.items():
-        if arr.shape[0] != n:
-            raise ParameterError(f"{name} has {arr.shape[0]} values but close has {n}")
 
 
 def sma(x: np.ndarray, length: int) -> np.ndarray:
@@ -686,53 +415,3 @@ def moving_average(
         e1 = _ema_kernel(out, L)
         out = e1 * 1.7 - _ema_kernel(e1, L) * 0.7
     return out
-
-
-def atr(high: np.ndarray, low: np.ndarray, close: np.ndarray, period: int) -> np.ndarray:
-    """Wilder ATR: TR0 = high0 - low0, then max(h-l, |h-prev close|, |l-prev close|);
-    y0 = TR0, y_i = y_{i-1} + (TR_i - y_{i-1}) / period.
-
-    A bar whose true range is missing gives NaN and leaves the average unchanged (a missing
-    previous close makes the true range high - low, as for the first bar).
-    """
-    p = _as_length(period, "period", 1)
-    c = _as_float_array(close, "close")
-    h = _as_float_array(high, "high")
-    lo = _as_float_array(low, "low")
-    _same_length(c.shape[0], high=h, low=lo)
-    return _atr_kernel(h, lo, c, p)
-
-
-def rolling_min(x: np.ndarray, window: int) -> np.ndarray:
-    """Lowest value of the last ``window`` bars including the current one (fewer at the start).
-
-    NaN values are skipped; NaN only where the whole window is NaN.
-    """
-    return _rolling_extreme_kernel(_as_float_array(x, "x"), _as_length(window, "window", 1), False)
-
-
-def rolling_max(x: np.ndarray, window: int) -> np.ndarray:
-    """Highest value of the last ``window`` bars including the current one (fewer at the start).
-
-    NaN values are skipped; NaN only where the whole window is NaN.
-    """
-    return _rolling_extreme_kernel(_as_float_array(x, "x"), _as_length(window, "window", 1), True)
-
-
-def rsi(close: np.ndarray, length: int) -> np.ndarray:
-    """Wilder RSI as in S04: gain/loss of each change (bar 0 is a change of 0), averages
-    avg_i = avg_{i-1} + (x_i - avg_{i-1})/length from avg = 0; values from bar length-1 on;
-    100 when avgLoss is 0 and avgGain is not, NaN when both are 0.
-
-    A NaN close gives NaN at that bar and is skipped (the next change is measured from the
-    last non-NaN close).
-    """
-    return _rsi_kernel(_as_float_array(close, "close"), _as_length(length, "length", 1))
-
-
-def stoch_rsi(rsi_values: np.ndarray, length: int) -> np.ndarray:
-    """StochRSI as in S04: (RSI - lowest) / (highest - lowest) * 100 over the last ``length``
-    RSI values (fewer at the start, NaN values skipped); 0 where the RSI or the range is
-    missing or the range is 0 (including the bars before the RSI exists).
-    """
-    return _stoch_kernel(_as_float_array(rsi_values, "rsi_values"), _as_length(length, "length", 1))
