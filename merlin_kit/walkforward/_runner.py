@@ -1,18 +1,4 @@
-"""Walk-forward analysis: rolling in-sample / out-of-sample windows in calendar days.
-
-Optimising on one window and trading the result on the next one is the
-classic answer to "do the optimised parameters survive the future?" (Pardo,
-*The Evaluation and Optimization of Trading Strategies*, 2nd ed., 2008, ch. 11).
-The windows follow ``VALIDATION.md`` ("Walk-forward windows") step by step so
-that the kit's windows are the reference system's windows, bar for bar:
-targets are calendar days, a target is resolved to "the first bar at or after"
-it, and a window *ends* on the last bar strictly before its end target.
-
-:func:`walk_forward` runs the analysis (spec "Per window" and "Stitched
-out-of-sample result"): one optimisation per IS window, its best parameters
-backtested on the following OOS window, the OOS pieces stitched into one
-equity curve, one trade list and the walk-forward efficiency (WFE).
-"""
+"""The walk-forward runner: one optimisation per IS window, its OOS backtest, the records, the files, resume."""
 
 from __future__ import annotations
 
@@ -28,189 +14,9 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
-from .errors import ConfigError, DataError
+from ._stitch import StitchedResult, _empty_trades, stitch, stitched_trades
+from ._windows import Window, _positive_days, split_windows
 
-__all__ = ["StitchedResult", "WalkForwardResult", "Window", "WindowResult", "split_windows", "walk_forward"]
-
-_DAY = pd.Timedelta(days=1)
-
-
-@dataclass(frozen=True)
-class Window:
-    """One walk-forward window: IS ``[is_start … is_end]`` then OOS ``[oos_start … oos_end]``.
-
-    Timestamps are the UTC times of the bars (both ends inclusive) and the
-    ``*_idx`` fields their positions in the frame given to :func:`split_windows`,
-    so a caller can slice the bars (``frame.iloc[w.oos_start_idx : w.oos_end_idx + 1]``)
-    or take warm-up bars before a window from the whole file.  ``oos_bars`` is 0
-    (and ``oos_start`` after ``oos_end``) when the whole OOS period falls in a gap
-    of the data: the spec keeps such a window, the runner treats it as flat.
-    """
-
-    number: int
-    is_start: pd.Timestamp
-    is_end: pd.Timestamp
-    oos_start: pd.Timestamp
-    oos_end: pd.Timestamp
-    is_start_idx: int
-    is_end_idx: int
-    oos_start_idx: int
-    oos_end_idx: int
-    is_bars: int
-    oos_bars: int
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready: timestamps as ISO-8601 strings, indices and counts as ``int``."""
-        return {
-            "number": self.number,
-            "is_start": self.is_start.isoformat(),
-            "is_end": self.is_end.isoformat(),
-            "oos_start": self.oos_start.isoformat(),
-            "oos_end": self.oos_end.isoformat(),
-            "is_start_idx": self.is_start_idx,
-            "is_end_idx": self.is_end_idx,
-            "oos_start_idx": self.oos_start_idx,
-            "oos_end_idx": self.oos_end_idx,
-            "is_bars": self.is_bars,
-            "oos_bars": self.oos_bars,
-        }
-
-
-def split_windows(
-    data: pd.DataFrame,
-    *,
-    is_days: int,
-    oos_days: int,
-    start: Any = None,
-    end: Any = None,
-    anchored: bool = False,
-) -> list[Window]:
-    """The walk-forward windows of ``data`` (spec "Walk-forward windows", literally).
-
-    ``data`` is a loaded OHLCV frame (:func:`merlin_kit.data.load_ohlcv`): the
-    whole file, not a prepared window, because OOS warm-up may reach back before
-    the IS window.  ``start``/``end`` take anything ``pd.Timestamp`` takes (naive
-    = UTC; default: first / last bar).  ``anchored=True`` starts every IS window
-    at the first window's start (an expanding IS window); OOS windows are the
-    same as in rolling mode.
-
-    Literal consequences of the spec: when ``t0`` is not at midnight (the data
-    or a gap starts mid-day), window 1's targets keep its time of day while later
-    windows start at midnight, so window 2's OOS begins before window 1's ends;
-    an ``end`` after the data gives a last OOS window cut at the last bar.
-
-    Raises :class:`ConfigError` for non-positive or non-integer day counts, a
-    start after the last bar, a period shorter than ``is_days + oos_days``, fewer
-    than 2 windows, or no window at all.
-    """
-    is_days = _positive_days(is_days, "is_days")
-    oos_days = _positive_days(oos_days, "oos_days")
-    index = _utc_index(data)
-    n = len(index)
-    ns = index.asi8
-
-    def at_or_after(ts: pd.Timestamp) -> int:
-        return int(np.searchsorted(ns, ts.value, side="left"))
-
-    first, last = index[0], index[-1]
-    start_ts = first if start is None else _to_utc(start, "start")
-    end_ts = last if end is None else _to_utc(end, "end")
-
-    # 1. t0 and stop
-    i0 = at_or_after(start_ts.floor("D"))
-    if i0 >= n:
-        raise ConfigError(
-            f"walk-forward start {start_ts} is after the last bar ({last}): no bar at or after "
-            f"{start_ts.floor('D')}", field="start")
-    t0 = index[i0]
-    stop = end_ts.floor("D") + _DAY
-
-    # 2. enough days for at least 2 windows
-    trading_days = (stop - t0) // _DAY
-    needed = is_days + oos_days
-    if trading_days < needed:
-        raise ConfigError(
-            f"walk-forward needs at least is_days + oos_days = {is_days} + {oos_days} = {needed} days, "
-            f"but only {max(trading_days, 0)} trading days are available from {t0} to {stop} (exclusive)")
-    possible = (trading_days - is_days) // oos_days
-    if possible < 2:
-        raise ConfigError(
-            f"walk-forward: at least 2 windows needed, but {trading_days} trading days give "
-            f"({trading_days} - is_days {is_days}) // oos_days {oos_days} = {possible}; "
-            f"{is_days + 2 * oos_days} days are needed for 2 windows")
-
-    # 3. the loop
-    windows: list[Window] = []
-    cur = t0
-    while True:
-        is_start = t0 if anchored else cur
-        is_end = cur + is_days * _DAY
-        oos_start = is_end
-        oos_end = oos_start + oos_days * _DAY
-        if oos_end > stop:
-            break
-        a = at_or_after(is_start)
-        b = _end_index(at_or_after(is_end))
-        c = at_or_after(oos_start)
-        d = _end_index(at_or_after(oos_end))
-        if max(a, b, c, d) >= n:
-            break
-        windows.append(Window(
-            number=len(windows) + 1,
-            is_start=index[a], is_end=index[b], oos_start=index[c], oos_end=index[d],
-            is_start_idx=a, is_end_idx=b, oos_start_idx=c, oos_end_idx=d,
-            is_bars=max(b - a + 1, 0), oos_bars=max(d - c + 1, 0),
-        ))
-        nxt = at_or_after((cur + oos_days * _DAY).floor("D"))
-        if nxt >= n:
-            break
-        cur = index[nxt]
-
-    # 4.
-    if not windows:
-        raise ConfigError(
-            f"walk-forward: no window fits in the data from {t0} to {stop} (exclusive) with "
-            f"is_days={is_days}, oos_days={oos_days}; the data ends at {last}")
-    return windows
-
-
-def _end_index(i: int) -> int:
-    """An end target's bar: the last bar strictly before it (one back from "at or after"), unless 0."""
-    return i - 1 if i > 0 else i
-
-
-def _positive_days(value: Any, field: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
-        raise ConfigError(f"{field} must be an integer > 0 (calendar days), got {value!r}", field=field,
-                          reason=f"must be an integer > 0 (calendar days), got {value!r}")
-    return int(value)
-
-
-def _to_utc(value: Any, field: str) -> pd.Timestamp:
-    """Anything ``pd.Timestamp`` accepts, as a UTC timestamp (naive = UTC)."""
-    try:
-        ts = pd.Timestamp(value)
-    except (ValueError, TypeError, OverflowError) as exc:
-        raise ConfigError(f"{field} {value!r} is not a date/time (use ISO-8601, e.g. '2025-06-15')",
-                          field=field) from exc
-    if pd.isna(ts):
-        raise ConfigError(f"{field} {value!r} is not a date/time", field=field)
-    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-
-
-def _utc_index(data: pd.DataFrame) -> pd.DatetimeIndex:
-    if not isinstance(data, pd.DataFrame) or not isinstance(data.index, pd.DatetimeIndex):
-        raise DataError("split_windows() needs the DataFrame returned by load_ohlcv() (a DatetimeIndex named 'time')")
-    index = data.index
-    index = index.tz_localize("UTC") if index.tz is None else index.tz_convert("UTC")
-    if len(index) == 0:
-        raise DataError("split_windows(): the frame has no bars")
-    if not index.is_monotonic_increasing or not index.is_unique:
-        raise DataError("split_windows(): the frame's index is not sorted and unique; load it with load_ohlcv()")
-    return index.as_unit("ns")
-
-
-# -- the runner -------------------------------------------------------------------------------------------------
 
 #: study user attr written when a window's optimisation finished with its whole budget (what resume reads)
 WINDOW_ATTR = "merlin.walkforward.window"
@@ -218,7 +24,6 @@ WINDOW_ATTR = "merlin.walkforward.window"
 WF_JOURNAL_NAME = "walkforward.journal"
 #: the metrics shown per window (IS of the chosen trial, OOS of its backtest) and in the table
 WINDOW_METRICS = ("net_profit_pct", "max_drawdown_pct", "total_trades", "sharpe_ratio")
-TRADE_COLUMNS = ("direction", "entry_time", "exit_time", "entry_price", "exit_price", "size", "net_pnl", "profit_pct")
 _OUTPUT_FILES = ("windows.csv", "oos_trades.csv", "stitched_equity.csv", "summary.json")
 
 
@@ -268,14 +73,6 @@ class WindowResult:
         """The OOS return path's last value in % (``e(last) / e(first OOS bar) − 1``): what the stitching uses."""
         e = self.oos_equity
         return 0.0 if len(e) == 0 else float((e.iloc[-1] / e.iloc[0] - 1.0) * 100.0)
-
-
-@dataclass
-class StitchedResult:
-    """The OOS windows end to end: ``equity`` (starts at 100) and ``metrics`` (spec "Stitched out-of-sample result")."""
-
-    equity: pd.Series
-    metrics: dict[str, Any]
 
 
 @dataclass
@@ -390,11 +187,11 @@ def walk_forward(opt: Any, cfg: Any = None, *, is_days: int, oos_days: int, anch
     also in anchored mode, as the spec says, although anchored IS windows grow);
     a flat window counts 0 % in both means.
     """
-    from .backtest import backtest
-    from .data import fingerprint, load_data, prepare
-    from .optimize import OptunaConfig, close_storage, default_run_dir, open_storage, optimize, redact
-    from .optimize.config import target_metric, validate
-    from .scoring import minmax_score
+    from ..backtest import backtest
+    from ..data import fingerprint, load_data, prepare
+    from ..optimize import OptunaConfig, close_storage, default_run_dir, open_storage, optimize, redact
+    from ..optimize.config import target_metric, validate
+    from ..scoring import minmax_score
 
     t_start = time.time()
     cfg = OptunaConfig() if cfg is None else cfg
@@ -530,64 +327,6 @@ def walk_forward(opt: Any, cfg: Any = None, *, is_days: int, oos_days: int, anch
                             folder=folder)
     out.to_files(folder)
     return out
-
-
-def stitch(windows: list[WindowResult], *, is_days: int, oos_days: int) -> StitchedResult:
-    """The stitched OOS equity (starts at 100) and its metrics, literally as the spec defines them."""
-    pieces: list[pd.Series] = []
-    level = 100.0
-    for w in windows:
-        e = w.oos_equity
-        if len(e) == 0:
-            continue
-        path = level * (e / e.iloc[0])  # B × (1 + return path)
-        if pieces:
-            path = path.iloc[1:]  # the first point equals B
-        pieces.append(path)
-        level = float(path.iloc[-1]) if len(path) else level
-    equity = pd.concat(pieces) if pieces else pd.Series([100.0], dtype=float)
-    equity = equity.astype(float).rename("equity")
-    values = equity.to_numpy()
-    peaks = np.maximum.accumulate(values)
-    drawdown = float(np.max((peaks - values) / peaks) * 100.0) if len(values) else 0.0
-    oos = [float(w.oos_metrics.get("net_profit_pct") or 0.0) for w in windows]
-    ins = [0.0 if w.is_metrics is None else float(w.is_metrics.get("net_profit_pct") or 0.0) for w in windows]
-    metrics = {
-        "net_profit_pct": float(values[-1] - 100.0),
-        "max_drawdown_pct": drawdown,
-        "total_trades": int(sum(int(w.oos_metrics.get("total_trades") or 0) for w in windows)),
-        "wfe": walk_forward_efficiency(ins, oos, is_days=is_days, oos_days=oos_days),
-        "oos_win_rate": 100.0 * sum(p > 0 for p in oos) / len(oos) if oos else 0.0,
-    }
-    return StitchedResult(equity=equity, metrics=metrics)
-
-
-def walk_forward_efficiency(is_net_profits: list[float], oos_net_profits: list[float], *, is_days: int,
-                            oos_days: int) -> float:
-    """WFE in % (Pardo): annualised mean OOS net profit ÷ annualised mean IS net profit × 100.
-
-    annualised = mean % × 365 ÷ window days; an IS figure of 0 gives 0 when the OOS figure is ≤ 0, else 100.
-    """
-    is_ann = float(np.mean(is_net_profits)) * 365.0 / is_days if is_net_profits else 0.0
-    oos_ann = float(np.mean(oos_net_profits)) * 365.0 / oos_days if oos_net_profits else 0.0
-    if is_ann == 0:
-        return 0.0 if oos_ann <= 0 else 100.0
-    return oos_ann / is_ann * 100.0
-
-
-def stitched_trades(windows: list[WindowResult]) -> pd.DataFrame:
-    """The windows' OOS trades in time order (entry time, then window), each with its ``window`` number."""
-    frames = [w.oos_trades.assign(window=w.number) for w in windows if len(w.oos_trades)]
-    if not frames:
-        return _empty_trades().assign(window=pd.Series(dtype=int))
-    trades = pd.concat(frames, ignore_index=True)
-    trades = trades.sort_values(["entry_time", "window"], kind="mergesort").reset_index(drop=True)
-    return trades[["window", *TRADE_COLUMNS]]
-
-
-def _empty_trades() -> pd.DataFrame:
-    return pd.DataFrame({c: pd.Series(dtype="datetime64[ns, UTC]" if c.endswith("_time") else
-                                      (object if c == "direction" else float)) for c in TRADE_COLUMNS})
 
 
 def _window_key(settings: dict[str, Any], w: Window, data_fingerprint: str | None) -> str:
