@@ -110,7 +110,55 @@ def test_parent_uses_only_the_workers_entry_points():
     assert from_worker == {"WorkerLoop", "run_worker"}
 
 
-def test_no_optimize_module_is_a_giant():
-    sizes = {p.name: len(p.read_text().splitlines()) for p in OPTIMIZE_PKG.glob("*.py")}
-    assert max(sizes.values()) <= 600, sizes
+def test_no_module_is_a_giant():
+    package = OPTIMIZE_PKG.parent
+    sizes = {str(p.relative_to(package)): len(p.read_text().splitlines()) for p in package.rglob("*.py")}
+    assert max(sizes.values()) <= 600, {k: v for k, v in sizes.items() if v > 600}
 
+
+
+#: the layers, bottom first: a module imports (at module level) only from its own layer or the ones before
+LAYERS = ["errors", "_memory", "data", "indicators", "strategies", "metrics", "scoring", "backtest", "optimize",
+          "walkforward", "robustness", "notebook", "cli"]
+SAME_LEVEL = {"metrics": "strategies", "scoring": "metrics", "robustness": "walkforward"}
+
+
+def _layer(module: str) -> int:
+    top = module.split(".")[1] if module.startswith("merlin_kit.") else module
+    top = SAME_LEVEL.get(top, top)
+    return LAYERS.index(top)
+
+
+def _module_level_imports(path: Path, package: str) -> set[str]:
+    """merlin_kit modules imported at module level (not inside functions or TYPE_CHECKING blocks)."""
+    found: set[str] = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.dump(node.test):
+            continue
+        for sub in ast.walk(node) if not isinstance(node, (ast.FunctionDef, ast.ClassDef)) else ():
+            if isinstance(sub, ast.ImportFrom) and sub.level:
+                base = package.split(".")[: len(package.split(".")) - sub.level + 1]
+                found.add(".".join(base + ([sub.module] if sub.module else [])))
+            elif isinstance(sub, ast.ImportFrom) and (sub.module or "").startswith("merlin_kit."):
+                found.add(sub.module)
+            elif isinstance(sub, ast.Import):
+                found.update(a.name for a in sub.names if a.name.startswith("merlin_kit."))
+    return {m for m in found if m.startswith("merlin_kit.")}
+
+
+def test_each_layer_imports_only_the_layers_before_it():
+    root = OPTIMIZE_PKG.parent
+    wrong = []
+    for path in root.rglob("*.py"):
+        rel = path.relative_to(root.parent).with_suffix("")
+        parts = list(rel.parts)
+        if parts[-1] == "__init__":
+            parts = parts[:-1]
+        name = ".".join(parts)
+        if name in ("merlin_kit", "merlin_kit.__main__"):
+            continue  # the package's front door re-exports every layer
+        package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+        for imported in _module_level_imports(path, package):
+            if imported != "merlin_kit" and _layer(imported) > _layer(name):
+                wrong.append(f"{name} imports {imported}")
+    assert not wrong, wrong
