@@ -28,7 +28,7 @@ from optuna.trial import TrialState
 
 from merlin_kit import cli
 from merlin_kit.errors import ConfigError
-from merlin_kit.optimize import OptimizationConfig, OptunaConfig, start_optimization
+from merlin_kit.optimize import OptimizationConfig, OptunaConfig, optimize, start_optimization
 from merlin_kit.optimize._storage import CONNECT_TIMEOUT, close_storage, open_storage, redact
 from merlin_kit.strategies import S01TrailingMA
 from merlin_kit.optimize._attrs import BEAT_ATTR, OWNER_ATTR, WORKER_STATUS_PREFIX, converged_attr
@@ -491,3 +491,31 @@ def test_long_trial_on_another_host_is_kept_alive_by_its_heartbeat(cluster, data
     assert (trial.datetime_complete - trial.datetime_start).total_seconds() >= 5
     if cluster.backend == "redis":
         assert trial.user_attrs[BEAT_ATTR] >= 3  # one beat a second while it ran
+
+
+def test_dashboard_on_a_database_never_shows_its_password(data_csv, tmp_path):
+    """optuna-dashboard on PostgreSQL: the handle, its notebook link and the CLI line mask the password."""
+    from merlin_kit.notebook.dashboard import dashboard
+
+    url = _server_url("MERLIN_TEST_POSTGRES_URL")
+    password = urlsplit(url).password
+    assert password
+    study = f"merlin-test-{uuid.uuid4().hex[:10]}-dash"
+    optimize(OptimizationConfig(data=str(data_csv), worker_processes=1, optimize_params=["maLength"],
+                                warmup_bars=200),
+             OptunaConfig(n_trials=2, sampler="random", storage=url, study_name=study))
+    handle = dashboard(url)
+    try:
+        shown = handle.storage_display + repr(handle) + handle._repr_html_()
+        assert f":{password}@" not in shown and ":***@" in handle.storage_display
+    finally:
+        handle.stop()
+    proc = subprocess.Popen([sys.executable, "-m", "merlin_kit", "dashboard", "--storage", url], text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        first = proc.stdout.readline()
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=30)
+    assert first.startswith("optuna-dashboard: http://127.0.0.1:") and ":***@" in first
+    assert f":{password}@" not in first + out + err
