@@ -199,14 +199,10 @@ def _print_results_table(run: Any, top: int = 10) -> None:
     print(table.head(top).to_string(index=False, float_format=lambda x: f"{x:.4g}"))
 
 
-def cmd_optimize(args: argparse.Namespace) -> int:
-    import optuna
+def _optimization_config(args: argparse.Namespace, **extra: Any) -> Any:
+    """The OptimizationConfig of ``optimize`` and ``walkforward``: data, strategy, --params, --fixed, window."""
+    from .optimize import OptimizationConfig
 
-    from .optimize import OptimizationConfig, OptunaConfig, default_run_dir, default_study_name, start_optimization
-    from .optimize import summary_lines
-    from .strategies import get_strategy
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
     ranges: dict[str, Any] = {}
     names: list[str] | None = None
     if args.params:
@@ -216,14 +212,24 @@ def cmd_optimize(args: argparse.Namespace) -> int:
             names.append(name)
             if rng is not None:
                 ranges[name] = rng
-    budget = _parse_budget(args.budget)
-    study_name = args.study or default_study_name(get_strategy(args.strategy).id)
-    opt = OptimizationConfig(
+    return OptimizationConfig(
         data=args.data, strategy=args.strategy, optimize_params=names, param_ranges=ranges,
         fixed_params=_parse_json_object(args.fixed, "--fixed") if args.fixed else {},
-        start=args.start, end=args.end, warmup_bars=args.warmup, worker_processes=args.workers,
-        min_profit=args.min_profit, start_method=args.start_method,
+        start=args.start, end=args.end, warmup_bars=args.warmup, worker_processes=args.workers, **extra,
     )
+
+
+def cmd_optimize(args: argparse.Namespace) -> int:
+    import optuna
+
+    from .optimize import OptunaConfig, default_run_dir, default_study_name, start_optimization
+    from .optimize import summary_lines
+    from .strategies import get_strategy
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    budget = _parse_budget(args.budget)
+    study_name = args.study or default_study_name(get_strategy(args.strategy).id)
+    opt = _optimization_config(args, min_profit=args.min_profit, start_method=args.start_method)
     cfg = OptunaConfig(
         target=args.target, sampler=args.sampler, seed=args.seed, study_name=study_name, storage=args.storage,
         pruner=args.pruner, save_study=not args.no_save_study,
@@ -318,28 +324,15 @@ def cmd_worker(args: argparse.Namespace) -> int:
 def cmd_walkforward(args: argparse.Namespace) -> int:
     import optuna
 
-    from .optimize import OptimizationConfig, OptunaConfig, default_run_dir
+    from .optimize import OptunaConfig, default_run_dir
     from .strategies import get_strategy
     from .walkforward import walk_forward
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    ranges: dict[str, Any] = {}
-    names: list[str] | None = None
-    if args.params:
-        names = []
-        for spec in args.params:
-            name, rng = _parse_param_spec(spec)
-            names.append(name)
-            if rng is not None:
-                ranges[name] = rng
     budget = _parse_budget(args.budget)
     base = args.study or (f"{get_strategy(args.strategy).id}-{args.is_days}d-{args.oos_days}d"
                           + ("-anchored" if args.anchored else ""))
-    opt = OptimizationConfig(
-        data=args.data, strategy=args.strategy, optimize_params=names, param_ranges=ranges,
-        fixed_params=_parse_json_object(args.fixed, "--fixed") if args.fixed else {},
-        start=args.start, end=args.end, warmup_bars=args.warmup, worker_processes=args.workers,
-    )
+    opt = _optimization_config(args)
     cfg = OptunaConfig(
         target=args.target, sampler=args.sampler, seed=args.seed, study_name=base, storage=args.storage,
         save_study=True, output_dir=args.out or default_run_dir(f"{base}-wf"), **budget,
