@@ -224,7 +224,7 @@ def test_worker_signal_finishes_or_returns_its_trial_and_the_budget_stays_exact(
     n = 5
     run, journal = _remote_parent(tmp_path, data_csv, n)
     try:
-        join = ["worker", "--storage", journal, "--study", "remote-study"]
+        join = ["worker", "--storage", journal, "--study", "remote-study", "--allow-module", "tests"]
         sleep = {"finish": "2", "second_signal": "30", "grace": "30", "workers_2": "2"}[case]
         env = {"MERLIN_TEST_SLEEP": sleep, "MERLIN_SIGNAL_GRACE": "1" if case == "grace" else "60"}
         n_workers = 2 if case == "workers_2" else 1
