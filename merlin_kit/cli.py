@@ -443,6 +443,27 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     return 1
 
 
+def _add_search_arguments(parser: argparse.ArgumentParser, *, budget_per: str) -> None:
+    """What ``optimize`` and ``walkforward`` both take: data, strategy, parameters, window, budget, workers."""
+    parser.add_argument("--data", default="sample", help="CSV path, or 'sample' (default) for the bundled synthetic data")
+    parser.add_argument("--strategy", default="s01_trailing_ma", help="strategy id or 'package.module:Name'")
+    parser.add_argument("--params", nargs="+", metavar="SPEC",
+                        help="parameters to optimise: NAME (default range), NAME=min:max:step or NAME=a,b,c "
+                             "(default: the strategy's default set)")
+    parser.add_argument("--fixed", help="JSON object of fixed parameter values")
+    parser.add_argument("--start", help="first trading bar (ISO-8601, UTC)")
+    parser.add_argument("--end", help="last bar (ISO-8601, UTC, inclusive)")
+    parser.add_argument("--warmup", type=int, default=1000, help="warm-up bars before the window (default 1000)")
+    parser.add_argument("--budget", default="trials:200",
+                        help=f"{budget_per}trials:N | time:SECONDS | convergence:PATIENCE (default trials:200)")
+    parser.add_argument("--target", default="score",
+                        help="score (default), net_profit, romad, sharpe, max_drawdown or a metric name")
+    parser.add_argument("--workers", type=int, default=max(1, os.cpu_count() or 1),
+                        help="worker processes (default: CPU count)")
+    parser.add_argument("--sampler", default="tpe", help="tpe (default) or random")
+    parser.add_argument("--seed", type=int, help="sampler seed (worker k uses seed + k)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="merlin-kit", description="Backtest and optimise trading strategies.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -458,21 +479,8 @@ def build_parser() -> argparse.ArgumentParser:
     bt.set_defaults(func=cmd_backtest)
 
     op = sub.add_parser("optimize", help="optimise a strategy's parameters with N worker processes")
-    op.add_argument("--data", default="sample", help="CSV path, or 'sample' (default) for the bundled synthetic data")
-    op.add_argument("--strategy", default="s01_trailing_ma", help="strategy id or 'package.module:Name'")
-    op.add_argument("--params", nargs="+", metavar="SPEC",
-                    help="parameters to optimise: NAME (default range), NAME=min:max:step or NAME=a,b,c "
-                         "(default: the strategy's default set)")
-    op.add_argument("--fixed", help="JSON object of fixed parameter values")
-    op.add_argument("--start", help="first trading bar (ISO-8601, UTC)")
-    op.add_argument("--end", help="last bar (ISO-8601, UTC, inclusive)")
-    op.add_argument("--warmup", type=int, default=1000, help="warm-up bars before --start (default 1000)")
-    op.add_argument("--budget", default="trials:200", help="trials:N | time:SECONDS | convergence:PATIENCE (default trials:200)")
-    op.add_argument("--target", default="score", help="score (default), net_profit, romad, sharpe, max_drawdown or a metric name")
-    op.add_argument("--workers", type=int, default=max(1, os.cpu_count() or 1), help="worker processes (default: CPU count)")
-    op.add_argument("--sampler", default="tpe", help="tpe (default) or random")
+    _add_search_arguments(op, budget_per="")
     op.add_argument("--pruner", default="none", help="none (default), median, percentile or patient")
-    op.add_argument("--seed", type=int, help="sampler seed (worker k uses seed + k)")
     op.add_argument("--min-profit", type=float, help="prune trials whose net profit %% is below this")
     op.add_argument("--storage", help="journal file path or postgresql:// mysql:// redis:// URL (default: the run folder)")
     op.add_argument("--study", help="study name (an existing study is resumed)")
@@ -499,22 +507,10 @@ def build_parser() -> argparse.ArgumentParser:
     wk.set_defaults(func=cmd_worker)
 
     wf = sub.add_parser("walkforward", help="walk-forward analysis: optimise each IS window, trade the best on the next OOS window")
-    wf.add_argument("--data", default="sample", help="CSV path, or 'sample' (default) for the bundled synthetic data")
-    wf.add_argument("--strategy", default="s01_trailing_ma", help="strategy id or 'package.module:Name'")
     wf.add_argument("--is-days", type=int, required=True, help="in-sample window in calendar days")
     wf.add_argument("--oos-days", type=int, required=True, help="out-of-sample window in calendar days")
     wf.add_argument("--anchored", action="store_true", help="every IS window starts at the first one's start")
-    wf.add_argument("--params", nargs="+", metavar="SPEC",
-                    help="parameters to optimise: NAME, NAME=min:max:step or NAME=a,b,c (default: the strategy's set)")
-    wf.add_argument("--fixed", help="JSON object of fixed parameter values")
-    wf.add_argument("--start", help="first bar of the analysis (ISO-8601, UTC)")
-    wf.add_argument("--end", help="last day of the analysis (ISO-8601, UTC, inclusive)")
-    wf.add_argument("--warmup", type=int, default=1000, help="warm-up bars before each window (default 1000)")
-    wf.add_argument("--budget", default="trials:200", help="per window: trials:N | time:SECONDS | convergence:PATIENCE (default trials:200)")
-    wf.add_argument("--target", default="score", help="score (default), net_profit, romad, sharpe, max_drawdown or a metric name")
-    wf.add_argument("--workers", type=int, default=max(1, os.cpu_count() or 1), help="worker processes (default: CPU count)")
-    wf.add_argument("--sampler", default="tpe", help="tpe (default) or random")
-    wf.add_argument("--seed", type=int, help="sampler seed (worker k uses seed + k)")
+    _add_search_arguments(wf, budget_per="per window: ")
     wf.add_argument("--storage", help="storage of the window studies (default: <out>/walkforward.journal)")
     wf.add_argument("--study", help="base name of the window studies (<study>-w01, ...)")
     wf.add_argument("--out", help="output folder (default ./merlin_runs/<study>-wf); rerun with it to resume")
