@@ -228,9 +228,10 @@ class StaleTrialReaper:
 #: a lease not renewed for this long (by the holder's wall clock) belongs to a run that is gone
 LEASE_GRACE_SECONDS = 30.0
 LEASE_RENEW_SECONDS = 5.0
-#: after writing its lease a run reads it back this much later: of two runs that start together, the
-#: later writer wins and the other refuses
-LEASE_SETTLE_SECONDS = 0.1
+#: after writing its lease a run reads it back this much later: of two runs that start together (both
+#: read "free" before either wrote, i.e. within one storage round trip), the later writer wins and the
+#: other refuses.  A few round trips of a remote database; it adds to every run's start-up.
+LEASE_SETTLE_SECONDS = 0.05
 FOLDER_LOCK_NAME = ".merlin-run.json"
 #: the runs of this process that hold a lease now (a lease record naming this pid but no run here is void:
 #: its run ended without its release reaching the storage)
