@@ -199,6 +199,25 @@ def _print_results_table(run: Any, top: int = 10) -> None:
     print(table.head(top).to_string(index=False, float_format=lambda x: f"{x:.4g}"))
 
 
+def _parse_days(text: str) -> int:
+    """``30d`` or ``30`` -> 30 (whole calendar days)."""
+    raw = text[:-1] if text.lower().endswith("d") else text
+    if not raw.isdigit() or int(raw) < 1:
+        raise MerlinError(f"--holdout {text!r}: expected a number of days such as 30d")
+    return int(raw)
+
+
+def _print_holdout_table(run: Any, table: Any) -> None:
+    """The top results in-sample and on the hold-out, side by side (rank 1 = best by the target)."""
+    target = "score" if run.metric == "score" else run.metric
+    cols = ["trial", f"is_{target}", f"holdout_{target}", "is_net_profit_pct", "holdout_net_profit_pct",
+            "is_rank", "holdout_rank", "profit_degradation"]
+    first, last = table.attrs["holdout_window"]
+    print(f"\nHold-out {first} .. {last}: the top {len(table)} results on data the optimisation did not see")
+    print(table[[c for c in dict.fromkeys(cols) if c in table.columns]].to_string(
+        index=False, float_format=lambda x: f"{x:.4g}"))
+
+
 def _optimization_config(args: argparse.Namespace, **extra: Any) -> Any:
     """The OptimizationConfig of ``optimize`` and ``walkforward``: data, strategy, --params, --fixed, window."""
     from .optimize import OptimizationConfig
@@ -230,6 +249,17 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     budget = _parse_budget(args.budget)
     study_name = args.study or default_study_name(get_strategy(args.strategy).id)
     opt = _optimization_config(args, min_profit=args.min_profit, start_method=args.start_method)
+    holdout_start = None
+    if args.holdout:
+        from dataclasses import replace
+
+        from .data import load_data
+        from .robustness import holdout_split
+
+        # the last N days stay out of the optimisation; the top results are then tested on them
+        opt_end, holdout_start = holdout_split(load_data(args.data, name=args.data), _parse_days(args.holdout),
+                                               args.end)
+        opt = replace(opt, end=opt_end)
     cfg = OptunaConfig(
         target=args.target, sampler=args.sampler, seed=args.seed, study_name=study_name, storage=args.storage,
         pruner=args.pruner, save_study=not args.no_save_study,
@@ -249,10 +279,18 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     if run.error is not None:
         raise run.error
     summary = run.summary.to_dict()
+    holdout = None if holdout_start is None else run.holdout(holdout_start, args.end)
+    if holdout is not None and run.run_dir is not None:
+        holdout.to_csv(run.run_dir / "holdout.csv", index=False)
     if args.json:
-        print(json.dumps({k: v for k, v in summary.items() if k != "worker_reports"}, default=str))
+        shown = {k: v for k, v in summary.items() if k != "worker_reports"}
+        if holdout is not None:
+            shown["holdout"] = json.loads(holdout.to_json(orient="records"))
+        print(json.dumps(shown, default=str))
         return signals.exit_code
     _print_results_table(run)
+    if holdout is not None:
+        _print_holdout_table(run, holdout)
     print()
     lines = summary_lines(run)
     print(lines[0])
@@ -487,6 +525,9 @@ def build_parser() -> argparse.ArgumentParser:
     op.add_argument("--out", help="run folder (default ./merlin_runs/<study>)")
     op.add_argument("--no-save-study", action="store_true", help="discard the study journal after the run")
     op.add_argument("--start-method", default="spawn", help="spawn (default), forkserver or fork")
+    op.add_argument("--holdout", metavar="DAYS",
+                    help="keep the last DAYS (e.g. 30d) out of the optimisation and test the top 20 results on "
+                         "them (table, holdout.csv)")
     op.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     op.set_defaults(func=cmd_optimize)
 

@@ -89,3 +89,28 @@ def test_optimize_json_and_no_save_study(small_csv, tmp_path):
     assert summary["total_trials"] == 6 and summary["best_params"] and summary["storage"] is None
     assert not (tmp_path / "r" / "study.journal").exists()
     assert (tmp_path / "r" / "results.csv").exists()
+
+
+def test_optimize_holdout_keeps_the_last_days_out_and_tests_the_top_results(small_csv, tmp_path):
+    from merlin_kit import backtest, load_ohlcv
+    from merlin_kit.robustness import holdout_split
+
+    out = cli("optimize", "--data", str(small_csv), "--warmup", "200", "--budget", "trials:8", "--workers", "1",
+              "--sampler", "random", "--seed", "3", "--params", "maLength", "closeCountLong", "--holdout", "7d",
+              "--out", str(tmp_path / "r"), "--json")
+    assert out.returncode == 0, out.stderr
+    shown = json.loads(out.stdout)
+    frame = load_ohlcv(str(small_csv))
+    opt_end, ho_start = holdout_split(frame, 7)
+    assert frame.index[-1] - ho_start < pd.Timedelta(days=7) <= frame.index[-1] - opt_end
+    results = pd.read_csv(tmp_path / "r" / "results.csv")
+    table = pd.read_csv(tmp_path / "r" / "holdout.csv")
+    assert len(shown["holdout"]) == len(table) == 8 and list(table["trial"]) == list(results["trial"][:8])
+    best = results.iloc[0]
+    params = {"maLength": int(best["maLength"]), "closeCountLong": int(best["closeCountLong"])}
+    on_holdout = backtest(str(small_csv), "s01_trailing_ma", params, start=ho_start, warmup_bars=200)
+    assert table["holdout_net_profit_pct"].iloc[0] == pytest.approx(on_holdout.metrics["net_profit_pct"], abs=1e-12)
+    in_sample = backtest(str(small_csv), "s01_trailing_ma", params, end=opt_end, warmup_bars=200)
+    assert table["is_net_profit_pct"].iloc[0] == pytest.approx(in_sample.metrics["net_profit_pct"], abs=1e-12)
+    too_long = cli("optimize", "--data", str(small_csv), "--budget", "trials:2", "--holdout", "400d")
+    assert too_long.returncode == 2 and "leaves no bar to optimise on" in too_long.stderr

@@ -37,7 +37,7 @@ This package sits above ``merlin_kit.optimize`` (it reads runs), so the engine
 imports it lazily inside those methods, never at module level.
 """
 
-from ._holdout import HOLDOUT_METRICS, run_holdout
+from ._holdout import HOLDOUT_METRICS, holdout_split, run_holdout
 from ._montecarlo import MonteCarloResult, monte_carlo
 from ._pbo import TIE_TOLERANCE, PBOResult, pbo
 from ._runs import daily_returns, run_daily_returns, run_deflated_sharpe, run_pbo, study_sharpe_population
@@ -58,6 +58,7 @@ __all__ = [
     "deflated_sharpe",
     "excess_moments",
     "expected_max_sharpe",
+    "holdout_split",
     "monte_carlo",
     "neighbour_moves",
     "pbo",

@@ -21,6 +21,31 @@ HOLDOUT_METRICS = ("net_profit_pct", "max_drawdown_pct", "total_trades", "win_ra
                    "sharpe_ratio")
 
 
+def holdout_split(frame: pd.DataFrame, days: int, end: Any = None) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """Keep the last ``days`` calendar days of ``frame`` (up to ``end``) out of an optimisation.
+
+    Returns ``(optimisation_end, holdout_start)``: the last bar before the hold-out
+    and its first bar (the first bar later than ``end - days``), to pass as the
+    optimisation's ``end`` and as :func:`run_holdout`'s ``start``.
+    """
+    if isinstance(days, bool) or not isinstance(days, int) or days < 1:
+        raise ConfigError(f"hold-out days must be a whole number >= 1, got {days!r}", field="holdout")
+    index = frame.index
+    last = index[-1] if end is None else min(index[-1], _utc(end))
+    pos = int(index.searchsorted(last - pd.Timedelta(days=days), side="right"))
+    if pos <= 0 or pos >= len(index) or index[pos] > last:
+        raise ConfigError(
+            f"a hold-out of the last {days} days (from {last - pd.Timedelta(days=days)}) leaves "
+            f"{'no bar to optimise on' if pos <= 0 else 'no bar to test on'}; the data spans {index[0]} .. {last}",
+            field="holdout")
+    return index[pos - 1], index[pos]
+
+
+def _utc(value: Any) -> pd.Timestamp:
+    ts = pd.Timestamp(value)
+    return ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+
+
 def _annualised(pct: Any, days: float) -> float:
     if pct is None or not days > 0:
         return math.nan
