@@ -8,6 +8,7 @@ widgets (executed notebooks stay small).
 from __future__ import annotations
 
 import json
+import os
 import socket
 import time
 from pathlib import Path
@@ -64,7 +65,7 @@ def mimetypes(nb: dict) -> list[str]:
 
 
 def test_notebooks_are_committed_without_outputs():
-    for path in sorted(NOTEBOOKS.glob("0[123]_*.ipynb")):
+    for path in sorted(NOTEBOOKS.glob("0[1235]_*.ipynb")):
         nb = json.loads(path.read_text())
         assert nb["cells"][0]["cell_type"] == "markdown", f"{path.name} must open with an explanation"
         assert "papermill" in "".join(nb["cells"][0]["source"]), f"{path.name} must say how to run it headless"
@@ -162,3 +163,42 @@ def test_03_interactive_autorun(tmp_path, small_csv):
     # the panel itself is a widget (its small state is saved); the live FigureWidgets are not created
     widget_state = json.dumps(nb["metadata"].get("widgets", {}))
     assert "FigureModel" not in widget_state and "anywidget" not in widget_state
+
+
+def test_05_validate(tmp_path, small_csv, monkeypatch):
+    from merlin_kit.data import load_ohlcv
+    from merlin_kit.walkforward import split_windows
+
+    # the kernel imports this checkout's merlin_kit (and its new modules), not another installed copy
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p))
+    out_dir = tmp_path / "validate"
+    expected_windows = split_windows(load_ohlcv(small_csv), is_days=16, oos_days=8)
+    assert len(expected_windows) == 3  # the budget of this test: 3 windows on 4,000 bars (~41 days)
+    nb = execute("05_validate", tmp_path, data_path=str(small_csv), warmup_bars=200, is_days=16, oos_days=8,
+                 n_trials=6, workers=2, seed=3, pbo_splits=8, mc_paths=200, out_dir=str(out_dir))
+    text = text_of(nb)
+    assert "Traceback" not in text
+    # walk-forward: the four files, one row per window of split_windows, the printed stitched numbers
+    for name in ("windows.csv", "oos_trades.csv", "stitched_equity.csv", "summary.json"):
+        assert (out_dir / name).exists(), name
+    windows = pd.read_csv(out_dir / "windows.csv")
+    assert len(windows) == len(expected_windows)
+    assert list(windows["oos_start"]) == [w.oos_start.isoformat(sep=" ") for w in expected_windows]
+    summary = json.loads((out_dir / "summary.json").read_text())
+    assert summary["windows"] == len(expected_windows) and summary["total_trials"] == 6 * len(expected_windows)
+    m = summary["stitched"]
+    assert (f"Stitched OOS: net profit {m['net_profit_pct']:.2f} %, max drawdown {m['max_drawdown_pct']:.2f} %, "
+            f"{m['total_trades']} trades, WFE {m['wfe']:.1f} %, OOS win rate {m['oos_win_rate']:.1f} %") in text
+    assert f"{len(expected_windows)} windows (16 IS + 8 OOS days)" in text
+    # overfitting statistics of the whole-period run (2 x 6 trials): DSR, PBO, stress test, Monte Carlo tables
+    full = json.loads((out_dir / "full-period" / "summary.json").read_text())
+    assert full["total_trials"] == 12
+    assert "Deflated Sharpe Ratio: N = 12 trials" in text and "sr0" in text and "dsr" in text
+    assert "PBO = " in text and "over 70 combinations (S = 8," in text  # binom(8, 4)
+    assert "Stress test of the top 3 results" in text and "retention" in text and "profitable_share" in text
+    assert "Monte Carlo of trial" in text and "200 paths" in text and "final_return_pct" in text
+    # static figures only: layout, stitched equity, IS vs OOS, PBO logits, degradation; small notebook
+    kinds = mimetypes(nb)
+    assert WIDGET_MIME not in kinds and "widgets" not in nb["metadata"]
+    assert kinds.count(PLOTLY_MIME) == 5
+    assert nb["_path"].stat().st_size < 3_000_000

@@ -21,6 +21,9 @@ _EXPORTS = {
     "run_figures": "results", "summary_lines": "results", "show_static": "results",
     "history_figure": "figures", "parallel_figure": "figures", "equity_figure": "figures",
     "importance_figure": "figures", "param_importances": "figures",
+    "window_layout_figure": "validation_figures", "stitched_equity_figure": "validation_figures",
+    "is_oos_scatter_figure": "validation_figures", "pbo_logit_figure": "validation_figures",
+    "pbo_degradation_figure": "validation_figures",
 }
 
 # eager (it needs neither ipywidgets nor plotly), and so that the name ``dashboard`` is the
