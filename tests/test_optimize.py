@@ -178,13 +178,24 @@ def test_local_workers_read_the_validated_window_not_the_csv(small_csv, tmp_path
     assert not os.path.exists(copy["path"])
 
 
-def test_a_window_saved_on_another_machine_is_not_used(small_csv):
+def test_a_window_saved_on_another_machine_is_not_used(small_csv, tmp_path, monkeypatch):
+    """A saved window that exists here but was recorded on another host is ignored: only the host check rejects it."""
+    from merlin_kit.data import prepare
+    from merlin_kit.errors import DataError
     from merlin_kit.optimize._runconfig import RunConfig
 
     run = optimize(make(small_csv), OptunaConfig(n_trials=2, sampler="random", seed=4))
-    cfg = RunConfig.from_json({**run.run_config.to_json(), "local_copy": {"path": "/nonexistent/prepared.npz",
-                                                                          "host": "another-machine"}})
+    # a real, loadable window file at the recorded path, but of other data: reading it would fail the fingerprint
+    other = tmp_path / "prepared.npz"
+    prepare(sample(3000), warmup_bars=200).save(other)
+    assert other.exists()
+    cfg = RunConfig.from_json({**run.run_config.to_json(), "local_copy": {"path": str(other), "host": "another-machine"}})
+    monkeypatch.setenv("MERLIN_HOST_ID", "this-machine")
     assert cfg.load_prepared().n_bars == run._prepared.n_bars  # read from the CSV instead
+    # control: on the recorded host the same file is used (and refused, as it holds other data)
+    monkeypatch.setenv("MERLIN_HOST_ID", "another-machine")
+    with pytest.raises(DataError, match="differs from the study's data"):
+        cfg.load_prepared()
 
 
 def _report_preloaded(queue) -> None:
@@ -336,6 +347,32 @@ def test_percentile_posthoc_score(small_csv):
     # objective stays the per-trial min-max score; post-hoc ranks differ from it
     assert all(r.objective == r.metrics["score"] for r in complete)
     assert [r.score for r in complete] == sorted((r.score for r in complete), reverse=True)
+    # each post-hoc score is the weighted percentile rank computed by hand: the share of results with a strictly
+    # smaller metric value (100 minus it for an inverted metric), 50 for a missing value
+    cfg = ScoreConfig(normalization="percentile")
+    metric_of = {"romad": "romad", "sharpe": "sharpe_ratio", "pf": "profit_factor", "ulcer": "ulcer_index",
+                 "sqn": "sqn", "consistency": "consistency_score"}
+
+    def value(r, key):
+        v = r.metrics.get(metric_of[key])
+        return float(v) if v is not None and math.isfinite(float(v)) else None
+
+    for r in complete:
+        total = wsum = 0.0
+        for key, w in cfg.weights.items():
+            v = value(r, key)
+            present = [value(o, key) for o in complete if value(o, key) is not None]
+            if v is None:
+                rank = 50.0
+            else:
+                rank = 100.0 * sum(1 for o in present if o < v) / len(present)
+                if key == "ulcer":
+                    rank = 100.0 - rank
+            total += w * rank
+            wsum += w
+        assert r.score == pytest.approx(total / wsum, abs=1e-9), r.trial_number
+    # and it is not the min-max score of the same trials
+    assert any(r.score != pytest.approx(minmax_score(r.metrics, ScoreConfig()), abs=1e-6) for r in complete)
 
 
 # -- every ConfigError, before anything starts ----------------------------------------------------
