@@ -238,6 +238,25 @@ def test_three_machines_fill_the_study_exactly(cluster, data_csv):
     assert (cluster.tmp_path / "run" / "results.csv").read_text().count("\n") == 1 + n
 
 
+def test_redis_budget_of_several_queue_windows_is_exact(redis_cluster, data_csv):
+    """600 fast trials on Redis: the queue (a journal window) is refilled more than twice; exactly n run."""
+    from merlin_kit.optimize._budget import JOURNAL_QUEUE_WINDOW
+
+    c = redis_cluster
+    n = 2 * JOURNAL_QUEUE_WINDOW + 88
+    opt = OptimizationConfig(data=str(data_csv), worker_processes=2, optimize_params=["closeCountLong", "stopLongX"],
+                             warmup_bars=200)
+    run = start_optimization(opt, OptunaConfig(n_trials=n, sampler="random", seed=5, study_name=c.study_name,
+                                               storage=c.location))
+    c.runs.append(run)
+    # a queue that is never refilled leaves the workers idle: fail after a bound instead of hanging
+    assert run.wait(90), f"not finished after 90 s: {run.progress()}"
+    trials = c.trials()
+    counts = {s: sum(1 for t in trials if t.state == s) for s in {t.state for t in trials}}
+    assert counts == {TrialState.COMPLETE: n}
+    assert run.summary.total_trials == n
+
+
 def test_cli_optimize_waits_for_cli_workers(redis_cluster, data_csv, tmp_path):
     c = redis_cluster
     parent = c.spawn([sys.executable, "-m", "merlin_kit", "optimize", "--data", str(data_csv), "--strategy", SLOW,

@@ -74,6 +74,23 @@ def test_exact_trial_budget_every_start_method(small_csv, method):
         assert all(w.exitcode == 0 for w in run.summary.worker_reports)
 
 
+def test_journal_budget_of_several_queue_windows_is_exact(small_csv):
+    """More than two refills of the journal's queue window: every trial of the budget runs, none is left queued."""
+    from merlin_kit.optimize._budget import JOURNAL_QUEUE_WINDOW
+
+    n = 2 * JOURNAL_QUEUE_WINDOW + 88  # 600: the parent must top the queue up at least twice
+    run = start_optimization(make(small_csv, 2, params=["closeCountLong", "stopLongX"]),
+                             OptunaConfig(n_trials=n, sampler="random", seed=8))
+    try:
+        # a queue that is never refilled leaves the workers idle: fail after a bound instead of hanging
+        assert run.wait(60), f"not finished after 60 s: {run.progress()}"
+    finally:
+        if not run.done:
+            run.stop()
+    assert states(run) == {"COMPLETE": n}
+    assert run.summary.total_trials == n
+
+
 def test_tpe_budget_exact_and_results_sorted(small_csv):
     run = optimize(make(small_csv, 2), OptunaConfig(n_trials=30, seed=1))
     assert run.summary.total_trials == 30
