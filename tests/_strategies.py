@@ -66,3 +66,31 @@ def _append_pid() -> None:
     if path:
         with open(path, "a") as fh:
             fh.write(f"{os.getpid()}\n")
+
+
+class RemoteFirstS01(SlowS01):
+    """SlowS01 whose local workers wait until a worker on another host has run a trial.
+
+    The process with ``MERLIN_HOST_ID == $MERLIN_TEST_REMOTE_HOST`` creates ``$MERLIN_TEST_GATE_FILE``
+    when it runs a trial; worker processes of ``$MERLIN_TEST_PARENT_PID`` wait for that file (60 s at
+    most, once per process) before their trials, so that the remote machine surely gets work.  The
+    parent itself (its test backtest) never waits.
+    """
+
+    id = "test_remote_first_s01"
+
+    def run(self, data, params: Mapping[str, Any], cache: IndicatorCache | None = None):
+        global _gate_deadline
+        gate = os.environ.get("MERLIN_TEST_GATE_FILE")
+        if gate:
+            if os.environ.get("MERLIN_HOST_ID") == os.environ.get("MERLIN_TEST_REMOTE_HOST"):
+                open(gate, "a").close()
+            elif str(os.getpid()) != os.environ.get("MERLIN_TEST_PARENT_PID"):
+                if _gate_deadline is None:
+                    _gate_deadline = time.monotonic() + 60
+                while not os.path.exists(gate) and time.monotonic() < _gate_deadline:
+                    time.sleep(0.02)
+        return super().run(data, params, cache)
+
+
+_gate_deadline: float | None = None
