@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import tempfile
 import time
 from typing import Any, Mapping
 
@@ -94,3 +95,26 @@ class RemoteFirstS01(SlowS01):
 
 
 _gate_deadline: float | None = None
+
+
+#: set by a test in its own process after import; a worker sees the value only if it is a fork of that process
+PARENT_MARK: str | None = None
+#: where each process running StartMethodProbeS01 leaves ``<pid>.txt`` (a fixed place: a forkserver's workers
+#: inherit the server's environment, not the test's)
+PROBE_DIR = os.path.join(tempfile.gettempdir(), f"merlin-start-method-probe-{os.getuid()}")
+
+
+class StartMethodProbeS01(S01TrailingMA):
+    """S01 that writes ``ppid PARENT_MARK`` to ``PROBE_DIR/<pid>.txt`` in each process it runs in:
+    a plain fork inherits the test's mark; spawn and forkserver workers import the module afresh (``None``),
+    and forkserver workers are children of the server, not of the test."""
+
+    id = "test_start_method_probe_s01"
+
+    def run(self, data, params: Mapping[str, Any], cache: IndicatorCache | None = None):
+        path = os.path.join(PROBE_DIR, f"{os.getpid()}.txt")
+        if not os.path.exists(path):
+            os.makedirs(PROBE_DIR, exist_ok=True)
+            with open(path, "w") as fh:
+                fh.write(f"{os.getppid()} {PARENT_MARK}\n")
+        return super().run(data, params, cache)

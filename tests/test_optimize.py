@@ -64,9 +64,30 @@ def alive(pid: int) -> bool:
 
 # -- exact trial budget under every start method -------------------------------------------
 @pytest.mark.parametrize("method", ["spawn", "forkserver", "fork"])
-def test_exact_trial_budget_every_start_method(small_csv, method):
+def test_exact_trial_budget_every_start_method(small_csv, method, monkeypatch):
+    import tests._strategies as probe
+
+    monkeypatch.setattr(probe, "PARENT_MARK", f"set-by-{os.getpid()}")  # after import: only a fork inherits it
     for workers, n in ((2, 23), (4, 17)):
-        run = optimize(make(small_csv, workers, start_method=method), OptunaConfig(n_trials=n, sampler="random", seed=7))
+        run = optimize(make(small_csv, workers, start_method=method, strategy="tests._strategies:StartMethodProbeS01"),
+                       OptunaConfig(n_trials=n, sampler="random", seed=7))
+        # the workers that ran trials say who their parent is and whether they carry the test's mark
+        seen = {}
+        for w in run.summary.worker_reports:
+            path = Path(probe.PROBE_DIR) / f"{w.pid}.txt"
+            if w.pid is not None and path.exists():
+                ppid, mark = path.read_text().split()
+                seen[w.pid] = (int(ppid), mark)
+                path.unlink()
+        assert seen, "no worker recorded its start"
+        marks = {mark for _, mark in seen.values()}
+        parents = {ppid for ppid, _ in seen.values()}
+        if method == "fork":
+            assert marks == {f"set-by-{os.getpid()}"} and parents == {os.getpid()}, seen
+        elif method == "spawn":
+            assert marks == {"None"} and parents == {os.getpid()}, seen
+        else:  # forked by the server, which imported the module itself
+            assert marks == {"None"} and len(parents) == 1 and os.getpid() not in parents, seen
         assert run.summary.total_trials == n
         assert len(finished(run)) == n
         assert states(run) == {"COMPLETE": n}
