@@ -254,6 +254,22 @@ def test_forkserver_workers_fork_from_a_warm_server(small_csv):
         probe.join(10)
 
 
+def test_a_failing_forkserver_warm_up_is_logged_and_not_fatal():
+    """The warm-up is only a speed-up: when it raises, importing _preload still succeeds and says why, with the
+    traceback, on stderr (where a forkserver's output goes)."""
+    code = ("import merlin_kit.indicators as ind\n"
+            "def boom(*a, **k): raise RuntimeError('warm-up exploded (test)')\n"
+            "ind.moving_average = boom\n"
+            "import merlin_kit.optimize._preload\n"
+            "print('imported')\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(REPO), timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "imported"
+    assert "forkserver warm-up failed" in out.stderr
+    assert "Traceback" in out.stderr and "RuntimeError: warm-up exploded (test)" in out.stderr
+
+
 def test_spawned_workers_skip_interpreter_teardown(small_csv, tmp_path, monkeypatch):
     """Everything is in storage when a worker's loop ends: it leaves with os._exit (no ~0.3 s teardown)."""
     marker = tmp_path / "teardown.txt"
