@@ -237,7 +237,11 @@ def test_a_window_saved_on_another_machine_is_not_used(small_csv, tmp_path, monk
 
 
 def _report_preloaded(queue) -> None:
-    queue.put("merlin_kit.optimize._preload" in sys.modules)
+    loaded = "merlin_kit.optimize._preload" in sys.modules
+    ma = sys.modules.get("merlin_kit.indicators._moving_averages")
+    # kernels the warm-up ran are already compiled (or loaded from numba's cache) in the server, hence in its forks
+    warm = ma is not None and all(len(k.signatures) > 0 for k in (ma._sma_kernel, ma._ema_kernel, ma._wma_kernel))
+    queue.put((loaded, warm))
 
 
 def test_forkserver_workers_fork_from_a_warm_server(small_csv):
@@ -249,7 +253,7 @@ def test_forkserver_workers_fork_from_a_warm_server(small_csv):
     probe = ctx.Process(target=_report_preloaded, args=(queue,))
     probe.start()
     try:
-        assert queue.get(timeout=60) is True
+        assert queue.get(timeout=60) == (True, True)
     finally:
         probe.join(10)
 
