@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import tempfile
 import time
 from typing import Any, Mapping
 
@@ -66,3 +67,54 @@ def _append_pid() -> None:
     if path:
         with open(path, "a") as fh:
             fh.write(f"{os.getpid()}\n")
+
+
+class RemoteFirstS01(SlowS01):
+    """SlowS01 whose local workers wait until a worker on another host has run a trial.
+
+    The process with ``MERLIN_HOST_ID == $MERLIN_TEST_REMOTE_HOST`` creates ``$MERLIN_TEST_GATE_FILE``
+    when it runs a trial; worker processes of ``$MERLIN_TEST_PARENT_PID`` wait for that file (60 s at
+    most, once per process) before their trials, so that the remote machine surely gets work.  The
+    parent itself (its test backtest) never waits.
+    """
+
+    id = "test_remote_first_s01"
+
+    def run(self, data, params: Mapping[str, Any], cache: IndicatorCache | None = None):
+        global _gate_deadline
+        gate = os.environ.get("MERLIN_TEST_GATE_FILE")
+        if gate:
+            if os.environ.get("MERLIN_HOST_ID") == os.environ.get("MERLIN_TEST_REMOTE_HOST"):
+                open(gate, "a").close()
+            elif str(os.getpid()) != os.environ.get("MERLIN_TEST_PARENT_PID"):
+                if _gate_deadline is None:
+                    _gate_deadline = time.monotonic() + 60
+                while not os.path.exists(gate) and time.monotonic() < _gate_deadline:
+                    time.sleep(0.02)
+        return super().run(data, params, cache)
+
+
+_gate_deadline: float | None = None
+
+
+#: set by a test in its own process after import; a worker sees the value only if it is a fork of that process
+PARENT_MARK: str | None = None
+#: where each process running StartMethodProbeS01 leaves ``<pid>.txt`` (a fixed place: a forkserver's workers
+#: inherit the server's environment, not the test's)
+PROBE_DIR = os.path.join(tempfile.gettempdir(), f"merlin-start-method-probe-{os.getuid()}")
+
+
+class StartMethodProbeS01(S01TrailingMA):
+    """S01 that writes ``ppid PARENT_MARK`` to ``PROBE_DIR/<pid>.txt`` in each process it runs in:
+    a plain fork inherits the test's mark; spawn and forkserver workers import the module afresh (``None``),
+    and forkserver workers are children of the server, not of the test."""
+
+    id = "test_start_method_probe_s01"
+
+    def run(self, data, params: Mapping[str, Any], cache: IndicatorCache | None = None):
+        path = os.path.join(PROBE_DIR, f"{os.getpid()}.txt")
+        if not os.path.exists(path):
+            os.makedirs(PROBE_DIR, exist_ok=True)
+            with open(path, "w") as fh:
+                fh.write(f"{os.getppid()} {PARENT_MARK}\n")
+        return super().run(data, params, cache)

@@ -238,6 +238,25 @@ def test_three_machines_fill_the_study_exactly(cluster, data_csv):
     assert (cluster.tmp_path / "run" / "results.csv").read_text().count("\n") == 1 + n
 
 
+def test_redis_budget_of_several_queue_windows_is_exact(redis_cluster, data_csv):
+    """600 fast trials on Redis: the queue (a journal window) is refilled more than twice; exactly n run."""
+    from merlin_kit.optimize._budget import JOURNAL_QUEUE_WINDOW
+
+    c = redis_cluster
+    n = 2 * JOURNAL_QUEUE_WINDOW + 88
+    opt = OptimizationConfig(data=str(data_csv), worker_processes=2, optimize_params=["closeCountLong", "stopLongX"],
+                             warmup_bars=200)
+    run = start_optimization(opt, OptunaConfig(n_trials=n, sampler="random", seed=5, study_name=c.study_name,
+                                               storage=c.location))
+    c.runs.append(run)
+    # a queue that is never refilled leaves the workers idle: fail after a bound instead of hanging
+    assert run.wait(90), f"not finished after 90 s: {run.progress()}"
+    trials = c.trials()
+    counts = {s: sum(1 for t in trials if t.state == s) for s in {t.state for t in trials}}
+    assert counts == {TrialState.COMPLETE: n}
+    assert run.summary.total_trials == n
+
+
 def test_cli_optimize_waits_for_cli_workers(redis_cluster, data_csv, tmp_path):
     c = redis_cluster
     parent = c.spawn([sys.executable, "-m", "merlin_kit", "optimize", "--data", str(data_csv), "--strategy", SLOW,
@@ -257,12 +276,16 @@ def test_cli_optimize_waits_for_cli_workers(redis_cluster, data_csv, tmp_path):
     assert len(results) == 1 + 8
 
 
-def test_local_workers_and_a_remote_machine_share_a_database_budget(pg_cluster, data_csv):
-    """worker_processes=2 on PostgreSQL plus one `merlin-kit worker` elsewhere: still exactly n trials."""
+def test_local_workers_and_a_remote_machine_share_a_database_budget(pg_cluster, data_csv, monkeypatch):
+    """worker_processes=2 on PostgreSQL plus one `merlin-kit worker` elsewhere: still exactly n trials,
+    and the remote machine ran some of them (the local workers wait until it has run one)."""
     c = pg_cluster
     n = 30
-    opt = OptimizationConfig(data=str(data_csv), strategy=SLOW, worker_processes=2, optimize_params=PARAMS,
-                             warmup_bars=200)
+    monkeypatch.setenv("MERLIN_TEST_GATE_FILE", str(c.tmp_path / "remote-ran-a-trial"))
+    monkeypatch.setenv("MERLIN_TEST_REMOTE_HOST", "machine-b")
+    monkeypatch.setenv("MERLIN_TEST_PARENT_PID", str(os.getpid()))
+    opt = OptimizationConfig(data=str(data_csv), strategy="tests._strategies:RemoteFirstS01", worker_processes=2,
+                             optimize_params=PARAMS, warmup_bars=200)
     run = start_optimization(opt, OptunaConfig(n_trials=n, sampler="random", seed=2, study_name=c.study_name,
                                                storage=c.location))
     c.runs.append(run)
@@ -271,7 +294,11 @@ def test_local_workers_and_a_remote_machine_share_a_database_budget(pg_cluster, 
     assert c.wait_all([remote]) == [0]
     trials = c.trials()
     assert len(trials) == n == run.summary.total_trials and all(t.state == TrialState.COMPLETE for t in trials)
-    assert {t.user_attrs[OWNER_ATTR]["worker"] for t in trials} <= {0, 1, 50}
+    owners = [t.user_attrs[OWNER_ATTR] for t in trials]
+    assert {o["worker"] for o in owners} <= {0, 1, 50}
+    remote_trials = [o for o in owners if o["worker"] == 50]
+    assert len(remote_trials) >= 1, "the remote machine ran no trial"
+    assert all(o["pid"] == remote.pid and o["host"] == "machine-b" for o in remote_trials), remote_trials[:2]
     assert sorted(r.trial_number for r in run.results) == [t.number for t in trials]
 
 
