@@ -192,7 +192,8 @@ def test_fixed_parameter_is_kept_and_not_searched(tmp_path, small_csv):
 def test_min_profit_prunes_every_trial_below_it_with_forkserver(tmp_path, small_csv):
     """``--min-profit 1000`` (no trial earns 1000 %) on forkserver workers.
 
-    Break seen failing: TrialRunner.evaluate skipped the min-profit check (trials COMPLETE).
+    Breaks seen failing: TrialRunner.evaluate skipped the min-profit check (trials COMPLETE); cmd_optimize
+    dropped --start-method (summary said spawn).
     """
     out = ok(cli("optimize", "--data", str(small_csv), "--warmup", "200", "--budget", "trials:8", "--workers", "2",
                  "--sampler", "random", "--min-profit", "1000", "--start-method", "forkserver",
@@ -209,7 +210,8 @@ def test_min_profit_prunes_every_trial_below_it_with_forkserver(tmp_path, small_
 def test_time_budget_with_fork_workers(tmp_path, small_csv):
     """``--budget time:4 --start-method fork``: trials run until the deadline, then the run ends.
 
-    Break seen failing: WorkerLoop.should_stop ignored the deadline (the run hung until the subprocess timeout).
+    Breaks seen failing: WorkerLoop.should_stop ignored the deadline (the parent then stopped the workers as
+    stuck: stop_reason "time limit reached (stuck trials stopped)"); cmd_optimize dropped --start-method (spawn).
     """
     started = time.monotonic()
     out = ok(cli("optimize", "--data", str(small_csv), "--warmup", "200", "--budget", "time:4", "--workers", "2",
@@ -228,7 +230,8 @@ def test_convergence_budget_stops_after_patience_without_improvement(tmp_path, s
     """``--budget convergence:5``: the workers stop once 5 finished trials in a row brought no improvement.
 
     The summary's stop_reason says only "budget reached"; the workers' own stop reasons (study user attrs)
-    say "converged". Break seen failing: WorkerLoop.should_stop ignored convergence (hang until the timeout).
+    say "converged". Break seen failing: WorkerLoop.should_stop ignored convergence (the run never ended:
+    subprocess timeout after 180 s).
     """
     out = ok(cli("optimize", "--data", str(small_csv), "--warmup", "200", "--budget", "convergence:5",
                  "--workers", "2", "--sampler", "random", "--seed", "3", "--out", str(tmp_path / "r"),
@@ -253,7 +256,7 @@ def test_convergence_budget_stops_after_patience_without_improvement(tmp_path, s
 def test_dashboard_serves_http_on_the_printed_url(tmp_path, small_csv):
     """``merlin-kit dashboard --storage JOURNAL`` prints a URL that answers HTTP.
 
-    Break seen failing: cmd_dashboard printed a URL with the wrong port (handle.url with port + 1).
+    Break seen failing: cmd_dashboard printed a URL with the wrong port (port + 1): connection refused.
     """
     journal = tmp_path / "d.journal"
     ok(cli("optimize", "--data", str(small_csv), "--warmup", "200", "--budget", "trials:3", "--workers", "1",
