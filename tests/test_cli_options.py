@@ -229,15 +229,16 @@ def test_time_budget_with_fork_workers(tmp_path, small_csv):
 def test_convergence_budget_stops_after_patience_without_improvement(tmp_path, small_csv):
     """``--budget convergence:5``: the workers stop once 5 finished trials in a row brought no improvement.
 
-    The summary's stop_reason says only "budget reached"; the workers' own stop reasons (study user attrs)
-    say "converged". Break seen failing: WorkerLoop.should_stop ignored convergence (the run never ended:
+    The summary's stop_reason and the workers' own stop reasons (study user attrs) say "converged".
+    Break seen failing: WorkerLoop.should_stop ignored convergence (the run never ended:
     subprocess timeout after 180 s).
     """
     out = ok(cli("optimize", "--data", str(small_csv), "--warmup", "200", "--budget", "convergence:5",
                  "--workers", "2", "--sampler", "random", "--seed", "3", "--out", str(tmp_path / "r"),
                  "--study", "conv", "--json", cwd=tmp_path, timeout=180))
     summary = json.loads(out.stdout)
-    assert summary["budget_mode"] == "convergence" and summary["stop_reason"] == "budget reached"
+    assert summary["budget_mode"] == "convergence"
+    assert summary["stop_reason"] == "converged: no improvement in 5 trials"
     assert "trials without improvement" in out.stderr
     results = pd.read_csv(tmp_path / "r" / "results.csv")
     assert len(results) == summary["total_trials"] >= 6

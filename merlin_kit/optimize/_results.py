@@ -161,7 +161,7 @@ def build_summary(run: "OptimizationRun", trials: Sequence[FrozenTrial], worker_
         multiprocess_mode=n_workers > 1,
         start_method=run.opt.start_method if n_workers > 1 else None,
         sampler=run.config.sampler,
-        stop_reason=stop_reason or natural_stop_reason(run.config.budget_mode, run.config.n_trials, len(run_trials)),
+        stop_reason=stop_reason or natural_stop_reason(run.config, len(run_trials)),
     )
 
 
@@ -170,9 +170,12 @@ def run_trials_of(trials: Iterable[FrozenTrial], run_id: str, first_trial_number
     return [t for t in trials if counts_towards_budget(t) and belongs_to_run(t, run_id, first_trial_number)]
 
 
-def natural_stop_reason(budget_mode: str, n_trials: int | None, n_finished: int) -> str:
-    if budget_mode == "trials" and n_finished < (n_trials or 0):
+def natural_stop_reason(cfg: Any, n_finished: int) -> str:
+    """Why a run that nobody stopped ended, in its budget's own words."""
+    if cfg.budget_mode == "trials" and n_finished < (cfg.n_trials or 0):
         return "workers ended before the budget was reached (see worker_reports)"
+    if cfg.budget_mode == "convergence":
+        return f"converged: no improvement in {cfg.convergence_patience} trials"
     return "budget reached"
 
 
