@@ -22,29 +22,22 @@ Targets (2-core machine class): a few seconds at most for PBO at S = 16 x 500 co
 from __future__ import annotations
 
 import argparse
-import statistics
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from merlin_kit.data import load_ohlcv
-from merlin_kit.optimize import OptimizationConfig, OptunaConfig, optimize
-from merlin_kit.robustness import pbo, run_daily_returns
-from merlin_kit.walkforward import split_windows
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_backtest import median_ms  # noqa: E402
+
+from merlin_kit.data import load_ohlcv  # noqa: E402
+from merlin_kit.optimize import OptimizationConfig, OptunaConfig, optimize  # noqa: E402
+from merlin_kit.robustness import pbo, run_daily_returns  # noqa: E402
+from merlin_kit.walkforward import split_windows  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 LINK = HERE.parent.parent / "shared" / "data" / "OKX_LINKUSDT.P_15m_2025-05-01_2025-11-20.csv"
-
-
-def median_ms(fn, repeat: int) -> float:
-    fn()  # warm caches outside the timing
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
 
 
 def main() -> None:

@@ -45,6 +45,7 @@ from ._storage import StorageLocation, StorageUnavailableError, storage_unavaila
 from ._trust import run_trust_key
 from ._worker import WorkerLoop, run_worker
 from .config import OptimizationConfig, OptunaConfig, target_direction, target_metric, validate
+from .report import results_table
 
 log = logging.getLogger("merlin_kit.optimize")
 
@@ -498,8 +499,6 @@ class OptimizationRun:
     # -- results ------------------------------------------------------------
     def results_frame(self) -> pd.DataFrame:
         """Every result as a table: the target first, then trial, state, score, parameters and every metric."""
-        from .report import results_table
-
         return results_table(self)
 
     @property
