@@ -15,6 +15,7 @@ import threading
 import time
 from typing import Any, Callable, Sequence
 
+from ._cli_info import add_info_commands
 from .errors import MerlinError
 
 EXIT_USAGE = 2
@@ -567,6 +568,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "whoever reaches the port can read and delete studies)")
     db.add_argument("--port", type=int, help="port (default 8080, or a free one when 8080 is taken)")
     db.set_defaults(func=cmd_dashboard)
+    add_info_commands(sub)
     return parser
 
 
@@ -582,6 +584,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"merlin-kit {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `merlin-kit ... | head`: the reader left; no traceback, and none at exit either
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":  # pragma: no cover

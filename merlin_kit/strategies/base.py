@@ -15,12 +15,15 @@ import threading
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Literal, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Literal, Mapping, Sequence
 
 import numpy as np
 
 from ..data import PreparedData
 from ..errors import ParameterError, StrategyError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 ParamKind = Literal["int", "float", "choice", "bool"]
 
@@ -259,6 +262,26 @@ class Strategy:
 
     def defaults(self) -> dict[str, Any]:
         return {p.name: p.default for p in self.params}
+
+    def describe(self) -> "pd.DataFrame":
+        """The parameter schema as a table: what ``param_ranges`` / ``--params`` can name, and their defaults.
+
+        One row per parameter: ``name``, ``type``, ``default``, hard limits
+        (``low``, ``high``), the default search range (``opt_low``, ``opt_high``,
+        ``opt_step``; ``choices`` for choice and bool parameters), ``optimized``
+        (searched when the user names no parameters) and ``description``.
+        """
+        import pandas as pd
+
+        rows = [{
+            "name": p.name, "type": p.kind, "default": p.default, "low": p.low, "high": p.high,
+            "opt_low": p.opt_low, "opt_high": p.opt_high, "opt_step": p.opt_step,
+            "choices": None if p.choices is None else ", ".join(map(str, p.choices)),
+            "optimized": p.optimize, "description": p.description,
+        } for p in self.params]
+        columns = ["name", "type", "default", "low", "high", "opt_low", "opt_high", "opt_step", "choices",
+                   "optimized", "description"]
+        return pd.DataFrame(rows, columns=columns, dtype=object)  # object: an int default stays an int
 
     def validate_params(self, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Defaults overlaid with ``params``; unknown names and bad values raise ParameterError."""
