@@ -51,3 +51,10 @@ def test_environment_yml_matches_pyproject():
 def test_console_script_declared():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     assert project["scripts"]["merlin-kit"] == "merlin_kit.cli:main"
+
+
+def test_notebook_extra_gives_what_the_notebook_instructions_use():
+    """README: `pip install -e ".[notebook]"`, then `jupyter lab` and `papermill ...`: both must come with it."""
+    notebook = {_normalise(r)[0] for r in tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+                ["optional-dependencies"]["notebook"]}
+    assert {"jupyterlab", "papermill", "ipywidgets", "plotly", "optuna-dashboard", "ipykernel"} <= notebook

@@ -26,6 +26,9 @@ _EXPORTS = {
     "pbo_degradation_figure": "validation_figures",
 }
 
+#: what the ``notebook`` extra installs that these modules import: a missing one names the extra
+_EXTRA_MODULES = {"ipywidgets", "plotly", "anywidget", "IPython", "ipykernel", "nbformat", "optuna_dashboard"}
+
 # eager (it needs neither ipywidgets nor plotly), and so that the name ``dashboard`` is the
 # function, not the submodule of the same name
 from .dashboard import DashboardHandle, dashboard  # noqa: E402
@@ -37,7 +40,16 @@ def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'merlin_kit.notebook' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    try:
+        imported = importlib.import_module(f".{module}", __name__)
+    except ModuleNotFoundError as exc:
+        missing = (exc.name or "").split(".")[0]
+        if missing not in _EXTRA_MODULES:
+            raise
+        raise ImportError(
+            f"merlin_kit.notebook.{name} needs the notebook extra ({missing} is not installed): "
+            f"pip install 'merlin-kit[notebook]'") from exc
+    value = getattr(imported, name)
     globals()[name] = value
     return value
 

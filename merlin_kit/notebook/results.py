@@ -115,12 +115,13 @@ document.querySelectorAll('table.sortable').forEach(function (table) {
 """
 
 
-def write_report(run: Any, path: str | os.PathLike, *, include_plotlyjs: str | bool = "cdn", top: int = 5,
+def write_report(run: Any, path: str | os.PathLike, *, include_plotlyjs: str | bool = "inline", top: int = 5,
                  max_rows: int = 200) -> Path:
     """A standalone HTML report: summary, configuration, figures and the (click-to-sort) results table.
 
-    ``include_plotlyjs="cdn"`` keeps the file small but needs the internet to draw the
-    charts; ``True``/``"inline"`` embeds plotly.js once (~4.5 MB) for offline reading.
+    By default plotly.js is embedded once (~4.5 MB), so the report draws its charts
+    offline, on an air-gapped machine or years later; ``include_plotlyjs="cdn"``
+    keeps the file small but needs the internet to draw them.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
