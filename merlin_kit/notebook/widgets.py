@@ -21,7 +21,7 @@ import ipywidgets as W
 
 from ..errors import ConfigError, DataError, MerlinError, ParameterError, StrategyError
 from ..optimize import OptimizationConfig, OptunaConfig, start_optimization
-from ..optimize.config import PRUNERS, SAMPLERS, build_search_space, validate
+from ..optimize.config import PRUNERS, SAMPLERS, build_search_space, optimized_names, validate
 from ..strategies import Strategy, get_strategy, list_strategies
 from .controls import (  # is_visible: re-exported, the panel's tests and notebooks import it from here
     ERR_STYLE, LABEL_WIDTH, BudgetInput, DataSourceInput, FieldError, ParamRow, ScoreWeightsInput, WindowInput,
@@ -346,8 +346,10 @@ class ConfigPanel(W.VBox):
         except ConfigError:
             dims = None
         if dims is None:  # an invalid config: show what it says as far as it goes
-            names = set(opt.optimize_params) if opt.optimize_params is not None else {
-                p.name for p in strategy.params if p.optimize or p.name in (opt.param_ranges or {})}
+            try:
+                names = set(optimized_names(strategy, opt))
+            except TypeError:  # optimize_params is not a list of names
+                names = set()
             for name, row in self.param_rows.items():
                 row.optimize.value = name in names and name not in fixed
                 r = dict((opt.param_ranges or {}).get(name) or {}) if isinstance(

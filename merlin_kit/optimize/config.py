@@ -91,9 +91,14 @@ class OptimizationConfig:
     """What to optimise.
 
     ``data``: CSV path, bytes, file object, DataFrame or ``"sample"``.
-    ``optimize_params``: names to optimise (``None``: the schema's defaults plus
-    every name in ``param_ranges``).  ``param_ranges``: per-parameter overrides
+    ``param_ranges``: per-parameter ranges
     ``{"maLength": {"min": 50, "max": 300, "step": 25}, "maType": {"choices": ["SMA", "EMA"]}}``.
+    Which parameters are optimised (one meaning in the API, the CLI's
+    ``--params`` and the panel): ``optimize_params`` when given (a name
+    without a range uses its default range); else exactly the names in
+    ``param_ranges``; else the strategy's default set (``merlin-kit params
+    STRATEGY`` lists it).  ``extend_defaults=True`` optimises the default set
+    *plus* the names in ``param_ranges`` (the others keep their defaults).
     ``fixed_params``: values of parameters that are not optimised.
     ``min_profit``: trials whose net profit (%) is below it are PRUNED.
     ``max_backtest_seconds``: the strategy's test backtest (one run in the
@@ -115,6 +120,7 @@ class OptimizationConfig:
     min_profit: float | None = None
     start_method: str = "spawn"
     max_backtest_seconds: float | None = DEFAULT_MAX_BACKTEST_SECONDS
+    extend_defaults: bool = False
 
     def score_config(self) -> ScoreConfig:
         if isinstance(self.score, ScoreConfig):
@@ -195,6 +201,18 @@ def validate_data_source(data: Any) -> None:
                                 f"got {type(data).__name__}")
 
 
+def optimized_names(strategy: Strategy, config: OptimizationConfig) -> list[str]:
+    """The names a config optimises, in schema order (fixed ones not yet removed; see OptimizationConfig)."""
+    ranges = set(dict(config.param_ranges or {}))
+    if config.optimize_params is not None:
+        wanted = set(config.optimize_params)
+    elif ranges and not config.extend_defaults:
+        wanted = ranges
+    else:
+        wanted = {p.name for p in strategy.params if p.optimize} | ranges
+    return [p.name for p in strategy.params if p.name in wanted]
+
+
 def build_search_space(strategy: Strategy, config: OptimizationConfig) -> list[SearchDim]:
     """Resolve which parameters are optimised and over what range; every mistake is a ConfigError."""
     names = strategy.param_names()
@@ -212,19 +230,23 @@ def build_search_space(strategy: Strategy, config: OptimizationConfig) -> list[S
             strategy.param(name).validate(value)
         except ParameterError as exc:
             raise _prefixed("fixed_params", str(exc), param=name) from None
-    if config.optimize_params is None:
-        selected = [p.name for p in strategy.params if (p.optimize or p.name in ranges) and p.name not in fixed]
-    else:
-        if isinstance(config.optimize_params, str):
-            raise ConfigError("optimize_params must be a list of parameter names, not a string", field="optimize_params")
+    if config.optimize_params is not None and isinstance(config.optimize_params, str):
+        raise ConfigError("optimize_params must be a list of parameter names, not a string", field="optimize_params")
+    if not isinstance(config.extend_defaults, bool):
+        raise ConfigError(f"extend_defaults must be True or False, got {config.extend_defaults!r}",
+                          field="extend_defaults")
+    if config.optimize_params is not None:
         unknown = [n for n in config.optimize_params if n not in names]
         if unknown:
             raise _prefixed("optimize_params", f"unknown parameter(s) {', '.join(map(repr, unknown))} for {strategy.id}; valid: {valid}")
-        both = [n for n in config.optimize_params if n in fixed]
-        if both:
-            raise ConfigError(f"parameter(s) {', '.join(map(repr, both))} are both optimised and fixed; choose one",
-                              field="optimize_params", param=both[0] if len(both) == 1 else None)
-        selected = [p.name for p in strategy.params if p.name in set(config.optimize_params)]
+    chosen = optimized_names(strategy, config)
+    explicit = config.optimize_params is not None or (bool(ranges) and not config.extend_defaults)
+    both = [n for n in chosen if n in fixed]
+    if both and explicit:
+        source = "optimize_params" if config.optimize_params is not None else "param_ranges"
+        raise ConfigError(f"parameter(s) {', '.join(map(repr, both))} are both optimised and fixed; choose one",
+                          field=source, param=both[0] if len(both) == 1 else None)
+    selected = [n for n in chosen if n not in fixed]
     if not selected:
         raise ConfigError(f"no parameter is optimised; choose some of: {valid}", field="optimize_params")
 
