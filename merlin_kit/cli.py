@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -192,12 +193,14 @@ class ProgressBar:
 def _print_results_table(run: Any, top: int = 10) -> None:
     from .optimize import results_table
 
-    table = results_table(run, compact=True)
+    table = results_table(run, compact=True, distinct=True)
     if table.empty:
         print("No finished trials.")
         return
-    print(f"Top {min(top, len(table))} of {len(table)} results (target: {run.config.target}, {run.direction})")
-    print(table.head(top).to_string(index=False, float_format=lambda x: f"{x:.4g}"))
+    print(f"Top {min(top, len(table))} of {len(table)} distinct parameter sets ({len(run.results)} results; "
+          f"'trials': how many trials had that set; target: {run.config.target}, {run.direction})")
+    width = shutil.get_terminal_size((0, 0)).columns or None  # a terminal: wrap columns to its width
+    print(table.head(top).to_string(index=False, float_format=lambda x: f"{x:.4g}", line_width=width))
 
 
 def _parse_days(text: str) -> int:

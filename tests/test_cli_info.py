@@ -96,3 +96,42 @@ def test_notebook_without_its_extra_names_the_extra(missing):
     last = out.stderr.strip().splitlines()[-1]
     assert last.startswith("ImportError: merlin_kit.notebook.ConfigPanel needs the notebook extra")
     assert f"({missing} is not installed)" in last and "pip install 'merlin-kit[notebook]'" in last
+
+
+def test_optimize_table_fits_the_terminal_and_folds_repeated_parameter_sets(tmp_path):
+    """Four possible parameter sets, 40 trials: the top-N lists each set once with its trial count, within 80 columns."""
+    out = subprocess.run([sys.executable, "-m", "merlin_kit", "optimize", "--data", "sample", "--budget", "trials:40",
+                          "--workers", "1", "--params", "maType=SMA,EMA", "closeCountLong=2:3", "--seed", "1",
+                          "--out", str(tmp_path / "run")],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=300,
+                         env={**os.environ, "COLUMNS": "80"})
+    assert out.returncode == 0, out.stderr[-3000:]
+    lines = out.stdout.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.startswith("Top "))
+    assert lines[head].startswith("Top 4 of 4 distinct parameter sets (40 results;")
+    table = lines[head + 1:next(i for i in range(head + 1, len(lines)) if lines[i].startswith("Study "))]
+    assert table and max(len(line) for line in table) <= 80, table
+    import pandas as pd
+
+    results = pd.read_csv(tmp_path / "run" / "results.csv")
+    assert len(results) == 40 and len(results.drop_duplicates(["maType", "closeCountLong"])) == 4
+    counts = results.groupby(["maType", "closeCountLong"]).size()
+    blocks = [line.split() for line in table if line.strip()]
+    trials_col = blocks[0].index("trials")
+    listed = [int(row[trials_col]) for row in blocks[1:5]]
+    assert sorted(listed) == sorted(counts.tolist()) and sum(listed) == 40
+
+
+def test_results_table_distinct_keeps_the_best_of_each_set(tmp_path):
+    from merlin_kit.optimize import OptimizationConfig, OptunaConfig, optimize, results_table
+
+    run = optimize(OptimizationConfig(data="sample", worker_processes=1, optimize_params=["maType"],
+                                      param_ranges={"maType": {"choices": ["SMA", "EMA", "HMA"]}}),
+                   OptunaConfig(n_trials=12, sampler="random", seed=4, output_dir=tmp_path / "r"))
+    full = results_table(run)
+    folded = results_table(run, distinct=True)
+    assert len(full) == 12 and sorted(folded["maType"]) == sorted(full["maType"].unique())
+    assert folded["trials"].sum() == 12
+    for _, row in folded.iterrows():  # the row kept is the best trial of its set
+        same = full[full["maType"] == row["maType"]]
+        assert row["trial"] == same.iloc[0]["trial"] and row["trials"] == len(same)

@@ -93,13 +93,17 @@ def summary_lines(run: "OptimizationRun") -> list[str]:
 
 
 def results_table(run: "OptimizationRun", *, sort_by: str | None = None, ascending: bool | None = None,
-                  top: int | None = None, states: Sequence[str] | None = None, compact: bool = False) -> pd.DataFrame:
+                  top: int | None = None, states: Sequence[str] | None = None, compact: bool = False,
+                  distinct: bool = False) -> pd.DataFrame:
     """Every result as a DataFrame: the target first, then trial, state, score, parameters and every metric.
 
     Sorted best first (the run's order) unless ``sort_by`` names a column; ``ascending``
     defaults to the target's direction for the target and to descending otherwise.
     ``states`` keeps only those trial states (e.g. ``["COMPLETE"]``); ``compact`` keeps
     the target, the optimised parameters and :data:`KEY_METRICS` (what fits a terminal).
+    ``distinct`` folds trials with the same optimised parameters into the first (best)
+    of them, with a ``trials`` column counting them: samplers such as TPE re-sample a
+    good point, and a top 10 of four parameter sets tells the reader little.
     """
     target = target_column(run)
     optimised = [d.name for d in run.space]
@@ -126,8 +130,20 @@ def results_table(run: "OptimizationRun", *, sort_by: str | None = None, ascendi
         if ascending is None:
             ascending = run.direction == "minimize" if sort_by == target else False
         frame = frame.sort_values(sort_by, ascending=ascending, na_position="last", kind="stable")
+    if distinct:
+        frame = _fold_duplicates(frame, [n for n in optimised if n in frame.columns])
     frame = frame.reset_index(drop=True)
     return frame.head(top) if top is not None else frame
+
+
+def _fold_duplicates(frame: pd.DataFrame, params: list[str]) -> pd.DataFrame:
+    """The first row of each (state, parameter set), in the frame's order, with ``trials``: how many it stands for."""
+    keys = frame[["state", *params]].astype(str).apply(tuple, axis=1)
+    counts = keys.map(keys.value_counts())
+    first = ~keys.duplicated(keep="first")
+    out = frame[first].copy()
+    out.insert(out.columns.get_loc("trial") + 1, "trials", counts[first].astype(int))
+    return out
 
 
 __all__ = ["KEY_METRICS", "fmt_seconds", "fmt_value", "progress_text", "results_table", "summary_lines",
