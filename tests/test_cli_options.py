@@ -219,7 +219,7 @@ def test_time_budget_with_fork_workers(tmp_path, small_csv):
                  cwd=tmp_path, timeout=120))
     took = time.monotonic() - started
     summary = json.loads(out.stdout)
-    assert summary["budget_mode"] == "time" and summary["stop_reason"] == "budget reached"
+    assert summary["budget_mode"] == "time" and summary["stop_reason"] == "time limit reached"
     assert summary["start_method"] == "fork"
     assert summary["total_trials"] > 0
     assert summary["optimization_time_seconds"] >= 3.5  # it used its time

@@ -176,6 +176,8 @@ def natural_stop_reason(cfg: Any, n_finished: int) -> str:
         return "workers ended before the budget was reached (see worker_reports)"
     if cfg.budget_mode == "convergence":
         return f"converged: no improvement in {cfg.convergence_patience} trials"
+    if cfg.budget_mode == "time":
+        return "time limit reached"
     return "budget reached"
 
 
