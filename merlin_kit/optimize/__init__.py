@@ -11,7 +11,7 @@ snapshots), ``_results`` (results rebuilt from the study), ``report`` (text and 
 """
 
 from ._engine import OptimizationRun, optimize, start_optimization
-from ._preflight import DEFAULT_RUNS_DIR, default_run_dir, default_study_name
+from ._preflight import DEFAULT_RUNS_DIR, default_run_dir, default_study_name, runs_root
 from ._results import OptimizationResult
 from ._state import Progress, RunSummary, WorkerProgress, WorkerReport
 from ._storage import JOURNAL_NAME, StorageLocation, close_storage, journal_location, open_storage, redact
@@ -23,6 +23,6 @@ __all__ = [
     "DEFAULT_RUNS_DIR", "JOURNAL_NAME", "OptimizationConfig", "OptimizationResult", "OptimizationRun", "OptunaConfig", "ParamRange",
     "Progress", "RunSummary", "StorageLocation", "WorkerProgress", "WorkerReport", "check_join", "close_storage",
     "default_worker_id",
-    "default_run_dir", "default_study_name", "journal_location", "open_storage", "optimize", "progress_text",
+    "default_run_dir", "default_study_name", "runs_root", "journal_location", "open_storage", "optimize", "progress_text",
     "redact", "results_table", "run_worker", "start_optimization", "summary_lines",
 ]

@@ -45,9 +45,30 @@ def default_study_name(strategy_id: str) -> str:
     return f"{strategy_id}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}"
 
 
+#: environment variable naming the folder that holds run folders (overrides the default)
+RUNS_ENV = "MERLIN_KIT_RUNS"
+
+
+def runs_root() -> Path:
+    """Where run folders go unless a run names one: one predictable place per project.
+
+    ``$MERLIN_KIT_RUNS`` when set; else ``merlin_runs/`` at the top of the git
+    repository the current folder is in (a notebook in ``notebooks/`` and a
+    shell at the top write to the same place); else ``./merlin_runs``.
+    """
+    env = os.environ.get(RUNS_ENV)
+    if env:
+        return Path(env).expanduser()
+    here = Path.cwd()
+    for folder in (here, *here.parents):
+        if (folder / ".git").exists():
+            return folder / DEFAULT_RUNS_DIR
+    return Path(DEFAULT_RUNS_DIR)
+
+
 def default_run_dir(study_name: str) -> Path:
-    """``./merlin_runs/<study>``: where a run keeps results.csv, summary.json and (saved) its journal."""
-    return Path(DEFAULT_RUNS_DIR) / safe_name(study_name)
+    """``<runs_root()>/<study>``: where a run keeps results.csv, summary.json and (saved) its journal."""
+    return runs_root() / safe_name(study_name)
 
 
 def choose_storage(cfg: OptunaConfig, study_name: str, tmpdir: str) -> tuple[StorageLocation, Path | None]:

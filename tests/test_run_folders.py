@@ -1,0 +1,56 @@
+"""Run folders go to one predictable place: $MERLIN_KIT_RUNS, the git repository's merlin_runs/, or ./merlin_runs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from merlin_kit.optimize import default_run_dir, runs_root
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_outside_a_repository_runs_go_below_the_current_folder(tmp_path, monkeypatch):
+    monkeypatch.delenv("MERLIN_KIT_RUNS", raising=False)
+    monkeypatch.chdir(tmp_path)
+    assert runs_root() == Path("merlin_runs") and default_run_dir("a b") == Path("merlin_runs") / "a-b"
+
+
+def test_inside_a_repository_runs_go_to_its_top(tmp_path, monkeypatch):
+    """A notebook in notebooks/ and a shell at the top of the repository write to the same folder."""
+    monkeypatch.delenv("MERLIN_KIT_RUNS", raising=False)
+    (tmp_path / "proj" / ".git").mkdir(parents=True)
+    notebooks = tmp_path / "proj" / "notebooks" / "deep"
+    notebooks.mkdir(parents=True)
+    monkeypatch.chdir(notebooks)
+    assert runs_root() == tmp_path / "proj" / "merlin_runs"
+    monkeypatch.chdir(tmp_path / "proj")
+    assert default_run_dir("s") == tmp_path / "proj" / "merlin_runs" / "s"
+
+
+def test_the_environment_variable_wins(tmp_path, monkeypatch):
+    (tmp_path / ".git").mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MERLIN_KIT_RUNS", str(tmp_path / "elsewhere"))
+    assert default_run_dir("s") == tmp_path / "elsewhere" / "s"
+
+
+def test_cli_run_folder_follows_the_environment(tmp_path):
+    """The CLI's default --out uses the same rule (the README's first command, run anywhere)."""
+    out = subprocess.run([sys.executable, "-m", "merlin_kit", "optimize", "--data", "sample", "--budget", "trials:3",
+                          "--workers", "1", "--params", "maLength", "--study", "env-runs", "--json"],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=300,
+                         env={**__import__("os").environ, "MERLIN_KIT_RUNS": str(tmp_path / "runs-here")})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert (tmp_path / "runs-here" / "env-runs" / "results.csv").exists()
+    assert not (tmp_path / "merlin_runs").exists()
+
+
+@pytest.mark.skipif(not (REPO / ".git").exists(), reason="not a git checkout")
+def test_run_folders_are_git_ignored():
+    for path in ("merlin_runs/x/results.csv", "notebooks/merlin_runs/x/study.journal", "runs/sweep/report.html"):
+        ignored = subprocess.run(["git", "check-ignore", "-q", path], cwd=REPO)
+        assert ignored.returncode == 0, f"{path} is not git-ignored"
