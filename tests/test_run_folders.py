@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -43,7 +44,7 @@ def test_cli_run_folder_follows_the_environment(tmp_path):
     out = subprocess.run([sys.executable, "-m", "merlin_kit", "optimize", "--data", "sample", "--budget", "trials:3",
                           "--workers", "1", "--params", "maLength", "--study", "env-runs", "--json"],
                          capture_output=True, text=True, cwd=tmp_path, timeout=300,
-                         env={**__import__("os").environ, "MERLIN_KIT_RUNS": str(tmp_path / "runs-here")})
+                         env={**os.environ, "MERLIN_KIT_RUNS": str(tmp_path / "runs-here")})
     assert out.returncode == 0, out.stderr[-2000:]
     assert (tmp_path / "runs-here" / "env-runs" / "results.csv").exists()
     assert not (tmp_path / "merlin_runs").exists()
@@ -54,3 +55,23 @@ def test_run_folders_are_git_ignored():
     for path in ("merlin_runs/x/results.csv", "notebooks/merlin_runs/x/study.journal", "runs/sweep/report.html"):
         ignored = subprocess.run(["git", "check-ignore", "-q", path], cwd=REPO)
         assert ignored.returncode == 0, f"{path} is not git-ignored"
+
+
+def test_optuna_log_lines_in_a_notebook_have_no_colour_codes(tmp_path, monkeypatch):
+    """Jupyter kernels set FORCE_COLOR=1; the run's log lines (and its workers') must still be plain text."""
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(
+        "import os\n"
+        "assert os.environ.get('FORCE_COLOR')  # what makes colorlog colour a non-terminal\n"
+        "from merlin_kit.optimize import OptimizationConfig, OptunaConfig, optimize\n"
+        "run = optimize(OptimizationConfig(data='sample', worker_processes=2, optimize_params=['maLength']),\n"
+        f"               OptunaConfig(n_trials=4, sampler='random', save_study=True, output_dir={str(tmp_path / 'r')!r}))\n"
+        "import optuna; optuna.logging.get_logger('optuna').info('after the run')\n")]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p))
+    nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
+                            resources={"metadata": {"path": str(tmp_path)}}).execute()
+    text = "".join(o.get("text", "") for o in nb.cells[0].outputs)
+    assert "A new study created" in text and "after the run" in text
+    assert "\x1b[" not in text, repr(text[:500])

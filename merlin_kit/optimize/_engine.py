@@ -36,6 +36,7 @@ from ..data import PreparedData, fingerprint, load_data, prepare, source_as_path
 from ..errors import ConfigError
 from ._attrs import FINISHED_STATES, OWNER_ATTR, STOP_ATTR, converged_attr, counts_towards_budget, worker_status_prefix
 from ._budget import TrialQueue, belongs_to_run
+from ._logs import plain_optuna_logs
 from ._liveness import RunLease, StaleTrialReaper, host_id
 from ._preflight import check_strategy, choose_storage, default_study_name, make_run_tmpdir, save_window_for_workers
 from ._results import OptimizationResult, build_results, build_summary, check_outcome, run_trials_of
@@ -91,6 +92,7 @@ class OptimizationRun:
 
     def __init__(self, opt: OptimizationConfig, cfg: OptunaConfig) -> None:
         checked = validate(opt, cfg)  # normalised copies: the caller's objects stay as they were
+        plain_optuna_logs()
         self.opt, self.config = checked.opt, checked.config
         self.strategy, self.space, self.score_config = checked.strategy, checked.space, checked.score
         self.metric = target_metric(self.config.target)

@@ -49,6 +49,7 @@ from ._attrs import (
     TRACEBACK_ATTR, converged_attr, worker_status_attr,
 )
 from ._budget import budget_fully_queued, claim_queued_trial, trials_since_improvement, waiting_trials
+from ._logs import plain_optuna_logs
 from ._liveness import TrialHeartbeat, host_id, pid_alive
 from ._runconfig import RunConfig, load_run_config
 from ._storage import StorageLocation, storage_unavailable
@@ -491,6 +492,7 @@ def run_worker(location: str, study_name: str, worker_id: int, parent_pid: int |
     """
     _configure_child_logging(worker_id)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    plain_optuna_logs()
     child = multiprocessing.parent_process() is not None
     if child:
         # Ctrl-C (and a terminal's hang-up) reach the whole process group: the parent turns them
