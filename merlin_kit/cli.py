@@ -16,7 +16,7 @@ import threading
 import time
 from typing import Any, Callable, Sequence
 
-from ._cli_info import add_info_commands
+from ._cli_show import add_info_commands, backtest_report, print_holdout_table, print_results_table
 from .errors import MerlinError
 
 EXIT_USAGE = 2
@@ -74,14 +74,6 @@ def _parse_json_object(text: str, what: str) -> dict[str, Any]:
     return value
 
 
-def _fmt_metric(value: Any) -> str:
-    if value is None:
-        return "—"
-    if isinstance(value, float):
-        return f"{value:,.4f}"
-    return str(value)
-
-
 def cmd_backtest(args: argparse.Namespace) -> int:
     from .backtest import backtest
 
@@ -91,24 +83,9 @@ def cmd_backtest(args: argparse.Namespace) -> int:
         payload = result.to_dict()
         print(json.dumps({"metrics": payload["metrics"], "trades": payload["trades"]}))
         return 0
-    data = result.data
-    out = [
-        f"Strategy   {result.strategy.name or result.strategy.id} ({result.strategy.id})",
-        f"Data       {args.data}: {data.n_bars} bars {data.index[0]} .. {data.index[-1]}, trading from {result.trade_start}",
-        "",
-        "Metrics",
-    ]
-    width = max(len(k) for k in result.metrics)
-    out += [f"  {k:<{width}}  {_fmt_metric(v)}" for k, v in result.metrics.items()]
-    trades = result.trades
-    out += ["", f"Trades ({len(trades)})"]
-    if len(trades):
-        shown = trades if len(trades) <= 20 else trades.tail(20)
-        if len(trades) > 20:
-            out.append(f"  (last 20 of {len(trades)}; --json for all)")
-        out.append(shown.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
-    print("\n".join(out))
+    print(backtest_report(result, args.data, start_given=args.start is not None))
     return 0
+
 
 
 def _parse_param_spec(spec: str) -> tuple[str, Any]:
@@ -190,36 +167,12 @@ class ProgressBar:
             self.stream.flush()
 
 
-def _print_results_table(run: Any, top: int = 10) -> None:
-    from .optimize import results_table
-
-    table = results_table(run, compact=True, distinct=True)
-    if table.empty:
-        print("No finished trials.")
-        return
-    print(f"Top {min(top, len(table))} of {len(table)} distinct parameter sets ({len(run.results)} results; "
-          f"'trials': how many trials had that set; target: {run.config.target}, {run.direction})")
-    width = shutil.get_terminal_size((0, 0)).columns or None  # a terminal: wrap columns to its width
-    print(table.head(top).to_string(index=False, float_format=lambda x: f"{x:.4g}", line_width=width))
-
-
 def _parse_days(text: str) -> int:
     """``30d`` or ``30`` -> 30 (whole calendar days)."""
     raw = text[:-1] if text.lower().endswith("d") else text
     if not raw.isdigit() or int(raw) < 1:
         raise MerlinError(f"--holdout {text!r}: expected a number of days such as 30d")
     return int(raw)
-
-
-def _print_holdout_table(run: Any, table: Any) -> None:
-    """The top results in-sample and on the hold-out, side by side (rank 1 = best by the target)."""
-    target = "score" if run.metric == "score" else run.metric
-    cols = ["trial", f"is_{target}", f"holdout_{target}", "is_net_profit_pct", "holdout_net_profit_pct",
-            "is_rank", "holdout_rank", "profit_degradation"]
-    first, last = table.attrs["holdout_window"]
-    print(f"\nHold-out {first} .. {last}: the top {len(table)} results on data the optimisation did not see")
-    print(table[[c for c in dict.fromkeys(cols) if c in table.columns]].to_string(
-        index=False, float_format=lambda x: f"{x:.4g}"))
 
 
 def _optimization_config(args: argparse.Namespace, **extra: Any) -> Any:
@@ -292,9 +245,9 @@ def cmd_optimize(args: argparse.Namespace) -> int:
             shown["holdout"] = json.loads(holdout.to_json(orient="records"))
         print(json.dumps(shown, default=str))
         return signals.exit_code
-    _print_results_table(run)
+    print_results_table(run)
     if holdout is not None:
-        _print_holdout_table(run, holdout)
+        print_holdout_table(run, holdout)
     print()
     lines = summary_lines(run)
     print(lines[0])

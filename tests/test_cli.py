@@ -72,7 +72,7 @@ def test_optimize_writes_run_folder_and_table(small_csv, tmp_path):
               "--out", str(tmp_path / "run"), "--study", "cli-test")
     assert out.returncode == 0, out.stderr
     assert "12 / 12 trials" in out.stderr  # the progress bar goes to stderr (report.progress_text)
-    assert "Top 10 of 12 results" in out.stdout and "closeCountLong" in out.stdout
+    assert "Top 10 of 12 distinct parameter sets (12 results;" in out.stdout and "closeCountLong" in out.stdout
     run_dir = tmp_path / "run"
     results = pd.read_csv(run_dir / "results.csv")
     assert len(results) == 12 and set(results["maType"]) <= {"SMA", "EMA"}

@@ -135,3 +135,15 @@ def test_results_table_distinct_keeps_the_best_of_each_set(tmp_path):
     for _, row in folded.iterrows():  # the row kept is the best trial of its set
         same = full[full["maType"] == row["maType"]]
         assert row["trial"] == same.iloc[0]["trial"] and row["trials"] == len(same)
+
+
+def test_backtest_report_names_its_parameters_and_warm_up():
+    cold = cli("backtest", "--data", "sample", "--params", '{"maLength": 100, "stopLongX": 2.5}')
+    assert cold.returncode == 0, cold.stderr
+    text = " ".join(cold.stdout.split())  # the report wraps long lines
+    assert "maLength=100*," in text and "stopLongX=2.5*," in text and "maType=EMA, " in text
+    assert "(* = not the strategy's default)" in text
+    assert "no warm-up: without --start trading begins at the first bar" in text
+    warm = cli("backtest", "--data", "sample", "--start", "2024-03-01", "--warmup", "500")
+    text = " ".join(warm.stdout.split())
+    assert "Trading from 2024-03-01 00:00:00+00:00 (500 warm-up bars before it)" in text and "(all defaults)" in text
