@@ -1,0 +1,111 @@
+"""The panel's walk-forward mode, driven from Python (no browser), with real analyses on the bundled sample.
+
+The browser test (tests/browser/test_jupyterlab_walkforward.py) checks that the
+same view reaches JupyterLab.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+
+import pytest
+
+pytest.importorskip("ipywidgets")
+pytest.importorskip("plotly")
+
+from merlin_kit.notebook import ConfigPanel
+from merlin_kit.notebook.walkforward_panel import (
+    WalkForwardView, show_walkforward, stitched_text, walkforward_figures,
+)
+from merlin_kit.notebook.widgets import is_visible
+from merlin_kit.optimize import OptimizationConfig, OptunaConfig
+from merlin_kit.walkforward import walk_forward
+
+PARAMS = ["maLength", "closeCountLong"]
+#: ~50 days of the sample: 30 IS + 10 OOS days give 2 windows; to 2024-03-01: 3 windows
+END_2 = "2024-02-20"
+END_3 = "2024-03-01"
+
+
+def wf_opt(end: str = END_2, workers: int = 1, **kw) -> OptimizationConfig:
+    return OptimizationConfig(data="sample", optimize_params=PARAMS, warmup_bars=500, worker_processes=workers,
+                              end=end, **kw)
+
+
+def wf_cfg(out, **kw) -> OptunaConfig:
+    return OptunaConfig(**{"n_trials": 20, "sampler": "random", "seed": 1, "save_study": True,
+                           "output_dir": str(out), **kw})
+
+
+def wait_until(predicate, timeout: float, what: str, every: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(every)
+
+
+# -- inputs ---------------------------------------------------------------------------------------
+def test_mode_selector_shows_the_walkforward_inputs():
+    panel = ConfigPanel(wf_opt())
+    wf = panel.walkforward
+    assert wf.mode.value == "optimize" and not wf.active and not is_visible(wf.box)
+    assert [v for _, v in wf.mode.options] == ["optimize", "walkforward"]
+    assert wf.mode in panel.children and wf.box in panel.children
+    wf.mode.value = "walkforward"
+    assert wf.active and is_visible(wf.box)
+    # the defaults (90 + 30 days) do not fit in ~50 days of data: said on the field, Run disabled
+    assert "walkforward" in panel.errors and panel.run_button.disabled
+    wf.is_days.value, wf.oos_days.value, wf.anchored.value = 30, 10, True
+    assert not panel.errors and not panel.run_button.disabled
+    assert wf.values() == {"is_days": 30, "oos_days": 10, "anchored": True}
+    assert panel.config()[0].end == END_2  # the optimisation config is the same in both modes
+    wf.mode.value = "optimize"
+    assert not is_visible(wf.box) and not panel.errors
+
+
+@pytest.mark.parametrize("is_days, oos_days, end, text", [
+    (300, 10, None, "needs at least is_days + oos_days = 300 + 10 = 310 days, but only 250 trading days"),
+    (30, 10, "2024-02-10", "at least 2 windows needed"),
+    (0, 10, None, "IS days must be an integer > 0"),
+    (30, -5, None, "OOS days must be an integer > 0"),
+])
+def test_too_few_days_is_shown_on_the_field_before_anything_starts(tmp_path, is_days, oos_days, end, text):
+    panel = ConfigPanel(wf_opt(end=end), wf_cfg(tmp_path / "out"), walk_forward={"is_days": is_days,
+                                                                                  "oos_days": oos_days})
+    assert panel.walkforward.active
+    assert text in panel.errors["walkforward"] and html.escape(text) in panel.walkforward.error.value
+    assert panel.run_button.disabled and "fix the settings" in panel.status.value
+    assert panel.start() is None and panel.run is None
+    assert not (tmp_path / "out").exists(), "nothing may start with a bad walk-forward setting"
+    with pytest.raises(Exception, match="walkforward"):
+        panel.config()
+
+
+def test_a_start_after_the_data_is_shown_on_the_window_field():
+    panel = ConfigPanel(wf_opt(end=None), walk_forward={"is_days": 30, "oos_days": 10})
+    panel.start_date.value = "2030-01-01"
+    assert "after the last bar" in panel.errors["window"] and "walkforward" not in panel.errors
+
+
+# -- the result of the blocking walk_forward ------------------------------------------------------
+@pytest.fixture(scope="module")
+def blocking_result(tmp_path_factory):
+    return walk_forward(wf_opt(), wf_cfg(tmp_path_factory.mktemp("wf"), n_trials=8), is_days=30, oos_days=10)
+
+
+def test_figures_and_metrics_of_a_walk_forward_result(blocking_result, capsys):
+    r = blocking_result
+    figs = walkforward_figures(r)
+    assert set(figs) == {"layout", "stitched", "scatter"}
+    assert [t.name for t in figs["stitched"].data] == ["stitched OOS equity"]
+    assert len(figs["stitched"].layout.shapes) >= len(r.windows)  # one shaded rectangle per OOS window
+    assert list(figs["scatter"].data[0].text) == [f"w{w.number:02d}" for w in r.windows]
+    text = stitched_text(r)
+    m = r.stitched.metrics
+    assert f"net profit {m['net_profit_pct']:.2f} %" in text and f"WFE {m['wfe']:.1f} %" in text
+    assert f"trades {m['total_trades']}" in text and "max drawdown" in text and "OOS win rate" in text
+    show_walkforward(r)
+    out = capsys.readouterr().out
+    assert "finished: 2 windows, 16 trials" in out and "Stitched OOS" in out
