@@ -109,3 +109,80 @@ def test_figures_and_metrics_of_a_walk_forward_result(blocking_result, capsys):
     show_walkforward(r)
     out = capsys.readouterr().out
     assert "finished: 2 windows, 16 trials" in out and "Stitched OOS" in out
+
+
+# -- Run / Stop with real analyses (the non-blocking WalkForwardRun) -----------------------------------
+def test_run_shows_windows_progress_and_the_stitched_result(tmp_path):
+    from merlin_kit.walkforward import WalkForwardRun
+
+    out = tmp_path / "wf"
+    panel = ConfigPanel(wf_opt(end=END_3), wf_cfg(out), live=True, walk_forward={"is_days": 30, "oos_days": 10})
+    t0 = time.monotonic()
+    panel.run_button.click()
+    assert time.monotonic() - t0 < 15, "Run must return at once"
+    run, view = panel.run, panel.monitor
+    assert isinstance(run, WalkForwardRun) and isinstance(view, WalkForwardView)
+    assert panel.monitor_area.children == (view.widget,)
+    assert panel.run_button.disabled and not panel.stop_button.disabled and panel.dashboard_button.disabled
+    assert panel.start() is None and panel.run is run  # a second Run while running does nothing
+    # the window layout at once, then "window k of 3" and the current window's trials
+    assert [t.name for t in view.layout_figure.data] == ["IS", "OOS"] and len(view.layout_figure.data[0].y) == 3
+    seen: set[str] = set()
+
+    def window_text() -> bool:
+        seen.add(view.window_label.value)
+        return "window 2 of 3" in view.window_label.value or run.done
+
+    wait_until(window_text, 120, "window 2 of 3")
+    assert any("window 1 of 3" in s for s in seen) or run.done
+    assert panel.wait(180), "the analysis ends"
+    assert view.finished.is_set() and view.result is panel.walkforward_result
+    r = panel.walkforward_result
+    assert len(r.windows) == 3 and r.summary["complete"] and r.summary["total_trials"] == 60
+    assert "window 1" in view.trials_label.value and "/ 20 trials" in view.trials_label.value
+    assert view.windows_bar.value == 1.0 and view.windows_bar.bar_style == "success"
+    assert [t.name for t in view.stitched.data] == ["stitched OOS equity"]
+    assert len(view.stitched.layout.shapes) >= 3 and list(view.scatter.data[0].text) == ["w01", "w02", "w03"]
+    assert view.metrics_label.value.startswith("<b>Stitched OOS: net profit ")
+    assert "WFE" in view.metrics_label.value and "OOS win rate" in view.metrics_label.value
+    assert "oos_net_profit_pct" in view.table_html.value and "maLength" in view.table_html.value
+    assert "finished: 3 windows, 60 trials" in panel.status.value
+    assert not panel.run_button.disabled and panel.stop_button.disabled
+    assert (out / "windows.csv").exists() and (out / "walkforward.journal").exists()
+
+
+def test_stop_stops_promptly_and_shows_the_finished_windows(tmp_path):
+    panel = ConfigPanel(wf_opt(end=END_3), wf_cfg(tmp_path / "wf", budget_mode="time", time_limit=6, n_trials=None),
+                        live=True, walk_forward={"is_days": 30, "oos_days": 10})
+    run = panel.start()
+    view = panel.monitor
+
+    def in_window_2() -> bool:
+        p = run.progress()
+        return p.window == 2 and p.current is not None and p.current.finished >= 1
+
+    wait_until(in_window_2, 120, "window 2 to run trials")
+    t0 = time.monotonic()
+    panel.stop_button.click()
+    assert panel.stop_button.disabled
+    assert run.wait(30) and view.finished.wait(30)
+    took = time.monotonic() - t0
+    assert took < 15, f"Stop took {took:.1f} s"
+    r = panel.walkforward_result
+    assert r is not None and not r.summary["complete"] and len(r.windows) == 1
+    assert "stopped by user: 1 of 3 windows finished" in panel.status.value
+    assert view.windows_bar.bar_style == "warning" and "Stopped" in view.status.value
+    assert list(view.scatter.data[0].text) == ["w01"] and [t.name for t in view.stitched.data] == ["stitched OOS equity"]
+    assert not panel.run_button.disabled
+
+
+def test_without_a_frontend_wait_shows_static_figures(tmp_path, capsys):
+    panel = ConfigPanel(wf_opt(), wf_cfg(tmp_path / "wf", n_trials=6), live=False,
+                        walk_forward={"is_days": 30, "oos_days": 10})
+    run = panel.start()
+    assert run is not None and panel.monitor_area.children == ()
+    assert panel.wait(180)
+    out = capsys.readouterr().out
+    assert "finished: 2 windows, 12 trials" in out and "Stitched OOS: net profit" in out
+    assert set(panel.monitor.figures) == {"layout", "stitched", "scatter"}
+    assert panel.walkforward_result is run.result()
