@@ -68,6 +68,7 @@ class WalkForwardMode:
                    "the budget below is per window; the data window (start/end) bounds the whole analysis</span>"),
         ])
         self._frames: dict[Any, Any] = {}
+        self.interval = 1.0  #: seconds between two refreshes of the view of a run
         self.mode.observe(self._on_mode, names="value")
         for w in (self.is_days, self.oos_days, self.anchored):
             w.observe(on_change, names="value")
@@ -155,7 +156,7 @@ class WalkForwardMode:
         return start_walk_forward(opt, cfg, **self.values())
 
     def watch(self, run: Any, *, live: bool, on_finish: Callable[[Any], None] | None = None) -> "WalkForwardView":
-        return WalkForwardView(run, live=live, on_finish=on_finish)
+        return WalkForwardView(run, live=live, interval=self.interval, on_finish=on_finish)
 
 
 # -- result -----------------------------------------------------------------------
