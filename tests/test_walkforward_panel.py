@@ -84,6 +84,17 @@ def test_too_few_days_is_shown_on_the_field_before_anything_starts(tmp_path, is_
         panel.config()
 
 
+def test_an_unreadable_csv_is_marked_on_the_data_field_at_run(tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("this is,not\nohlcv,data\n")
+    panel = ConfigPanel(wf_opt(end=None), wf_cfg(tmp_path / "out"), walk_forward={"is_days": 30, "oos_days": 10})
+    panel.data_mode.value = "path"
+    panel.data_path.value = str(bad)
+    assert not panel.errors  # the content is read by the engine at Run
+    assert panel.start() is None and panel.run is None
+    assert "data" in panel.errors and "not started" in panel.status.value
+
+
 def test_a_start_after_the_data_is_shown_on_the_window_field():
     panel = ConfigPanel(wf_opt(end=None), walk_forward={"is_days": 30, "oos_days": 10})
     panel.start_date.value = "2030-01-01"
@@ -139,6 +150,7 @@ def test_run_shows_windows_progress_and_the_stitched_result(tmp_path):
     r = panel.walkforward_result
     assert len(r.windows) == 3 and r.summary["complete"] and r.summary["total_trials"] == 60
     assert view.windows_bar.value == 1.0 and view.windows_bar.bar_style == "success"
+    assert not is_visible(view.trials_row), "the last window's trial bar is hidden once the analysis ended"
     assert [t.name for t in view.stitched.data] == ["stitched OOS equity"]
     assert len(view.stitched.layout.shapes) >= 3 and list(view.scatter.data[0].text) == ["w01", "w02", "w03"]
     assert view.metrics_label.value.startswith("<b>Stitched OOS: net profit ")

@@ -210,9 +210,13 @@ def show_walkforward(result: Any) -> None:
 
 
 def _table_html(frame: Any) -> str:
-    cols = [c for c in frame.columns if c in _TABLE_COLUMNS or c not in _HIDDEN_COLUMNS]
-    return ("<div style='max-height:360px;overflow:auto'>"
-            + frame[cols].to_html(index=False, float_format=lambda x: f"{x:.4g}", na_rep="", border=0) + "</div>")
+    """The windows table as HTML: the main columns (every optimised parameter among them), short UTC times."""
+    frame = frame[[c for c in frame.columns if c in _TABLE_COLUMNS or c not in _HIDDEN_COLUMNS]].copy()
+    for col in ("is_start", "oos_start", "oos_end"):
+        if col in frame:
+            frame[col] = frame[col].map(lambda t: t.strftime("%Y-%m-%d %H:%M"))
+    return ("<div style='max-height:360px;overflow:auto;max-width:100%'>"
+            + frame.to_html(index=False, float_format=lambda x: f"{x:.4g}", na_rep="", border=0) + "</div>")
 
 
 _HIDDEN_COLUMNS = {"is_end", "is_bars", "oos_bars", "is_max_drawdown_pct", "is_total_trades", "is_sharpe_ratio",
@@ -253,6 +257,7 @@ class WalkForwardView:
         self.trials_bar = W.FloatProgress(value=0.0, min=0.0, max=1.0, description="Trials", bar_style="info",
                                           layout=W.Layout(width="60%"))
         self.trials_label = W.HTML("")
+        self.trials_row = W.HBox([self.trials_bar, self.trials_label])
         self.status = W.HTML("running…")
         self.finished_html = W.HTML("")
         self.layout_figure = go.FigureWidget(window_layout_figure(windows))
@@ -260,7 +265,7 @@ class WalkForwardView:
         self.final_box = W.VBox([])
         self.widget = W.VBox([
             self.title, self.window_label,
-            W.HBox([self.windows_bar]), W.HBox([self.trials_bar, self.trials_label]),
+            W.HBox([self.windows_bar]), self.trials_row,
             self.status, self.layout_figure, self.finished_html, self.final_box,
         ], layout=W.Layout(width="100%"))
         self.widget.add_class("merlin-walkforward-view")
@@ -357,6 +362,7 @@ class WalkForwardView:
         self.window_label.value = f"<b>{html.escape(result_status(result))}</b>"
         self.status.value = "<b>Finished</b>" if complete else "<b>Stopped</b>: the finished windows are shown"
         self.finished_html.value = ""
+        _show(self.trials_row, False)  # the last window's trial progress says nothing once the analysis ended
         if not result.windows:
             self.final_box.children = (W.HTML("No window finished."),)
             return

@@ -95,7 +95,7 @@ def test_walkforward_mode_in_jupyterlab(chromium, artifacts, lab):
         # the mode selector shows Walk-forward, with its inputs
         mode = panel.locator(".widget-toggle-buttons button", has_text="Walk-forward")
         assert "mod-active" in (mode.get_attribute("class") or ""), "Walk-forward is the selected mode"
-        assert panel.get_by_text("IS days").is_visible() and panel.get_by_text("OOS days").is_visible()
+        assert panel.get_by_text("IS days", exact=True).is_visible() and panel.get_by_text("OOS days", exact=True).is_visible()
         run_button = button(panel, "Run")
         wait_for(page, lambda: run_button.is_enabled(), 30, "Run to be enabled", fail_shot)
 
