@@ -1,7 +1,8 @@
 """The panel's walk-forward mode in a real JupyterLab, driven by Chromium: Run, watch the windows, see the result.
 
 A notebook with one cell creates the panel in walk-forward mode on the bundled
-sample (3 windows of 30 IS + 10 OOS days, 20 trials per window, 1 worker).  The
+sample (3 windows of 30 IS + 10 OOS days, 12 trials per window of a strategy that
+takes ~0.25 s a trial, so that each window lasts a few seconds; 1 worker).  The
 test presses Run and checks, in the page: the window layout chart, "window k of
 3" while no cell executes (updates pushed by the view's thread), then the
 stitched OOS equity chart (its trace drawn, the OOS windows shaded), the IS vs
@@ -30,9 +31,10 @@ CELL = """\
 from merlin_kit.notebook import ConfigPanel
 from merlin_kit.optimize import OptimizationConfig, OptunaConfig
 
-opt = OptimizationConfig(data="sample", optimize_params=["maLength", "closeCountLong"], warmup_bars=500,
-                         worker_processes=1, end="2024-03-01")
-cfg = OptunaConfig(n_trials=20, sampler="random", seed=1, save_study=True, output_dir={out!r})
+opt = OptimizationConfig(data="sample", strategy="tests._strategies:SlowS01",
+                         optimize_params=["maLength", "closeCountLong"], warmup_bars=500, worker_processes=1,
+                         end="2024-03-01")
+cfg = OptunaConfig(n_trials=12, sampler="random", seed=1, save_study=True, output_dir={out!r})
 panel = ConfigPanel(opt, cfg, walk_forward={{"is_days": 30, "oos_days": 10}})
 panel
 """
@@ -109,6 +111,9 @@ def test_walkforward_mode_in_jupyterlab(chromium, artifacts, lab):
         assert running_cells(page) == 0
         # live progress across windows, pushed while no cell executes
         wait_for(page, lambda: re.search(r"window \d of 3", view.inner_text()), 120, "'window k of 3'", fail_shot)
+        wait_for(page, lambda: re.search(r"window \d: \d+ / 12 trials", view.inner_text()), 60,
+                 "the current window's trial progress", fail_shot)
+        wait_for(page, lambda: re.search(r"window [23] of 3", view.inner_text()), 120, "a later window", fail_shot)
         assert running_cells(page) == 0, "the updates must arrive while no cell executes"
         page.screenshot(path=str(artifacts / "jupyterlab_walkforward_running.png"))
 
@@ -121,7 +126,7 @@ def test_walkforward_mode_in_jupyterlab(chromium, artifacts, lab):
                  "the stitched curve to be drawn", fail_shot)
         assert plot_traces(view, "In-sample vs out-of-sample")[0]["n"] == 3
         text = view.inner_text()
-        assert "finished: 3 windows, 60 trials" in text, text
+        assert "finished: 3 windows, 36 trials" in text, text
         assert re.search(r"Stitched OOS: net profit -?\d+\.\d\d %, max drawdown \d+\.\d\d %, trades \d+, "
                          r"WFE -?\d+\.\d %, OOS win rate \d+\.\d %", text), text
         assert "oos_net_profit_pct" in text and "maLength" in text, "the windows table"
