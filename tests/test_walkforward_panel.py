@@ -186,6 +186,18 @@ def test_stop_stops_promptly_and_shows_the_finished_windows(tmp_path):
     assert not panel.run_button.disabled
 
 
+def test_stop_in_the_first_window_says_no_window_finished(tmp_path):
+    panel = ConfigPanel(wf_opt(end=END_3), wf_cfg(tmp_path / "wf", budget_mode="time", time_limit=60, n_trials=None),
+                        live=True, walk_forward={"is_days": 30, "oos_days": 10})
+    run = panel.start()
+    wait_until(lambda: run.progress().current is not None, 120, "window 1 to start")
+    panel.stop()
+    assert panel.wait(30, show=False)
+    assert panel.walkforward_result.windows == [] and not panel.walkforward_result.summary["complete"]
+    assert "stopped by user: 0 of 3 windows finished" in panel.status.value
+    assert [c.value for c in panel.monitor.final_box.children] == ["No window finished."]
+
+
 def test_without_a_frontend_wait_shows_static_figures(tmp_path, capsys):
     panel = ConfigPanel(wf_opt(), wf_cfg(tmp_path / "wf", n_trials=6), live=False,
                         walk_forward={"is_days": 30, "oos_days": 10})

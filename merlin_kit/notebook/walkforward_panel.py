@@ -360,7 +360,8 @@ class WalkForwardView:
         self.windows_bar.value = 1.0 if complete else len(result.windows) / max(1, len(self.run.windows))
         self.windows_bar.bar_style = "success" if complete else "warning"
         self.window_label.value = f"<b>{html.escape(result_status(result))}</b>"
-        self.status.value = "<b>Finished</b>" if complete else "<b>Stopped</b>: the finished windows are shown"
+        self.status.value = ("<b>Finished</b>" if complete else
+                             "<b>Stopped</b>" + (": the finished windows are shown" if result.windows else ""))
         self.finished_html.value = ""
         _show(self.trials_row, False)  # the last window's trial progress says nothing once the analysis ended
         if not result.windows:
