@@ -84,6 +84,21 @@ def test_too_few_days_is_shown_on_the_field_before_anything_starts(tmp_path, is_
         panel.config()
 
 
+def test_an_uploaded_file_is_checked_too():
+    import datetime
+
+    from merlin_kit.data import sample
+
+    content = sample(2000).to_csv(index_label="time").encode()  # ~21 days
+    panel = ConfigPanel(wf_opt(end=None), walk_forward={"is_days": 30, "oos_days": 10})
+    panel.data_mode.value = "upload"
+    panel.upload.value = ({"name": "short.csv", "type": "text/csv", "size": len(content), "content": memoryview(content),
+                           "last_modified": datetime.datetime.now(datetime.timezone.utc)},)
+    assert "but only 21 trading days are available" in panel.errors["walkforward"]
+    panel.walkforward.set(is_days=5, oos_days=5)
+    assert not panel.errors and not panel.run_button.disabled
+
+
 def test_an_unreadable_csv_is_marked_on_the_data_field_at_run(tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("this is,not\nohlcv,data\n")

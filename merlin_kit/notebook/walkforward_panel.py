@@ -110,6 +110,8 @@ class WalkForwardMode:
                 key: Any = (text, os.stat(text).st_mtime_ns) if text != "sample" else "sample"
             except OSError:
                 return None
+        elif isinstance(data, (bytes, bytearray)):
+            key = ("bytes", len(data), hash(bytes(data)))
         else:
             key = ("object", id(data))
         if key not in self._frames:
