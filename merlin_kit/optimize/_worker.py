@@ -13,6 +13,8 @@ and stops once the run has converged.  While a trial runs, a heartbeat
 (:mod:`._liveness`) shows the worker is alive, so a dead worker's trial can be
 failed by the parent.  Ctrl-C or SIGTERM (:class:`SignalStop`) lets the trial in flight
 finish, or gives it back to the queue on a second signal (:meth:`WorkerLoop._give_back`).
+Once a study's budget is spent, a worker goes on to the next study of a chain
+(:mod:`._chain`: a walk-forward's windows) instead of exiting.
 The parent imports only the two entry points from here:
 :func:`run_worker` (child processes) and :class:`WorkerLoop` (its in-process worker).
 """
@@ -502,6 +504,9 @@ def run_worker(location: str, study_name: str, worker_id: int, parent_pid: int |
                data_path: str | None = None, *, trust_key: str | None = None,
                allow_modules: Sequence[str] = ()) -> WorkerStats | None:
     """Process entry point: join the study and run trials until the global budget is spent.
+
+    Then, when the study is part of a chain (a walk-forward's windows, :mod:`._chain`), wait for
+    the next study and go on there: one process serves every window.
 
     ``trust_key`` (the run's key; default ``MERLIN_TRUST_KEY``) and ``allow_modules``
     (plus ``MERLIN_ALLOW_MODULES``) decide which study strategies this worker loads.

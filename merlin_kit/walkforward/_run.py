@@ -242,7 +242,7 @@ def walk_forward(opt: Any, cfg: Any = None, *, is_days: int, oos_days: int, anch
     window as its start/end.  The data is loaded once; the windows are split
     from the whole file (:func:`split_windows`).
 
-    Per window ``k``: one :func:`~merlin_kit.optimize.optimize` on the IS window
+    Per window ``k``: one optimisation (:class:`~merlin_kit.optimize.OptimizationRun`) on the IS window
     with study name ``<base>-wKK`` (``base`` = ``cfg.study_name``, default
     ``<strategy>-<is_days>d-<oos_days>d`` plus ``-anchored``); its best
     completed trial by the target (``run.best``) is backtested on the OOS
@@ -275,11 +275,20 @@ def walk_forward(opt: Any, cfg: Any = None, *, is_days: int, oos_days: int, anch
     ``study_name`` or output folder.
 
     Processes: the worker processes (``opt.worker_processes``) are started
-    anew for every window by its optimize() call, which gives each window the
-    exact trial budget, Stop and dead-worker handling of a plain optimisation.
-    One pool of workers kept across windows is not implemented in this version.
-    Ctrl-C stops the current window and raises KeyboardInterrupt (finished
-    windows are kept for a resume).
+    once, with the first window that runs, and go on from window to window
+    (``start_optimization(keep_workers=..., workers_from=...)``, see
+    ``merlin_kit.optimize._chain``): when a window's budget is spent they load
+    the next window's configuration and data from its study, so a short window
+    pays no process start-up.  Each window is still an ordinary optimisation
+    with the exact trial budget, the time budget (measured from the window's
+    start), convergence, Stop and dead-worker handling of a plain one; a dead
+    worker is not replaced (the next windows run on the survivors; new
+    processes only if none survives).  ``merlin-kit worker --study <any
+    window's study>`` on another machine follows the windows the same way.
+    With ``worker_processes=1`` each window's trials run in a thread of this
+    process.  Ctrl-C stops the current window and raises KeyboardInterrupt
+    (finished windows are kept for a resume); :func:`start_walk_forward`
+    returns a :class:`WalkForwardRun` handle instead of blocking.
 
     WFE (spec): annualised mean OOS net profit ÷ annualised mean IS net profit
     × 100, annualised = mean % × 365 ÷ ``oos_days`` / ``is_days`` (``is_days``
