@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from ..optimize import Progress, close_storage, open_storage, redact, start_optimization
 from ._runner import (
-    WINDOW_ATTR, WalkForwardPlan, WalkForwardResult, WindowResult, _finished_record, _journal_exists_or_server,
+    STOPPED_REASONS, WINDOW_ATTR, WalkForwardPlan, WalkForwardResult, WindowResult, _finished_record, _journal_exists_or_server,
     _json_default, plan_walk_forward,
 )
 from ._windows import Window
@@ -123,34 +123,48 @@ class WalkForwardRun:
     def _main(self) -> None:
         plan = self._plan
         storage = None
+        waiting: Any = None  # the run whose worker processes wait for the next window (see start_optimization)
+        pending: tuple[Any, ...] | None = None  # a window optimised, its OOS backtest not done yet
         try:
             if _journal_exists_or_server(plan.storage_url):
                 storage = open_storage(plan.storage_url, heartbeat=False)
+            keys = {w.number: plan.key(w) for w in plan.windows}
+            records = {w.number: _finished_record(storage, plan.study_name(w), keys[w.number]) for w in plan.windows}
+            to_run = [w.number for w in plan.windows if records[w.number] is None and w.is_bars > 0]
             for w in plan.windows:
                 if self._stop.is_set():
                     break
                 t_w = time.time()
-                key = plan.key(w)
-                record = _finished_record(storage, plan.study_name(w), key)
-                run = None
-                reused = record is not None
-                if record is None and w.is_bars > 0:
-                    run = self._optimize_window(w)
-                    if run is None:  # stopped before or while it ran
-                        break
-                    record = plan.record(key, run)
-                    if plan.complete(run):
-                        if storage is None:
-                            storage = open_storage(plan.storage_url, heartbeat=False)
-                        storage.set_study_user_attr(storage.get_study_id_from_name(plan.study_name(w)), WINDOW_ATTR,
-                                                    json.loads(json.dumps(record, default=_json_default)))
-                elif record is None:  # no IS bar: nothing to optimise
-                    record = plan.record(key, None)
-                result = plan.window_result(w, record, run=run, reused=reused, seconds=time.time() - t_w)
+                record = records[w.number]
+                if w.number not in to_run:
+                    if pending is not None:
+                        self._emit(*pending)
+                        pending = None
+                    reused = record is not None
+                    self._emit(w, record or plan.record(keys[w.number], None), None, reused, time.time() - t_w)
+                    continue
+                more = any(n > w.number for n in to_run)
+                run = self._start_window(w, keep_workers=more, workers_from=waiting)
+                if run is None:
+                    break
+                waiting = run if more else None
+                if pending is not None:  # the previous window's OOS backtest while this window's trials run
+                    self._emit(*pending)
+                    pending = None
+                run.wait()
                 with self._lock:
-                    self._finished.append(result)
-                if self._on_window is not None:
-                    self._on_window(w.number, len(plan.windows), run)
+                    self._current, self._current_window = None, None
+                if self._stopped_during(run):
+                    break
+                record = plan.record(keys[w.number], run)
+                if plan.complete(run):
+                    if storage is None:
+                        storage = open_storage(plan.storage_url, heartbeat=False)
+                    storage.set_study_user_attr(storage.get_study_id_from_name(plan.study_name(w)), WINDOW_ATTR,
+                                                json.loads(json.dumps(record, default=_json_default)))
+                pending = (w, record, run, False, time.time() - t_w)
+            if pending is not None:
+                self._emit(*pending)
             with self._lock:
                 stop_reason = self._stop_reason if self._stop.is_set() else None
                 finished = list(self._finished)
@@ -160,29 +174,46 @@ class WalkForwardRun:
         except BaseException as exc:
             self._error = exc
         finally:
+            if waiting is not None:  # stopped or failed before the next window took its workers
+                waiting.end_chain()
             if storage is not None:
                 close_storage(storage)
             with self._lock:
                 self._current, self._current_window = None, None
             self._done.set()
 
-    def _optimize_window(self, w: Window) -> Any:
-        """Run the window's optimisation to its end; None when the analysis was stopped meanwhile."""
+    def _emit(self, w: Window, record: dict[str, Any], run: Any, reused: bool, seconds: float) -> None:
+        """A window is finished: its OOS backtest, its record among the results, ``on_window``.
+
+        ``seconds``: the time the window took before its OOS backtest (its optimisation).
+        """
+        t_oos = time.time()
+        result = self._plan.window_result(w, record, run=run, reused=reused, seconds=seconds)
+        result.seconds += time.time() - t_oos
+        with self._lock:
+            self._finished.append(result)
+        if self._on_window is not None:
+            self._on_window(w.number, len(self._plan.windows), run)
+
+    def _start_window(self, w: Window, *, keep_workers: bool, workers_from: Any) -> Any:
+        """Start the window's optimisation (on the previous window's worker processes when there are some)."""
         opt, cfg = self._plan.window_configs(w)
         with self._lock:
             if self._stop.is_set():
                 return None
-            run = start_optimization(opt, cfg)
+            run = start_optimization(opt, cfg, keep_workers=keep_workers, workers_from=workers_from)
             self._current, self._current_window = run, w.number
-        run.wait()
-        with self._lock:
-            self._current, self._current_window = None, None
-        if self._stop.is_set() or run.summary is None or run.summary.stop_reason in ("interrupted", STOPPED_BY_USER):
-            self._stop.set()
-            with self._lock:
-                self._stop_reason = self._stop_reason or (run.summary.stop_reason if run.summary else STOPPED_BY_USER)
-            return None
         return run
+
+    def _stopped_during(self, run: Any) -> bool:
+        """Whether the window's optimisation was stopped (by :meth:`stop`, Ctrl-C in its worker, ...)."""
+        reason = None if run.summary is None else run.summary.stop_reason
+        if not self._stop.is_set() and reason not in STOPPED_REASONS:
+            return False
+        with self._lock:
+            self._stop.set()
+            self._stop_reason = self._stop_reason or reason or STOPPED_BY_USER
+        return True
 
 
 def start_walk_forward(opt: Any, cfg: Any = None, *, is_days: int, oos_days: int, anchored: bool = False,
@@ -211,7 +242,7 @@ def walk_forward(opt: Any, cfg: Any = None, *, is_days: int, oos_days: int, anch
     window as its start/end.  The data is loaded once; the windows are split
     from the whole file (:func:`split_windows`).
 
-    Per window ``k``: one :func:`~merlin_kit.optimize.optimize` on the IS window
+    Per window ``k``: one optimisation (:class:`~merlin_kit.optimize.OptimizationRun`) on the IS window
     with study name ``<base>-wKK`` (``base`` = ``cfg.study_name``, default
     ``<strategy>-<is_days>d-<oos_days>d`` plus ``-anchored``); its best
     completed trial by the target (``run.best``) is backtested on the OOS
@@ -244,11 +275,20 @@ def walk_forward(opt: Any, cfg: Any = None, *, is_days: int, oos_days: int, anch
     ``study_name`` or output folder.
 
     Processes: the worker processes (``opt.worker_processes``) are started
-    anew for every window by its optimize() call, which gives each window the
-    exact trial budget, Stop and dead-worker handling of a plain optimisation.
-    One pool of workers kept across windows is not implemented in this version.
-    Ctrl-C stops the current window and raises KeyboardInterrupt (finished
-    windows are kept for a resume).
+    once, with the first window that runs, and go on from window to window
+    (``start_optimization(keep_workers=..., workers_from=...)``, see
+    ``merlin_kit.optimize._chain``): when a window's budget is spent they load
+    the next window's configuration and data from its study, so a short window
+    pays no process start-up.  Each window is still an ordinary optimisation
+    with the exact trial budget, the time budget (measured from the window's
+    start), convergence, Stop and dead-worker handling of a plain one; a dead
+    worker is not replaced (the next windows run on the survivors; new
+    processes only if none survives).  ``merlin-kit worker --study <any
+    window's study>`` on another machine follows the windows the same way.
+    With ``worker_processes=1`` each window's trials run in a thread of this
+    process.  Ctrl-C stops the current window and raises KeyboardInterrupt
+    (finished windows are kept for a resume); :func:`start_walk_forward`
+    returns a :class:`WalkForwardRun` handle instead of blocking.
 
     WFE (spec): annualised mean OOS net profit ÷ annualised mean IS net profit
     × 100, annualised = mean % × 365 ÷ ``oos_days`` / ``is_days`` (``is_days``
