@@ -1,6 +1,6 @@
 """Validation speed: median time of PBO (CSCV) and of the walk-forward window split.
 
-Run:  python benchmarks/bench_validate.py [--repeat 7]
+Run:  python benchmarks/bench_validate.py [--repeat 7] [--walk-forward-only] [--wf-repeat 3]
 
 Rows (side by side, one run):
 * ``pbo()`` on 2,000 rows x 500 columns with S = 16 (12,870 combinations): the size
@@ -10,6 +10,10 @@ Rows (side by side, one run):
 * ``pbo()`` with sparse columns (most days without a trade: many constant halves);
 * ``split_windows()`` on the LINK file (15-minute bars, 204 days), rolling 30/7
   and 90/30 days, and anchored 30/7;
+* ``walk_forward()`` on LINK, 60/20 days rolling (7 windows), 40 trials a window, 2 worker
+  processes (one pool of processes for the whole analysis, OOS backtests and files included)
+  beside the same windows as separate ``optimize()`` calls (processes started per window),
+  alternated call by call; the ratio (target <= 0.8x);
 * ``run.pbo()`` of a real run with ~500 distinct parameter sets on the bundled
   sample (24,000 15-minute bars, 250 days): one backtest per set on one
   Backtester (indicator cache) to build the daily-returns matrix, then CSCV; the
@@ -22,8 +26,11 @@ Targets (2-core machine class): a few seconds at most for PBO at S = 16 x 500 co
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
+import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -34,7 +41,7 @@ from bench_backtest import median_ms  # noqa: E402
 from merlin_kit.data import load_ohlcv  # noqa: E402
 from merlin_kit.optimize import OptimizationConfig, OptunaConfig, optimize  # noqa: E402
 from merlin_kit.robustness import pbo, run_daily_returns  # noqa: E402
-from merlin_kit.walkforward import split_windows  # noqa: E402
+from merlin_kit.walkforward import split_windows, walk_forward  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 LINK = HERE.parent.parent / "shared" / "data" / "OKX_LINKUSDT.P_15m_2025-05-01_2025-11-20.csv"
@@ -43,8 +50,14 @@ LINK = HERE.parent.parent / "shared" / "data" / "OKX_LINKUSDT.P_15m_2025-05-01_2
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=7)
+    ap.add_argument("--wf-repeat", type=int, default=3, help="repeats of the walk-forward rows (median)")
+    ap.add_argument("--walk-forward-only", action="store_true", help="only the walk-forward rows")
     args = ap.parse_args()
     rows: list[tuple[str, str, float, str]] = []
+    if args.walk_forward_only:
+        walk_forward_rows(rows, args.wf_repeat)
+        print_rows(rows)
+        return
     rng = np.random.default_rng(20250501)
 
     daily = rng.normal(0.05, 1.5, size=(2000, 500))
@@ -68,13 +81,47 @@ def main() -> None:
     else:
         print(f"(reference data not found at {LINK}: LINK rows skipped)")
 
+    walk_forward_rows(rows, args.wf_repeat)
     run_rows(rows, args.repeat)
+    print_rows(rows)
 
+
+def print_rows(rows: list[tuple[str, str, float, str]]) -> None:
     width = max(len(r[0]) for r in rows)
     print(f"{'case':<{width}}  {'combos':>8}  {'median ms':>10}  target")
     print("-" * (width + 34))
     for name, combos, ms, target in rows:
         print(f"{name:<{width}}  {combos:>8}  {ms:>10.3f}  {target}")
+
+
+def walk_forward_rows(rows: list[tuple[str, str, float, str]], repeat: int, n_trials: int = 40) -> None:
+    """One walk-forward on one pool of 2 worker processes vs the same windows as separate optimize() calls."""
+    if not LINK.exists():
+        return
+    opt = OptimizationConfig(data=str(LINK), worker_processes=2, warmup_bars=500,
+                             optimize_params=["maType", "maLength", "closeCountLong", "closeCountShort"])
+    windows = split_windows(load_ohlcv(LINK), is_days=60, oos_days=20)
+    pool_s: list[float] = []
+    separate_s: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="bench-wf-") as tmp:
+        for i in range(repeat):  # alternated call by call, each in a fresh folder (nothing reused)
+            cfg = OptunaConfig(n_trials=n_trials, seed=i, output_dir=Path(tmp) / f"wf{i}")
+            t0 = time.perf_counter()
+            walk_forward(opt, cfg, is_days=60, oos_days=20)
+            pool_s.append(time.perf_counter() - t0)
+            journal = str(Path(tmp) / f"sep{i}.journal")
+            t0 = time.perf_counter()
+            for w in windows:
+                optimize(replace(opt, start=w.is_start, end=w.is_end),
+                         replace(cfg, study_name=f"sep-w{w.number:02d}", storage=journal, save_study=True,
+                                 output_dir=Path(tmp) / f"sep{i}" / f"w{w.number:02d}"))
+            separate_s.append(time.perf_counter() - t0)
+            print(f"(walk-forward repeat {i + 1}: one pool {pool_s[-1]:.1f} s, separate optimize() {separate_s[-1]:.1f} s)")
+    pool, separate = statistics.median(pool_s), statistics.median(separate_s)
+    what = f"{len(windows)} win"
+    rows.append((f"walk-forward (one pool), LINK 60/20 days, {n_trials} trials a window, 2 workers", what,
+                 pool * 1e3, f"<= 0.8x separate: {pool / separate:.2f}x"))
+    rows.append(("same windows as separate optimize() calls (processes per window)", what, separate * 1e3, ""))
 
 
 def run_rows(rows: list[tuple[str, str, float, str]], repeat: int) -> None:

@@ -24,6 +24,8 @@ _EXPORTS = {
     "window_layout_figure": "validation_figures", "stitched_equity_figure": "validation_figures",
     "is_oos_scatter_figure": "validation_figures", "pbo_logit_figure": "validation_figures",
     "pbo_degradation_figure": "validation_figures",
+    "WalkForwardView": "walkforward_panel", "show_walkforward": "walkforward_panel",
+    "walkforward_figures": "walkforward_panel",
 }
 
 #: what the ``notebook`` extra installs that these modules import: a missing one names the extra

@@ -28,6 +28,7 @@ from .controls import (  # is_visible: re-exported, the panel's tests and notebo
     _err_html, _label, _show, error_markup, is_visible, target_options,
 )
 from .live import LiveMonitor, has_frontend, prewarm
+from .walkforward_panel import WalkForwardMode, WalkForwardView
 
 #: config attribute a ConfigError is about (its ``field``) -> the panel field beside which it shows;
 #: attributes the panel has no input for (start_method, min_profit, max_backtest_seconds) show under Run
@@ -38,6 +39,7 @@ _PANEL_FIELD = {
     "convergence_patience": "budget", "worker_processes": "workers", "sampler": "sampler", "pruner": "sampler",
     "n_startup_trials": "sampler", "pruner_warmup_trials": "sampler", "pruner_patience": "sampler",
     "seed": "seed", "study_name": "study_name", "storage": "output", "output_dir": "output",
+    "is_days": "walkforward", "oos_days": "walkforward",
 }
 
 
@@ -51,10 +53,12 @@ class ConfigPanel(W.VBox):
     ``live`` chooses the monitor attached by Run: ``None`` detects a frontend
     (:func:`~merlin_kit.notebook.live.has_frontend`), ``True`` always builds the
     live widgets, ``False`` none (use :meth:`wait` to show static results).
+    ``walk_forward={"is_days": 90, "oos_days": 30, "anchored": False}`` opens it in walk-forward mode
+    (:mod:`~merlin_kit.notebook.walkforward_panel`; ``panel.walkforward.set(...)`` does the same later).
     """
 
     def __init__(self, opt: OptimizationConfig | None = None, cfg: OptunaConfig | None = None, *,
-                 live: bool | None = None, **kwargs: Any) -> None:
+                 live: bool | None = None, walk_forward: dict[str, Any] | None = None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.add_class("merlin-config-panel")
         self.live = live
@@ -75,6 +79,8 @@ class ConfigPanel(W.VBox):
         self._build_widgets()
         self.set_config(opt or OptimizationConfig(worker_processes=_cpu_count()),
                         cfg or OptunaConfig(save_study=True))
+        if walk_forward is not None:
+            self.walkforward.set(**walk_forward)
 
     # -- construction ----------------------------------------------------------
     def _build_widgets(self) -> None:
@@ -83,6 +89,7 @@ class ConfigPanel(W.VBox):
         def wide() -> W.Layout:  # a new Layout per widget: visibility is set on the layout
             return W.Layout(width="460px")
 
+        self.walkforward = WalkForwardMode(self._changed)  # mode selector, IS/OOS days, anchored
         # data (the input groups own their widgets; the panel names them for code and tests)
         self.data_input = d = DataSourceInput(self._changed)
         self.data_mode, self.data_path, self.upload, self.upload_label, self.upload_box, self.data_error = (
@@ -154,10 +161,12 @@ class ConfigPanel(W.VBox):
             return W.HTML(f"<h4 style='margin:10px 0 4px 0'>{title}</h4>")
 
         self.children = (
+            self.walkforward.mode,
             section("Data"),
             W.HBox([_label("Source"), self.data_mode, self.data_error]),
             self.data_path, self.upload_box,
             W.HBox([self.start_date, self.end_date, self.warmup, self.window_error]),
+            self.walkforward.box,
             section("Strategy and parameters"),
             W.HBox([self.strategy, self.strategy_path, self.strategy_error]),
             W.HTML("<span style='font-size:90%;color:#555'>tick a parameter to optimise it over min/max/step "
@@ -184,7 +193,7 @@ class ConfigPanel(W.VBox):
             "params": self.params_error, "target": self.target_error, "score": self.score_error,
             "budget": self.budget_error, "workers": self.workers_error, "sampler": self.sampler_error,
             "seed": self.seed_error, "study_name": self.study_error, "output": self.output_error,
-            "general": self.general_error,
+            "general": self.general_error, "walkforward": self.walkforward.error,
         }
 
     # -- visibility ------------------------------------------------------------
@@ -408,7 +417,8 @@ class ConfigPanel(W.VBox):
 
     def _validate_fields(self) -> None:
         # panel-level fields (each checked on its own so several messages show at once)
-        for check in (self.data_input.source, self.window.dates, self._seed, self.score_input.score):
+        for check in (self.data_input.source, self.window.dates, self._seed, self.score_input.score,
+                      lambda: self.walkforward.check(self.data_input.source, self.window.dates)):
             try:
                 check()
             except FieldError as exc:
@@ -460,7 +470,8 @@ class ConfigPanel(W.VBox):
 
     # -- actions -------------------------------------------------------------------
     def start(self) -> Any:
-        """Validate and start the optimisation (the Run button); returns the run, or None if invalid."""
+        """Validate and start the optimisation, or the walk-forward analysis in that mode (the Run button);
+        returns the run (a ``WalkForwardRun`` in walk-forward mode), or None if invalid."""
         if self.run is not None and not self.run.done:
             self.status.value = "a run is already going: Stop it first"
             return None
@@ -471,7 +482,8 @@ class ConfigPanel(W.VBox):
         self.status.value = "starting…"
         self.run_button.disabled = True
         try:
-            run = start_optimization(opt, cfg)
+            wf = self.walkforward.active
+            run = self.walkforward.start(opt, cfg) if wf else start_optimization(opt, cfg)
         except (MerlinError, ValueError) as exc:
             field, text = self._error_field(exc)
             self._start_error = (field, text.splitlines()[0])
@@ -480,11 +492,14 @@ class ConfigPanel(W.VBox):
             return None
         self.run = run
         self.stop_button.disabled = False
-        self.dashboard_button.disabled = False
+        self.dashboard_button.disabled = wf
         self.dashboard_link.value = ""
-        self.status.value = f"running <b>{html.escape(run.study_name)}</b>…"
+        self.status.value = "running the walk-forward analysis…" if wf else f"running <b>{html.escape(run.study_name)}</b>…"
         live = has_frontend() if self.live is None else self.live
-        if live:
+        if wf:
+            self.monitor = self.walkforward.watch(run, live=live, on_finish=self._on_finish)
+            self.monitor_area.children = (self.monitor.widget,) if live else ()
+        elif live:
             self.monitor = LiveMonitor(run, on_finish=self._on_finish)
             self.monitor_area.children = (self.monitor.widget,)
         else:
@@ -501,9 +516,14 @@ class ConfigPanel(W.VBox):
             pass
         self._on_finish(None)
 
-    def _on_finish(self, _monitor: Any) -> None:
+    def _on_finish(self, monitor: Any) -> None:
         run = self.run
         self.stop_button.disabled = True
+        if isinstance(monitor, WalkForwardView):
+            text = monitor.status_text()
+            self.status.value = error_markup(text) if monitor.error else html.escape(text)
+            self.validate()
+            return self._finished_event.set()
         reason = (run.summary or {}).get("stop_reason", "") if run is not None else ""
         if run is not None and run.error is not None:
             self.status.value = error_markup(f"failed: {str(run.error).splitlines()[0]}")
@@ -529,6 +549,8 @@ class ConfigPanel(W.VBox):
             return False
         if self.monitor is not None:
             self.monitor.wait(timeout)
+            if show and not self.monitor.live:
+                self.monitor.show()
         elif show:
             LiveMonitor(self.run, live=False).show()
         self._finished_event.wait(5)
@@ -549,6 +571,11 @@ class ConfigPanel(W.VBox):
             return None
         self.dashboard_link.value = self.dashboard_handle._repr_html_()
         return self.dashboard_handle
+
+    @property
+    def walkforward_result(self) -> Any:
+        """The ``WalkForwardResult`` of the last walk-forward run once it has ended (partial after Stop), else None."""
+        return getattr(self.monitor, "result", None) if isinstance(self.monitor, WalkForwardView) else None
 
     @property
     def _finished_event(self) -> threading.Event:

@@ -32,6 +32,9 @@ STOP_ATTR = "merlin.stop"
 WORKER_STATUS_PREFIX = "merlin.worker."
 #: the run that holds the study: ``{"run", "host", "pid", "started_at", "renewed_at", "released"}``
 LEASE_ATTR = "merlin.lease"
+#: the study that comes after this one for the run's workers (a walk-forward's next window):
+#: ``{"run": RUN_ID, "state": "pending" | "next" | "end", "study": NAME | None}``, see :mod:`._chain`
+NEXT_ATTR = "merlin.next"
 #: marks a queued trial that an earlier run left behind and this run retired unrun (not a result)
 CANCELLED_ATTR = "merlin.cancelled"
 

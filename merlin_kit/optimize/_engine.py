@@ -36,13 +36,14 @@ from ..data import PreparedData, fingerprint, load_data, prepare, source_as_path
 from ..errors import ConfigError
 from ._attrs import FINISHED_STATES, OWNER_ATTR, STOP_ATTR, converged_attr, counts_towards_budget, worker_status_prefix
 from ._budget import TrialQueue, belongs_to_run
+from ._chain import end_chain, link_next, mark_pending
 from ._logs import plain_optuna_logs
 from ._liveness import RunLease, StaleTrialReaper, host_id
 from ._preflight import check_strategy, choose_storage, default_study_name, make_run_tmpdir, save_window_for_workers
-from ._results import OptimizationResult, build_results, build_summary, check_outcome, run_trials_of
+from ._results import OptimizationResult, build_results, build_summary, check_outcome, run_trials_of, write_atomic
 from ._runconfig import RunConfig, previous_run_config, resume_differences, store_run_config, strategy_to_ref
 from ._state import Progress, RunSummary, measure_progress
-from ._storage import StorageLocation, StorageUnavailableError, storage_unavailable
+from ._storage import StorageLocation, StorageUnavailableError, in_memory_copy, storage_unavailable
 from ._trust import run_trust_key
 from ._worker import WorkerLoop, run_worker
 from .config import OptimizationConfig, OptunaConfig, target_direction, target_metric, validate
@@ -90,7 +91,7 @@ class _Worker:
 class OptimizationRun:
     """A running (or finished) optimisation: progress, wait, stop, results."""
 
-    def __init__(self, opt: OptimizationConfig, cfg: OptunaConfig) -> None:
+    def __init__(self, opt: OptimizationConfig, cfg: OptunaConfig, *, keep_workers: bool = False) -> None:
         checked = validate(opt, cfg)  # normalised copies: the caller's objects stay as they were
         plain_optuna_logs()
         self.opt, self.config = checked.opt, checked.config
@@ -116,6 +117,8 @@ class OptimizationRun:
         self._prepared: PreparedData | None = None
         self._final_study: optuna.Study | None = None
         self._lease: RunLease | None = None
+        #: the workers go on to a next study once this run's budget is spent (:mod:`._chain`)
+        self._keep_workers = keep_workers
         try:
             self._setup()
         except BaseException:
@@ -192,6 +195,8 @@ class OptimizationRun:
                     f"would mix incompatible trials. Differences: {'; '.join(diffs)}. Resume with the same settings, "
                     "or choose another study name for a new study.", field="study_name")
         store_run_config(storage, self._study_id, self.run_config)
+        if self._keep_workers:
+            mark_pending(storage, self._study_id, self.run_id)
         self._started = started
 
     @property
@@ -210,16 +215,23 @@ class OptimizationRun:
         return self.storage_location is not None and self.storage_location.in_folder(self._tmpdir)
 
     # -- execution ----------------------------------------------------------
-    def _start(self, inline: bool = False) -> None:
+    def _start(self, inline: bool = False, workers_from: "OptimizationRun | None" = None) -> None:
         n = self.opt.worker_processes
-        if n == 1:
+        if workers_from is not None and workers_from.location != self.location:
+            raise ConfigError(f"workers_from: run {workers_from.study_name!r} uses another storage "
+                              f"({workers_from.storage_location.display}); its workers cannot join this study",
+                              field="workers_from")
+        # the live processes of the previous run of a chain wait for this study: none is started
+        adopted = [w for w in workers_from.workers if w.process is not None and w.alive()] if workers_from else []
+        self.workers.extend(adopted)
+        if not adopted and n == 1:
             worker = _Worker(0)
             self.workers.append(worker)
             if not inline:
                 worker.thread = threading.Thread(target=self._thread_worker, args=(worker,), daemon=True,
                                                  name="merlin-worker-0")
                 worker.thread.start()
-        elif n > 1:
+        elif not adopted and n > 1:
             ctx = multiprocessing.get_context(self.opt.start_method)
             if self.opt.start_method == "forkserver":
                 # a no-op once the server runs: its first start decides what it preloads
@@ -233,6 +245,9 @@ class OptimizationRun:
             self._queue = TrialQueue(self._study, self.run_id, rdb=self.storage_location.kind == "rdb",
                                      poll_seconds=POLL_SECONDS)
             self._queue.fill(int(self.config.n_trials or 0))
+        if workers_from is not None:  # set up and queued: the previous run's workers may come
+            link_next(self._storage, self._storage.get_study_id_from_name(workers_from.study_name),
+                      workers_from.run_id, self.study_name)
         if not inline:
             self._monitor = threading.Thread(target=self._watch, daemon=True, name="merlin-monitor")
             self._monitor.start()
@@ -286,7 +301,7 @@ class OptimizationRun:
                 if self._queue is not None:
                     self._queue.rate = progress.trials_per_second
                     self._queue.top_up()
-                if self._budget_reached_without_local_workers(progress):
+                if self._budget_reached_without_local_workers(progress) or self._workers_moved_on(progress):
                     break
                 if self.workers and not any(w.alive() for w in self.workers) and not self._remote_trials_running():
                     break
@@ -346,6 +361,23 @@ class OptimizationRun:
             return time.time() >= self.run_config.deadline
         return ((p.since_improvement or 0) >= (self.config.convergence_patience or 0)
                 or self._storage.get_study_user_attrs(self._study_id).get(converged_attr(self.run_id)) is not None)
+
+    def _workers_moved_on(self, p: Progress) -> bool:
+        """``keep_workers``: every live local worker has ended its loop on this study (its status is in the
+        study: it waits for the next one now) and no trial of the run runs anywhere."""
+        alive = [w for w in self.workers if w.alive()]
+        if not self._keep_workers or not alive or p.running:
+            return False
+        reported = self._worker_statuses()
+        return all(str(w.worker_id) in reported and reported[str(w.worker_id)].get("pid") == w.pid for w in alive)
+
+    def end_chain(self) -> None:
+        """A ``keep_workers`` run after which no study follows: its waiting workers are sent home."""
+        try:
+            if self._keep_workers:
+                end_chain(self._storage, self._study_id, self.run_id)
+        finally:  # storage trouble must not keep the processes alive
+            self._terminate_workers()
 
     def _request_stop(self) -> None:
         self._stop_event.set()
@@ -442,7 +474,8 @@ class OptimizationRun:
         try:
             if self._stop_event.is_set() and not self._stop_reason:
                 self._stop_reason = "stopped by user"
-            self._terminate_workers()
+            if not self._keep_workers or self._stop_event.is_set() or self.error is not None:
+                self._terminate_workers()  # (kept workers wait for the next study; see end_chain)
             if isinstance(self.error, StorageUnavailableError):
                 return  # nothing more can be read or written; what was finished is in the study
             StaleTrialReaper(self._study, self.storage_location).reap(
@@ -453,7 +486,7 @@ class OptimizationRun:
             self.storage_location.sync()
             self._write_outputs()
             if self.temporary_storage:
-                self._final_study = _in_memory_copy(self.study_name, self._storage)
+                self._final_study = in_memory_copy(self.study_name, self._storage)
         except BaseException as exc:
             gone = storage_unavailable(exc, self.location) if isinstance(exc, Exception) else None
             self.error = self.error or gone or exc
@@ -481,8 +514,8 @@ class OptimizationRun:
         """results.csv and summary.json in the run folder, each replaced atomically (never half written)."""
         if self.run_dir is None or self.summary is None:
             return
-        _write_atomic(self.run_dir / "results.csv", self.results_frame().to_csv(index=False))
-        _write_atomic(self.run_dir / "summary.json", json.dumps(self.summary.to_dict(), indent=2, default=str))
+        write_atomic(self.run_dir / "results.csv", self.results_frame().to_csv(index=False))
+        write_atomic(self.run_dir / "summary.json", json.dumps(self.summary.to_dict(), indent=2, default=str))
 
     def _cleanup(self) -> None:
         if self._lease is not None:
@@ -535,23 +568,23 @@ class OptimizationRun:
         return run_holdout(self, start, end, top_k)
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+def start_optimization(opt: OptimizationConfig, cfg: OptunaConfig | None = None, *, keep_workers: bool = False,
+                       workers_from: OptimizationRun | None = None) -> OptimizationRun:
+    """Validate, create the study and start the workers; returns at once with a handle.
 
-
-def _in_memory_copy(study_name: str, storage: optuna.storages.BaseStorage) -> optuna.Study:
-    """Keep the study usable (plots, analysis) after its temporary journal is deleted."""
-    memory = optuna.storages.InMemoryStorage()
-    optuna.copy_study(from_study_name=study_name, from_storage=storage, to_storage=memory)
-    return optuna.load_study(study_name=study_name, storage=memory)
-
-
-def start_optimization(opt: OptimizationConfig, cfg: OptunaConfig | None = None) -> OptimizationRun:
-    """Validate, create the study and start the workers; returns at once with a handle."""
-    run = OptimizationRun(opt, cfg or OptunaConfig())
-    run._start()
+    A chain of runs (a walk-forward's windows) shares one set of worker processes:
+    ``keep_workers=True`` keeps this run's workers once its budget is spent, waiting
+    for the next study; the next run, started with ``workers_from=`` this run (same
+    storage), takes them over instead of starting processes.  The last run of a
+    chain is started without ``keep_workers``; a chain that ends early (a Stop, an
+    error) calls :meth:`OptimizationRun.end_chain` on the run with waiting workers.
+    """
+    run = OptimizationRun(opt, cfg or OptunaConfig(), keep_workers=keep_workers)
+    try:
+        run._start(workers_from=workers_from)
+    except BaseException:
+        run._cleanup()
+        raise
     return run
 
 

@@ -9,8 +9,10 @@ complete trials (its min-max or percentile bounds need the whole population).
 from __future__ import annotations
 
 import math
+import os
 import signal
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from optuna.trial import FrozenTrial, TrialState
@@ -203,3 +205,10 @@ def check_outcome(summary: RunSummary, run_trials: Sequence[FrozenTrial], *, sto
             f"all {len(finished)} trials failed; first failure (trial {first_fail.number}): "
             f"{first_fail.user_attrs.get(ERROR_ATTR)}\n{first_fail.user_attrs.get(TRACEBACK_ATTR, '')}"
         )
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """A run's output file (results.csv, summary.json) replaced atomically: readers never see half of it."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)

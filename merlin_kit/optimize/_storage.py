@@ -462,3 +462,10 @@ def storage_unavailable(exc: BaseException, location: str) -> StorageUnavailable
                 "it fails the trials left RUNNING")
         cause = cause.__cause__ or cause.__context__
     return None
+
+
+def in_memory_copy(study_name: str, storage: BaseStorage) -> optuna.Study:
+    """Keep the study usable (plots, analysis) after its temporary journal is deleted."""
+    memory = optuna.storages.InMemoryStorage()
+    optuna.copy_study(from_study_name=study_name, from_storage=storage, to_storage=memory)
+    return optuna.load_study(study_name=study_name, storage=memory)

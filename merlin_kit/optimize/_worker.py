@@ -13,6 +13,8 @@ and stops once the run has converged.  While a trial runs, a heartbeat
 (:mod:`._liveness`) shows the worker is alive, so a dead worker's trial can be
 failed by the parent.  Ctrl-C or SIGTERM (:class:`SignalStop`) lets the trial in flight
 finish, or gives it back to the queue on a second signal (:meth:`WorkerLoop._give_back`).
+Once a study's budget is spent, a worker goes on to the next study of a chain
+(:mod:`._chain`: a walk-forward's windows) instead of exiting.
 The parent imports only the two entry points from here:
 :func:`run_worker` (child processes) and :class:`WorkerLoop` (its in-process worker).
 """
@@ -49,6 +51,7 @@ from ._attrs import (
     TRACEBACK_ATTR, converged_attr, worker_status_attr,
 )
 from ._budget import budget_fully_queued, claim_queued_trial, trials_since_improvement, waiting_trials
+from ._chain import wait_for_next
 from ._logs import plain_optuna_logs
 from ._liveness import TrialHeartbeat, host_id, pid_alive
 from ._runconfig import RunConfig, load_run_config
@@ -301,10 +304,12 @@ class WorkerLoop:
                  parent_pid: int | None = None, stop_event: threading.Event | None = None,
                  data_path: str | None = None, refill: Callable[[], None] | None = None,
                  prepared: PreparedData | None = None, trust_key: str | None = None,
-                 allow_modules: Sequence[str] = (), signals: SignalStop | None = None) -> None:
+                 allow_modules: Sequence[str] = (), signals: SignalStop | None = None,
+                 storage: BaseStorage | None = None) -> None:
         trust = TrustPolicy.resolve(trust_key, allow_modules)  # the run's key, or MERLIN_TRUST_KEY
         where = StorageLocation.parse(location)
-        self.storage = where.open(create=False)
+        # storage: the one opened for the previous study of a chain (a journal is not read again)
+        self.storage = storage if storage is not None else where.open(create=False)
         self.study_id = study_id_of(self.storage, where, study_name)
         self.cfg = load_run_config(self.storage, self.study_id)
         self.study = optuna.load_study(
@@ -320,6 +325,8 @@ class WorkerLoop:
         self.heartbeat = TrialHeartbeat(self.storage)
         self.refill = refill  # in the run's own process: tops up a database's queue when it runs dry
         self.stop_reason = ""
+        #: the loop ended because the run's budget is spent (then the workers may go on to a next study)
+        self.budget_spent = False
 
     def _signalled(self) -> bool:
         if self.signals is None or self.signals.signum is None:
@@ -327,7 +334,8 @@ class WorkerLoop:
         self.stop_reason = self.stop_reason or f"{self.signals.name} received"
         return True
 
-    def should_stop(self) -> bool:
+    def _interrupted(self, attrs: dict[str, Any]) -> bool:
+        """A reason to stop that is not the budget: a signal, Stop (in this process or in the study), the parent gone."""
         if self._signalled():
             return True
         if self.stop_event is not None and self.stop_event.is_set():
@@ -336,18 +344,25 @@ class WorkerLoop:
         if self.parent_pid is not None and not pid_alive(self.parent_pid):
             self.stop_reason = "parent process ended"
             return True
-        attrs = self.storage.get_study_user_attrs(self.study_id)
         if attrs.get(STOP_ATTR) == self.cfg.run_id:
             self.stop_reason = "stop requested"
+            return True
+        return False
+
+    def should_stop(self) -> bool:
+        attrs = self.storage.get_study_user_attrs(self.study_id)
+        if self._interrupted(attrs):
             return True
         o = self.cfg.optuna
         if o.budget_mode == "time" and time.time() >= self.cfg.deadline:
             self.stop_reason = "time limit reached"
+            self.budget_spent = True
             return True
         if o.budget_mode == "convergence":
             declared = converged_attr(self.cfg.run_id)
             if attrs.get(declared) is not None:
                 self.stop_reason = f"converged: no improvement in {attrs[declared]} trials"
+                self.budget_spent = True
                 return True
             trials = self.storage.get_all_trials(self.study_id, deepcopy=False, states=FINISHED_STATES)
             since = trials_since_improvement(trials, self.cfg.run_id, self.cfg.first_trial_number, self.cfg.direction)
@@ -356,8 +371,15 @@ class WorkerLoop:
                 # restart a run whose other workers have already stopped
                 self.storage.set_study_user_attr(self.study_id, declared, since)
                 self.stop_reason = f"converged: no improvement in {since} trials"
+                self.budget_spent = True
                 return True
         return False
+
+    def next_study(self) -> str | None:
+        """After the run's budget is spent: the study its workers go on to (:mod:`._chain`), or None."""
+        if not self.budget_spent:
+            return None
+        return wait_for_next(self.storage, self.study_id, self.cfg.run_id, self._interrupted)
 
     def claim(self) -> Trial | None:
         """The next trial to run: a claimed WAITING trial (trials budget) or a new one."""
@@ -371,6 +393,7 @@ class WorkerLoop:
                 return trial
             if not waiting and budget_fully_queued(self.storage, self.study_id, self.cfg.run_id):
                 self.stop_reason = "trial budget reached"
+                self.budget_spent = True
                 return None
             if not waiting and self.refill is not None:
                 self.refill()
@@ -483,6 +506,9 @@ def run_worker(location: str, study_name: str, worker_id: int, parent_pid: int |
                allow_modules: Sequence[str] = ()) -> WorkerStats | None:
     """Process entry point: join the study and run trials until the global budget is spent.
 
+    Then, when the study is part of a chain (a walk-forward's windows, :mod:`._chain`), wait for
+    the next study and go on there: one process serves every window.
+
     ``trust_key`` (the run's key; default ``MERLIN_TRUST_KEY``) and ``allow_modules``
     (plus ``MERLIN_ALLOW_MODULES``) decide which study strategies this worker loads.
 
@@ -505,11 +531,18 @@ def run_worker(location: str, study_name: str, worker_id: int, parent_pid: int |
         signals = SignalStop(signal_grace())
         signals.install((signal.SIGTERM,) if child else (signal.SIGTERM, *_group_signals()))
     try:
-        loop = WorkerLoop(location, study_name, worker_id, parent_pid=parent_pid, data_path=data_path,
-                          trust_key=trust_key, allow_modules=allow_modules, signals=signals)
-        stats = loop.run()
-        stats.stop_reason = loop.stop_reason
-        stats.signal = None if signals is None else signals.signum
+        storage = None
+        while True:  # one study, or a chain of them (a walk-forward's windows, see ._chain)
+            loop = WorkerLoop(location, study_name, worker_id, parent_pid=parent_pid, data_path=data_path,
+                              trust_key=trust_key, allow_modules=allow_modules, signals=signals, storage=storage)
+            stats = loop.run()
+            stats.stop_reason = loop.stop_reason
+            stats.signal = None if signals is None else signals.signum
+            following = loop.next_study()
+            if following is None:
+                break
+            log.info("worker %s goes on to study %r", worker_id, following)
+            study_name, storage = following, loop.storage
     except (KeyboardInterrupt, TrialInterrupted):  # a signal before the loop could handle it
         sys.exit(128 + (signals.signum if signals is not None and signals.signum else signal.SIGINT))
     except Exception as exc:

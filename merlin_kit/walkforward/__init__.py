@@ -15,13 +15,14 @@ equity curve, one trade list and the walk-forward efficiency (WFE).
 """
 
 from . import _windows
-from ._runner import WF_JOURNAL_NAME, WINDOW_ATTR, WINDOW_METRICS, WalkForwardResult, WindowResult, walk_forward
+from ._run import WalkForwardProgress, WalkForwardRun, start_walk_forward, walk_forward
+from ._runner import WF_JOURNAL_NAME, WINDOW_ATTR, WINDOW_METRICS, WalkForwardResult, WindowResult
 from ._stitch import TRADE_COLUMNS, StitchedResult, stitch, stitched_trades, walk_forward_efficiency
 from ._windows import Window, split_windows
 
 __all__ = [
-    "TRADE_COLUMNS", "WF_JOURNAL_NAME", "WINDOW_ATTR", "WINDOW_METRICS", "StitchedResult", "WalkForwardResult",
-    "Window", "WindowResult", "split_windows", "stitch", "stitched_trades", "walk_forward", "walk_forward_efficiency",
+    "TRADE_COLUMNS", "WF_JOURNAL_NAME", "WINDOW_ATTR", "WINDOW_METRICS", "StitchedResult", "WalkForwardProgress", "WalkForwardResult", "WalkForwardRun",
+    "Window", "WindowResult", "split_windows", "start_walk_forward", "stitch", "stitched_trades", "walk_forward", "walk_forward_efficiency",
 ]
 
 #: private, kept importable from the old module path (the window tests use it)

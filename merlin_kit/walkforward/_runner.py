@@ -1,4 +1,5 @@
-"""The walk-forward runner: one optimisation per IS window, its OOS backtest, the records, the files, resume."""
+"""The walk-forward analysis's pieces: its plan (windows, storage, settings), the per-window records and
+OOS backtests, the result and its files, resume records.  The run itself (processes, stop) is in :mod:`._run`."""
 
 from __future__ import annotations
 
@@ -6,10 +7,9 @@ import hashlib
 import json
 import math
 import os
-import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -24,6 +24,8 @@ WINDOW_ATTR = "merlin.walkforward.window"
 WF_JOURNAL_NAME = "walkforward.journal"
 #: the metrics shown per window (IS of the chosen trial, OOS of its backtest) and in the table
 WINDOW_METRICS = ("net_profit_pct", "max_drawdown_pct", "total_trades", "sharpe_ratio")
+#: the stop reasons of a window optimisation that did not finish its budget
+STOPPED_REASONS = ("interrupted", "stopped by user")
 _OUTPUT_FILES = ("windows.csv", "oos_trades.csv", "stitched_equity.csv", "summary.json")
 
 
@@ -131,73 +133,148 @@ class WalkForwardResult:
         return paths
 
 
-def walk_forward(opt: Any, cfg: Any = None, *, is_days: int, oos_days: int, anchored: bool = False,
-                 start: Any = None, end: Any = None,
-                 on_window: Callable[[int, int, Any], None] | None = None) -> WalkForwardResult:
-    """Walk-forward analysis of ``opt`` / ``cfg`` (spec VALIDATION.md: windows, "Per window", "Stitched").
+@dataclass
+class WalkForwardPlan:
+    """Everything a walk-forward analysis decided before its first trial: windows, studies, storage, settings.
 
-    ``opt`` (:class:`~merlin_kit.optimize.OptimizationConfig`) and ``cfg``
-    (:class:`~merlin_kit.optimize.OptunaConfig`) are those of a plain
-    optimisation; ``opt.start``/``opt.end`` (or ``start``/``end`` here, which
-    win) bound the whole analysis, and each window's optimisation gets the IS
-    window as its start/end.  The data is loaded once; the windows are split
-    from the whole file (:func:`split_windows`).
-
-    Per window ``k``: one :func:`~merlin_kit.optimize.optimize` on the IS window
-    with study name ``<base>-wKK`` (``base`` = ``cfg.study_name``, default
-    ``<strategy>-<is_days>d-<oos_days>d`` plus ``-anchored``); its best
-    completed trial by the target (``run.best``) is backtested on the OOS
-    window with ``opt.warmup_bars`` warm-up bars taken from the whole file.  No
-    completed trial (or no OOS bar): the window is flat (0 %, no trades) and
-    says so.  ``on_window(number, total, run)`` is called after each window
-    (``run`` is ``None`` for a reused window).
-
-    Files: every window's study lives in ONE storage, ``cfg.storage`` or the
-    journal ``walkforward.journal`` in the output folder (``cfg.output_dir``,
-    default ``./merlin_runs/<base>-wf``), so optuna-dashboard shows the
-    analysis window by window; each window's results.csv / summary.json go to
-    ``<folder>/windows/wKK``; windows.csv, oos_trades.csv, stitched_equity.csv
-    and summary.json go to the folder at the end.
-
-    Resume: when a window's optimisation ends with its whole budget, the study
-    gets the attr ``merlin.walkforward.window`` (its chosen parameters, IS
-    metrics, trial count and a key of everything that decides its trials: data
-    fingerprint of the IS window, dates, strategy, search space, fixed
-    parameters, target, filters, score settings, budget, sampler, pruner and
-    seed; not the number of workers).  Calling ``walk_forward`` again with the
-    same settings and storage (the same output folder) takes such windows from
-    their studies without running a trial and only recomputes their OOS
-    backtests; windows that did not finish (Ctrl-C, a crash) are run again in
-    the same study, whose earlier trials count towards the window's choice
-    (optimize()'s resume).  Changing the budget or the sampler runs every
-    window again in its study (its best is then over all of the study's
-    trials); changing what the trials mean (data, dates, search space, target,
-    ...) is refused by optimize() naming the differences: use another
-    ``study_name`` or output folder.
-
-    Processes: the worker processes (``opt.worker_processes``) are started
-    anew for every window by its optimize() call, which gives each window the
-    exact trial budget, Stop and dead-worker handling of a plain optimisation.
-    One pool of workers kept across windows is not implemented in this version.
-    Ctrl-C stops the current window and raises KeyboardInterrupt (finished
-    windows are kept for a resume).
-
-    WFE (spec): annualised mean OOS net profit ÷ annualised mean IS net profit
-    × 100, annualised = mean % × 365 ÷ ``oos_days`` / ``is_days`` (``is_days``
-    also in anchored mode, as the spec says, although anchored IS windows grow);
-    a flat window counts 0 % in both means.
+    Built by :func:`plan_walk_forward`, which raises every configuration error
+    (:class:`~merlin_kit.errors.ConfigError`) before any study is touched.
     """
-    from ..backtest import backtest
-    from ..data import fingerprint, load_data, prepare
-    from ..optimize import OptunaConfig, close_storage, default_run_dir, open_storage, optimize, redact
-    from ..optimize.config import target_metric, validate
-    from ..scoring import minmax_score
 
-    t_start = time.time()
+    opt: Any
+    cfg: Any
+    #: ``cfg`` validated and normalised
+    checked_cfg: Any
+    strategy: Any
+    metric: str
+    is_days: int
+    oos_days: int
+    anchored: bool
+    base: str
+    frame: pd.DataFrame
+    windows: list[Window]
+    folder: Path
+    storage_url: str
+    #: what goes to each window's optimisation as ``data`` (a path or "sample" as given, else the frame)
+    data_arg: Any
+    #: everything that decides a window's trials (the resume key), not the number of workers
+    settings: dict[str, Any]
+    optimized: list[str]
+
+    def study_name(self, w: Window) -> str:
+        return f"{self.base}-w{w.number:02d}"
+
+    def window_folder(self, w: Window) -> Path:
+        return self.folder / "windows" / f"w{w.number:02d}"
+
+    def key(self, w: Window) -> str:
+        from ..data import fingerprint, prepare
+        fp = fingerprint(prepare(self.frame, w.is_start, w.is_end, self.opt.warmup_bars)) if w.is_bars > 0 else None
+        return _window_key(self.settings, w, fp)
+
+    def window_configs(self, w: Window) -> tuple[Any, Any]:
+        """The window's OptimizationConfig and OptunaConfig: the IS window, its study in the analysis's storage."""
+        return (replace(self.opt, data=self.data_arg, start=w.is_start, end=w.is_end),
+                replace(self.cfg, study_name=self.study_name(w), storage=self.storage_url, save_study=True,
+                        output_dir=self.window_folder(w)))
+
+    def record(self, key: str, run: Any) -> dict[str, Any]:
+        """The resume record of a window's finished optimisation (what WINDOW_ATTR stores)."""
+        best = None if run is None else run.best
+        return {
+            "key": key, "trials": 0 if run is None else run.summary.total_trials,
+            "params": None if best is None else dict(best.params),
+            "is_metrics": None if best is None else dict(best.metrics),
+            "is_target": None if best is None else best.target_value(run.metric),
+            "best_trial_number": None if best is None else best.trial_number,
+        }
+
+    def complete(self, run: Any) -> bool:
+        """Whether a window's optimisation used its whole budget (then it is recorded for resume)."""
+        c = self.checked_cfg
+        if run.summary.stop_reason in STOPPED_REASONS:
+            return False
+        return c.budget_mode != "trials" or run.summary.total_trials >= int(c.n_trials or 0)
+
+    def window_result(self, w: Window, record: dict[str, Any], *, run: Any, reused: bool,
+                      seconds: float) -> WindowResult:
+        """The window's record plus the OOS backtest of its choice (or a flat window that says why)."""
+        from ..backtest import backtest
+        from ..scoring import minmax_score
+        params = record["params"]
+        flat_reason = None
+        if params is None:
+            flat_reason = "no IS bars" if w.is_bars == 0 else "no completed trial in the IS optimisation"
+        elif w.oos_bars == 0:
+            flat_reason = "no OOS bars (the OOS period is a gap in the data)"
+        frame = self.frame
+        if flat_reason is None:
+            bt = backtest(frame, self.opt.strategy, params, start=w.oos_start, end=w.oos_end,
+                          warmup_bars=self.opt.warmup_bars)
+            oos_metrics = dict(bt.metrics)
+            oos_equity = bt.equity.iloc[bt.data.trade_start_idx:].copy()
+            oos_trades = bt.trades.reset_index(drop=True)
+            open_at_end = bool(bt.equity.iloc[-1] != bt.balance.iloc[-1])
+            oos_target = (minmax_score(oos_metrics, self.opt.score_config()) if self.metric == "score"
+                          else oos_metrics.get(self.metric))
+        else:
+            oos_metrics = {"net_profit_pct": 0.0, "max_drawdown_pct": 0.0, "total_trades": 0, "sharpe_ratio": None}
+            oos_equity = pd.Series(100.0, index=frame.index[w.oos_start_idx:w.oos_end_idx + 1], name="equity")
+            oos_trades = _empty_trades()
+            open_at_end = False
+            oos_target = None
+        return WindowResult(
+            window=w, study_name=self.study_name(w), params=params, optimized=self.optimized,
+            is_metrics=record["is_metrics"], is_target=record["is_target"], oos_metrics=oos_metrics,
+            oos_target=oos_target, oos_equity=oos_equity, oos_trades=oos_trades, oos_open_at_end=open_at_end,
+            trials=int(record["trials"]), best_trial_number=record["best_trial_number"],
+            flat=flat_reason is not None, flat_reason=flat_reason, reused=reused, seconds=seconds, run=run)
+
+    def result(self, results: list[WindowResult], *, seconds: float, stop_reason: str | None) -> WalkForwardResult:
+        """The stitched result and summary of the finished windows (all of them, or fewer after a stop)."""
+        from ..optimize import redact
+        c = self.checked_cfg
+        stitched = stitch(results, is_days=self.is_days, oos_days=self.oos_days)
+        summary = {
+            "method": "walk_forward",
+            "strategy": self.strategy.id,
+            "target": c.target,
+            "budget_mode": c.budget_mode,
+            "budget": {"trials": c.n_trials, "time": c.time_limit, "convergence": c.convergence_patience}[c.budget_mode],
+            "windows": len(results),
+            "total_windows": len(self.windows),
+            "complete": stop_reason is None,
+            "stop_reason": stop_reason,
+            "is_days": self.is_days,
+            "oos_days": self.oos_days,
+            "anchored": bool(self.anchored),
+            "first_is_start": self.windows[0].is_start.isoformat(),
+            "last_oos_end": self.windows[-1].oos_end.isoformat(),
+            "stitched": stitched.metrics,
+            "flat_windows": [r.number for r in results if r.flat],
+            "reused_windows": [r.number for r in results if r.reused],
+            "total_trials": sum(r.trials for r in results if not r.reused),
+            "studies": [r.study_name for r in results],
+            "storage": redact(self.storage_url),
+            "folder": str(self.folder),
+            "total_time_seconds": seconds,
+        }
+        out = WalkForwardResult(windows=results, stitched=stitched, trades=stitched_trades(results), summary=summary,
+                                target=c.target, folder=self.folder)
+        out.to_files(self.folder)
+        return out
+
+
+def plan_walk_forward(opt: Any, cfg: Any, *, is_days: int, oos_days: int, anchored: bool = False,
+                      start: Any = None, end: Any = None) -> WalkForwardPlan:
+    """Validate everything and split the windows; raises ConfigError/DataError before anything starts."""
+    from ..data import load_data
+    from ..optimize import OptunaConfig, default_run_dir
+    from ..optimize.config import target_metric, validate
+
     cfg = OptunaConfig() if cfg is None else cfg
     checked = validate(opt, cfg)  # every config error before any data is read or any study is touched
     strategy = checked.strategy
-    metric = target_metric(checked.config.target)
     is_days = _positive_days(is_days, "is_days")
     oos_days = _positive_days(oos_days, "oos_days")
     base = cfg.study_name or f"{strategy.id}-{is_days}d-{oos_days}d{'-anchored' if anchored else ''}"
@@ -208,126 +285,23 @@ def walk_forward(opt: Any, cfg: Any = None, *, is_days: int, oos_days: int, anch
     folder = Path(cfg.output_dir) if cfg.output_dir is not None else default_run_dir(f"{base}-wf")
     folder.mkdir(parents=True, exist_ok=True)
     storage_url = os.fspath(cfg.storage) if cfg.storage is not None else str(folder / WF_JOURNAL_NAME)
-    # a path or "sample" goes to optimize() as it is (workers elsewhere can read it); anything else as the frame
-    data_arg = opt.data if isinstance(opt.data, (str, os.PathLike)) else frame
     space = [asdict(d) for d in checked.space]
     fixed = {k: strategy.param(k).validate(v) for k, v in dict(opt.fixed_params or {}).items()}
     c = checked.config
     settings = {
         "strategy": strategy.id, "space": space, "fixed_params": fixed, "warmup_bars": opt.warmup_bars,
-        "min_profit": opt.min_profit, "score": checked.score.to_dict(), "target": metric,
+        "min_profit": opt.min_profit, "score": checked.score.to_dict(), "target": target_metric(c.target),
         "budget_mode": c.budget_mode, "n_trials": c.n_trials, "time_limit": c.time_limit,
         "convergence_patience": c.convergence_patience, "sampler": c.sampler, "n_startup_trials": c.n_startup_trials,
         "pruner": c.pruner, "pruner_warmup_trials": c.pruner_warmup_trials, "pruner_patience": c.pruner_patience,
         "seed": c.seed,
     }
-    optimized = [d["name"] for d in space]
-    score_cfg = opt.score_config()
-
-    storage = None
-    results: list[WindowResult] = []
-    try:
-        for w in windows:
-            t_w = time.time()
-            name = f"{base}-w{w.number:02d}"
-            key = _window_key(settings, w, fingerprint(prepare(frame, w.is_start, w.is_end, opt.warmup_bars))
-                              if w.is_bars > 0 else None)
-            if storage is None and _journal_exists_or_server(storage_url):
-                storage = open_storage(storage_url, heartbeat=False)
-            record = _finished_record(storage, name, key)
-            run = None
-            if record is None and w.is_bars > 0:
-                run = optimize(replace(opt, data=data_arg, start=w.is_start, end=w.is_end),
-                               replace(cfg, study_name=name, storage=storage_url, save_study=True,
-                                       output_dir=folder / "windows" / f"w{w.number:02d}"))
-                reason = run.summary.stop_reason
-                if reason in ("interrupted", "stopped by user"):
-                    raise KeyboardInterrupt(
-                        f"walk-forward {reason} in window {w.number} of {len(windows)}; the finished windows are kept "
-                        f"in {redact(storage_url)}: run it again with the same settings and folder to resume")
-                best = run.best
-                record = {
-                    "key": key, "trials": run.summary.total_trials,
-                    "params": None if best is None else dict(best.params),
-                    "is_metrics": None if best is None else dict(best.metrics),
-                    "is_target": None if best is None else best.target_value(run.metric),
-                    "best_trial_number": None if best is None else best.trial_number,
-                }
-                complete = c.budget_mode != "trials" or run.summary.total_trials >= int(c.n_trials or 0)
-                if complete:
-                    if storage is None:
-                        storage = open_storage(storage_url, heartbeat=False)
-                    storage.set_study_user_attr(storage.get_study_id_from_name(name), WINDOW_ATTR,
-                                                json.loads(json.dumps(record, default=_json_default)))
-                reused = False
-            elif record is None:  # no IS bar: nothing to optimise
-                record = {"key": key, "trials": 0, "params": None, "is_metrics": None, "is_target": None,
-                          "best_trial_number": None}
-                reused = False
-            else:
-                reused = True
-
-            params = record["params"]
-            flat_reason = None
-            if params is None:
-                flat_reason = "no IS bars" if w.is_bars == 0 else "no completed trial in the IS optimisation"
-            elif w.oos_bars == 0:
-                flat_reason = "no OOS bars (the OOS period is a gap in the data)"
-            if flat_reason is None:
-                bt = backtest(frame, opt.strategy, params, start=w.oos_start, end=w.oos_end,
-                              warmup_bars=opt.warmup_bars)
-                oos_metrics = dict(bt.metrics)
-                oos_equity = bt.equity.iloc[bt.data.trade_start_idx:].copy()
-                oos_trades = bt.trades.reset_index(drop=True)
-                open_at_end = bool(bt.equity.iloc[-1] != bt.balance.iloc[-1])
-                oos_target = minmax_score(oos_metrics, score_cfg) if metric == "score" else oos_metrics.get(metric)
-            else:
-                oos_metrics = {"net_profit_pct": 0.0, "max_drawdown_pct": 0.0, "total_trades": 0, "sharpe_ratio": None}
-                oos_equity = pd.Series(100.0, index=frame.index[w.oos_start_idx:w.oos_end_idx + 1], name="equity")
-                oos_trades = _empty_trades()
-                open_at_end = False
-                oos_target = None
-            result = WindowResult(
-                window=w, study_name=name, params=params, optimized=optimized, is_metrics=record["is_metrics"],
-                is_target=record["is_target"], oos_metrics=oos_metrics, oos_target=oos_target,
-                oos_equity=oos_equity, oos_trades=oos_trades, oos_open_at_end=open_at_end, trials=int(record["trials"]),
-                best_trial_number=record["best_trial_number"], flat=flat_reason is not None,
-                flat_reason=flat_reason, reused=reused, seconds=time.time() - t_w, run=run)
-            results.append(result)
-            if on_window is not None:
-                on_window(w.number, len(windows), run)
-    finally:
-        if storage is not None:
-            close_storage(storage)
-
-    stitched = stitch(results, is_days=is_days, oos_days=oos_days)
-    trades = stitched_trades(results)
-    summary = {
-        "method": "walk_forward",
-        "strategy": strategy.id,
-        "target": c.target,
-        "budget_mode": c.budget_mode,
-        "budget": {"trials": c.n_trials, "time": c.time_limit, "convergence": c.convergence_patience}[c.budget_mode],
-        "windows": len(results),
-        "is_days": is_days,
-        "oos_days": oos_days,
-        "anchored": bool(anchored),
-        "first_is_start": windows[0].is_start.isoformat(),
-        "last_oos_end": windows[-1].oos_end.isoformat(),
-        "stitched": stitched.metrics,
-        "flat_windows": [r.number for r in results if r.flat],
-        "reused_windows": [r.number for r in results if r.reused],
-        "total_trials": sum(r.trials for r in results if not r.reused),
-        "studies": [r.study_name for r in results],
-        "storage": redact(storage_url),
-        "folder": str(folder),
-        "total_time_seconds": time.time() - t_start,
-    }
-    out = WalkForwardResult(windows=results, stitched=stitched, trades=trades, summary=summary, target=c.target,
-                            folder=folder)
-    out.to_files(folder)
-    return out
-
+    return WalkForwardPlan(
+        opt=opt, cfg=cfg, checked_cfg=c, strategy=strategy, metric=target_metric(c.target), is_days=is_days, oos_days=oos_days,
+        anchored=bool(anchored), base=base, frame=frame, windows=windows, folder=folder, storage_url=storage_url,
+        # a path or "sample" goes to the optimisations as it is (workers elsewhere can read it); else the frame
+        data_arg=opt.data if isinstance(opt.data, (str, os.PathLike)) else frame,
+        settings=settings, optimized=[d["name"] for d in space])
 
 def _window_key(settings: dict[str, Any], w: Window, data_fingerprint: str | None) -> str:
     """A hash of everything that decides a window's trials (not the number of workers)."""
