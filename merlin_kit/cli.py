@@ -15,6 +15,7 @@ import threading
 import time
 from typing import Any, Callable, Sequence
 
+from ._platform import DEFAULT_WORKERS_CAP, default_workers, join_process
 from .errors import MerlinError
 
 EXIT_USAGE = 2
@@ -346,7 +347,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
             if signals.signum is not None and p.pid is not None:  # started after the signal: it gets it too
                 os.kill(p.pid, signal.SIGTERM)
         for p in procs:
-            p.join()
+            join_process(p)  # in slices: Ctrl-C interrupts it on Windows too
             joined.add(p.pid)
     codes = [p.exitcode for p in procs]
     if signals.signum is not None:
@@ -496,8 +497,8 @@ def _add_search_arguments(parser: argparse.ArgumentParser, *, budget_per: str) -
                         help=f"{budget_per}trials:N | time:SECONDS | convergence:PATIENCE (default trials:200)")
     parser.add_argument("--target", default="score",
                         help="score (default), net_profit, romad, sharpe, max_drawdown or a metric name")
-    parser.add_argument("--workers", type=int, default=max(1, os.cpu_count() or 1),
-                        help="worker processes (default: CPU count)")
+    parser.add_argument("--workers", type=int, default=default_workers(),
+                        help=f"worker processes (default: the CPU count, at most {DEFAULT_WORKERS_CAP})")
     parser.add_argument("--sampler", default="tpe", help="tpe (default) or random")
     parser.add_argument("--seed", type=int, help="sampler seed (worker k uses seed + k)")
 
@@ -570,7 +571,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _console_safe() -> None:
+    """Let stdout/stderr print any character on a console or pipe whose encoding cannot (cp437, cp932).
+
+    A character the encoding lacks ("—", accented names in a path) becomes ``?`` /
+    ``\\u2014`` instead of a UnicodeEncodeError in the middle of a run's report.
+    """
+    for name, errors in (("stdout", "replace"), ("stderr", "backslashreplace")):
+        stream = getattr(sys, name)
+        encoding = getattr(stream, "encoding", None) or ""
+        if not encoding or getattr(stream, "errors", "strict") != "strict":
+            continue
+        try:
+            "—é".encode(encoding)
+        except (UnicodeEncodeError, LookupError):
+            try:
+                stream.reconfigure(errors=errors)
+            except (AttributeError, ValueError):  # not a TextIOWrapper (captured by a test harness)
+                pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    _console_safe()
     parser = build_parser()
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func

@@ -31,6 +31,7 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
+from .._platform import wait_event
 from ..backtest import Backtester, BacktestResult
 from ..data import PreparedData, fingerprint, load_data, prepare, source_as_path
 from ..errors import ConfigError
@@ -410,7 +411,7 @@ class OptimizationRun:
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the run has finished (results ready); KeyboardInterrupt acts like :meth:`stop`."""
         try:
-            finished = self._done.wait(timeout)
+            finished = wait_event(self._done, timeout)  # Ctrl-C interrupts it on Windows too
         except KeyboardInterrupt:
             self.stop()
             return True

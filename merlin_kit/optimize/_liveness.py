@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import os
-import socket
 import threading
 import time
 import warnings
@@ -35,6 +35,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
+from .._platform import host_id, pid_alive
 from ..errors import ConfigError
 from ._attrs import BEAT_ATTR, ERROR_ATTR, LEASE_ATTR, OWNER_ATTR
 from ._storage import StorageLocation, heartbeat_grace, heartbeat_interval, storage_unavailable
@@ -53,23 +54,17 @@ def _warn_storage_trouble(what: str, exc: Exception) -> None:
         log.warning(what, exc_info=True)
 
 
-def host_id() -> str:
-    """Identifies this machine in trial ownership records (pid liveness is only checked locally).
+def parent_alive(parent_pid: int) -> bool:
+    """Whether the process that started this worker still runs.
 
-    ``MERLIN_HOST_ID`` overrides the host name, for machines (containers) that share one.
+    A worker that is a ``multiprocessing`` child asks its parent's sentinel
+    (a pipe end, right on every OS and immune to pid reuse); otherwise the pid is
+    checked (:func:`pid_alive`).
     """
-    return os.environ.get("MERLIN_HOST_ID") or socket.gethostname()
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether a process with this pid exists on this machine (signal 0 checks without sending)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    parent = multiprocessing.parent_process()
+    if parent is not None and parent.pid == parent_pid:
+        return parent.is_alive()
+    return pid_alive(parent_pid)
 
 
 def heartbeat_enabled(storage: BaseStorage) -> bool:
