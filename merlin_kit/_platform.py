@@ -19,6 +19,7 @@ them from ``/proc``.
   every OS (CPython gh-80116: untimed waits ignore Ctrl-C on Windows);
 * :func:`new_process_group`: ``Popen`` keyword arguments that detach a child
   from the console's Ctrl-C;
+* :func:`console_safe`: stdout that survives legacy code pages (cp437, cp932);
 * :func:`default_workers`: the CPU count, capped.
 """
 
@@ -208,6 +209,26 @@ def new_process_group() -> dict[str, Any]:
     if os.name == "nt":
         return {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP}  # type: ignore[attr-defined]
     return {"start_new_session": True}  # portability: POSIX branch
+
+
+def console_safe() -> None:
+    """Let stdout/stderr print any character on a console or pipe whose encoding cannot (cp437, cp932).
+
+    A character the encoding lacks ("—", accented names in a path) becomes ``?`` /
+    ``\\u2014`` instead of a UnicodeEncodeError in the middle of a run's report.
+    """
+    for name, errors in (("stdout", "replace"), ("stderr", "backslashreplace")):
+        stream = getattr(sys, name)
+        encoding = getattr(stream, "encoding", None) or ""
+        if not encoding or getattr(stream, "errors", "strict") != "strict":
+            continue
+        try:
+            "—é".encode(encoding)
+        except (UnicodeEncodeError, LookupError):
+            try:
+                stream.reconfigure(errors=errors)
+            except (AttributeError, ValueError):  # not a TextIOWrapper (captured by a test harness)
+                pass
 
 
 def default_workers() -> int:

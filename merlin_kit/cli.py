@@ -15,7 +15,7 @@ import threading
 import time
 from typing import Any, Callable, Sequence
 
-from ._platform import DEFAULT_WORKERS_CAP, default_workers, join_process
+from ._platform import DEFAULT_WORKERS_CAP, console_safe, default_workers, join_process
 from .errors import MerlinError
 
 EXIT_USAGE = 2
@@ -571,28 +571,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _console_safe() -> None:
-    """Let stdout/stderr print any character on a console or pipe whose encoding cannot (cp437, cp932).
-
-    A character the encoding lacks ("—", accented names in a path) becomes ``?`` /
-    ``\\u2014`` instead of a UnicodeEncodeError in the middle of a run's report.
-    """
-    for name, errors in (("stdout", "replace"), ("stderr", "backslashreplace")):
-        stream = getattr(sys, name)
-        encoding = getattr(stream, "encoding", None) or ""
-        if not encoding or getattr(stream, "errors", "strict") != "strict":
-            continue
-        try:
-            "—é".encode(encoding)
-        except (UnicodeEncodeError, LookupError):
-            try:
-                stream.reconfigure(errors=errors)
-            except (AttributeError, ValueError):  # not a TextIOWrapper (captured by a test harness)
-                pass
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    _console_safe()
+    console_safe()
     parser = build_parser()
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func

@@ -158,7 +158,7 @@ def test_default_workers_are_capped(monkeypatch):
 
 
 def test_a_legacy_code_page_console_prints_every_character():
-    code = "from merlin_kit.cli import _console_safe; _console_safe(); print('best — é ✓')"
+    code = "from merlin_kit._platform import console_safe; console_safe(); print('best — é ✓')"
     out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONIOENCODING": "cp437",
                                                             "PYTHONPATH": str(REPO)},
                          capture_output=True, timeout=60)
@@ -309,7 +309,7 @@ def _state(pid: int) -> str:
 
 
 def test_cli_console_fix_is_harmless_on_captured_streams(capsys):
-    cli._console_safe()  # pytest's capture is not a reconfigurable console: nothing happens
+    _platform.console_safe()  # pytest's capture is not a reconfigurable console: nothing happens
     print("—")
     assert capsys.readouterr().out == "—\n"
     assert isinstance(io.StringIO(), io.TextIOBase)
