@@ -28,7 +28,8 @@ if TYPE_CHECKING:
     from ._engine import OptimizationRun
 
 #: how a worker that the run's own stop ended exits: killed, or its SIGTERM handler's 128 + SIGTERM
-STOPPED_EXIT_CODES = (-signal.SIGTERM, -signal.SIGKILL, 128 + signal.SIGTERM)
+#: (Windows has no SIGKILL: Process.kill() is a TerminateProcess there, seen as -SIGTERM)
+STOPPED_EXIT_CODES = (-signal.SIGTERM, -getattr(signal, "SIGKILL", signal.SIGTERM), 128 + signal.SIGTERM)
 NO_TRACEBACK_HINT = (
     "not recorded: the workers died before joining the study (see their stderr). In a script, start the "
     "optimisation under `if __name__ == \"__main__\":` - spawn and forkserver workers re-import the main module."
