@@ -313,3 +313,28 @@ def test_cli_console_fix_is_harmless_on_captured_streams(capsys):
     print("—")
     assert capsys.readouterr().out == "—\n"
     assert isinstance(io.StringIO(), io.TextIOBase)
+
+
+def test_a_failed_process_start_leaves_no_worker_and_no_temp_folder(tmp_path, monkeypatch, data_csv):
+    import multiprocessing
+    import multiprocessing.context
+    import tempfile
+
+    from merlin_kit.optimize._preflight import RUN_TMP_PREFIX
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    real_start, started = multiprocessing.context.SpawnProcess.start, []
+
+    def start(self):
+        if started:
+            raise OSError(24, "Too many open files (simulated)")
+        started.append(self)
+        real_start(self)
+
+    monkeypatch.setattr(multiprocessing.context.SpawnProcess, "start", start)
+    with pytest.raises(OSError, match="Too many open files"):
+        start_optimization(OptimizationConfig(data=str(data_csv), worker_processes=3, optimize_params=PARAMS,
+                                              warmup_bars=200), OptunaConfig(n_trials=5, output_dir=tmp_path / "r"))
+    assert len(started) == 1 and not started[0].is_alive()
+    assert not multiprocessing.active_children()
+    assert not list(tmp_path.glob(f"{RUN_TMP_PREFIX}*"))

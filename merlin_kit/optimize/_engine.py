@@ -37,7 +37,7 @@ from ..data import PreparedData, fingerprint, load_data, prepare, source_as_path
 from ..errors import ConfigError
 from ._attrs import FINISHED_STATES, OWNER_ATTR, STOP_ATTR, converged_attr, counts_towards_budget, worker_status_prefix
 from ._budget import TrialQueue, belongs_to_run
-from ._liveness import RunLease, StaleTrialReaper, host_id
+from ._liveness import RunLease, StaleTrialReaper, end_processes, host_id
 from ._preflight import check_strategy, choose_storage, default_study_name, make_run_tmpdir, save_window_for_workers
 from ._results import OptimizationResult, build_results, build_summary, check_outcome, run_trials_of
 from ._runconfig import RunConfig, previous_run_config, resume_differences, store_run_config, strategy_to_ref
@@ -550,7 +550,7 @@ def _in_memory_copy(study_name: str, storage: optuna.storages.BaseStorage) -> op
 def start_optimization(opt: OptimizationConfig, cfg: OptunaConfig | None = None) -> OptimizationRun:
     """Validate, create the study and start the workers; returns at once with a handle."""
     run = OptimizationRun(opt, cfg or OptunaConfig())
-    run._start()
+    _start_or_clean_up(run)
     return run
 
 
@@ -562,6 +562,17 @@ def optimize(opt: OptimizationConfig, cfg: OptunaConfig | None = None) -> Optimi
         if run.error is not None:
             raise run.error
         return run
-    run._start()
+    _start_or_clean_up(run)
     run.wait()
     return run
+
+
+def _start_or_clean_up(run: OptimizationRun) -> None:
+    """Start the run; if that fails (a process that cannot start), leave no worker, lease or temp folder behind."""
+    try:
+        run._start()
+    except BaseException:
+        run._stop_event.set()
+        end_processes([w.process for w in run.workers if w.process is not None])
+        run._cleanup()
+        raise

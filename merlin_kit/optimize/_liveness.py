@@ -67,6 +67,19 @@ def parent_alive(parent_pid: int) -> bool:
     return pid_alive(parent_pid)
 
 
+def end_processes(processes: Collection[Any], grace: float = 5.0) -> None:
+    """Terminate and join the processes a failed start left running (``Process.terminate``: every OS)."""
+    for p in processes:
+        if p.is_alive():
+            p.terminate()
+    deadline = time.monotonic() + grace
+    for p in processes:
+        p.join(max(0.1, deadline - time.monotonic()))
+        if p.is_alive():
+            p.kill()
+            p.join(1)
+
+
 def heartbeat_enabled(storage: BaseStorage) -> bool:
     """Whether the storage keeps Optuna heartbeats (an RDBStorage opened with heartbeat_interval)."""
     get_interval = getattr(storage, "get_heartbeat_interval", None)
