@@ -231,6 +231,18 @@ def console_safe() -> None:
                 pass
 
 
+#: macOS's limit of a Unix socket path (sun_path), in bytes with the terminating NUL
+MACOS_SOCKET_PATH_MAX = 104
+
+
+def forkserver_path_fits(tempdir: str | None = None) -> bool:
+    """Whether the forkserver's socket (``$TMPDIR/pymp-XXXXXXXX/listener-XXXXXXXX``) fits macOS's path limit."""
+    import tempfile
+
+    base = tempdir if tempdir is not None else tempfile.gettempdir()
+    return len(os.fsencode(base)) + len("/pymp-12345678/listener-12345678") < MACOS_SOCKET_PATH_MAX
+
+
 def default_workers() -> int:
     """The default number of worker processes: the CPU count, at most :data:`DEFAULT_WORKERS_CAP`."""
     return max(1, min(os.cpu_count() or 1, DEFAULT_WORKERS_CAP))

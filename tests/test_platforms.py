@@ -338,3 +338,16 @@ def test_a_failed_process_start_leaves_no_worker_and_no_temp_folder(tmp_path, mo
     assert len(started) == 1 and not started[0].is_alive()
     assert not multiprocessing.active_children()
     assert not list(tmp_path.glob(f"{RUN_TMP_PREFIX}*"))
+
+
+def test_forkserver_with_a_long_tmpdir_is_refused_on_macos(monkeypatch, tmp_path):
+    import tempfile
+
+    monkeypatch.setenv("MERLIN_KIT_SIMULATE", "macos")
+    assert _platform.forkserver_path_fits("/var/folders/ab/cdefghijklmnopqrstuvwxyz0123/T")
+    long_tmp = tmp_path / ("x" * 90)
+    long_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(long_tmp))
+    with pytest.raises(ConfigError, match="too long for the server's socket path") as info:
+        validate(OptimizationConfig(data="sample", start_method="forkserver"), OptunaConfig())
+    assert info.value.field == "start_method"
