@@ -203,6 +203,32 @@ def wait_popen(process: subprocess.Popen) -> int:
             continue
 
 
+# -- files ----------------------------------------------------------------
+#: how long a replace retries while Windows reports the target in use (a virus scanner, an indexer, a reader)
+REPLACE_RETRY_SECONDS = 2.0
+
+
+def replace_file(src: "str | os.PathLike[str]", dst: "str | os.PathLike[str]") -> None:
+    """``os.replace`` that rides out Windows' sharing violations.
+
+    On Windows a file that another process has open (a virus scanner for a moment, a
+    spreadsheet for as long as it is open) cannot be replaced: retry for
+    :data:`REPLACE_RETRY_SECONDS`, then raise a PermissionError that says what to do.
+    """
+    deadline = time.monotonic() + (REPLACE_RETRY_SECONDS if is_windows() else 0.0)
+    while True:
+        try:
+            os.replace(src, dst)
+            return
+        except PermissionError as exc:
+            if time.monotonic() >= deadline:
+                if is_windows():
+                    raise PermissionError(exc.errno, f"{exc.strerror}: {os.fspath(dst)!r} is open in another "
+                                                     "program (close it and run again)", os.fspath(dst)) from exc
+                raise
+            time.sleep(0.1)
+
+
 # -- child processes --------------------------------------------------------
 def new_process_group() -> dict[str, Any]:
     """``Popen`` keywords that keep a child out of the console's Ctrl-C (its own group/session)."""

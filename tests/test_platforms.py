@@ -351,3 +351,22 @@ def test_forkserver_with_a_long_tmpdir_is_refused_on_macos(monkeypatch, tmp_path
     with pytest.raises(ConfigError, match="too long for the server's socket path") as info:
         validate(OptimizationConfig(data="sample", start_method="forkserver"), OptunaConfig())
     assert info.value.field == "start_method"
+
+
+def test_a_replace_rides_out_a_short_sharing_violation_on_windows(windows, monkeypatch, tmp_path):
+    real, calls = os.replace, []
+
+    def busy_twice(src, dst):
+        calls.append(dst)
+        if len(calls) <= 2:
+            raise PermissionError(13, "The process cannot access the file because it is being used by another process")
+        real(src, dst)
+
+    monkeypatch.setattr(os, "replace", busy_twice)
+    (tmp_path / "a.tmp").write_text("new")
+    _platform.replace_file(tmp_path / "a.tmp", tmp_path / "results.csv")
+    assert (tmp_path / "results.csv").read_text() == "new" and len(calls) == 3
+    monkeypatch.setattr(_platform, "REPLACE_RETRY_SECONDS", 0.3)
+    monkeypatch.setattr(os, "replace", lambda s, d: (_ for _ in ()).throw(PermissionError(13, "in use")))
+    with pytest.raises(PermissionError, match="is open in another program"):
+        _platform.replace_file(tmp_path / "a.tmp", tmp_path / "results.csv")

@@ -31,7 +31,7 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
-from .._platform import wait_event
+from .._platform import replace_file, wait_event
 from ..backtest import Backtester, BacktestResult
 from ..data import PreparedData, fingerprint, load_data, prepare, source_as_path
 from ..errors import ConfigError
@@ -537,7 +537,7 @@ class OptimizationRun:
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    replace_file(tmp, path)  # Windows: retries while a scanner or reader holds the file
 
 
 def _in_memory_copy(study_name: str, storage: optuna.storages.BaseStorage) -> optuna.Study:

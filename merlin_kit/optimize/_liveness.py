@@ -35,7 +35,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from .._platform import host_id, pid_alive
+from .._platform import host_id, pid_alive, replace_file
 from ..errors import ConfigError
 from ._attrs import BEAT_ATTR, ERROR_ATTR, LEASE_ATTR, OWNER_ATTR
 from ._storage import StorageLocation, heartbeat_grace, heartbeat_interval, storage_unavailable
@@ -330,7 +330,7 @@ class RunLease:
         assert self.folder_file is not None
         tmp = self.folder_file.with_name(f"{FOLDER_LOCK_NAME}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(self.record))
-        os.replace(tmp, self.folder_file)
+        replace_file(tmp, self.folder_file)
 
     def _busy(self, what: str, holder: dict[str, Any]) -> ConfigError:
         return ConfigError(
