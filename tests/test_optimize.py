@@ -24,6 +24,7 @@ from merlin_kit import backtest
 from merlin_kit.data import sample
 from merlin_kit.errors import ConfigError, OptimizationError
 from merlin_kit.optimize import OptimizationConfig, OptunaConfig, optimize, start_optimization
+from merlin_kit._platform import pid_alive
 from merlin_kit.optimize import journal_location, open_storage
 from merlin_kit.optimize.config import ValidatedConfig, validate
 from merlin_kit.scoring import ScoreConfig, minmax_score
@@ -55,11 +56,7 @@ def states(run) -> dict:
 
 
 def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+    return pid_alive(pid)  # the kit's own check: right on Windows too (os.kill(pid, 0) is a Ctrl-C there)
 
 
 # -- exact trial budget under every start method -------------------------------------------
@@ -298,7 +295,7 @@ def test_save_study_and_resume(small_csv, tmp_path):
     first = optimize(make(small_csv, 2), OptunaConfig(n_trials=10, **cfg))
     journal = tmp_path / "run" / "study.journal"
     assert journal.exists() and (tmp_path / "run" / "results.csv").exists() and (tmp_path / "run" / "summary.json").exists()
-    assert first.summary.storage == str(journal)
+    assert first.summary.storage == journal_location(journal)  # the path; journal+open://path on Windows
     second = optimize(make(small_csv, 2), OptunaConfig(n_trials=7, **cfg))
     assert second.summary.total_trials == 7  # the budget counts the new trials
     assert second.summary.study_trials == 17

@@ -155,6 +155,8 @@ def test_default_workers_are_capped(monkeypatch):
     monkeypatch.setattr(os, "cpu_count", lambda: 128)
     assert _platform.default_workers() == _platform.DEFAULT_WORKERS_CAP <= MAX_WORKERS
     assert cli.build_parser().parse_args(["optimize"]).workers == _platform.DEFAULT_WORKERS_CAP
+    widgets = pytest.importorskip("merlin_kit.notebook.widgets")
+    assert widgets.ConfigPanel().workers.max == _platform.DEFAULT_WORKERS_CAP  # the panel's default is valid
 
 
 def test_a_legacy_code_page_console_prints_every_character():
