@@ -21,7 +21,8 @@ from .errors import MerlinError
 EXIT_USAGE = 2
 #: what a signal means in a run's summary; a stopped command then exits with 128 + the signal's number
 #: (130 for Ctrl-C, 143 for SIGTERM from ``timeout``, ``docker stop`` or systemd, 129 for SIGHUP)
-STOP_SIGNALS = {"SIGINT": "interrupted (Ctrl-C)", "SIGTERM": "terminated (SIGTERM)", "SIGHUP": "hung up (SIGHUP)"}
+STOP_SIGNALS = {"SIGINT": "interrupted (Ctrl-C)", "SIGTERM": "terminated (SIGTERM)", "SIGHUP": "hung up (SIGHUP)",
+                "SIGBREAK": "interrupted (Ctrl-Break)"}  # SIGHUP: POSIX only; SIGBREAK: Windows only
 
 
 class _Signals:
