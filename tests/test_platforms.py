@@ -250,6 +250,11 @@ end = time.monotonic() + 90
 while len(finished()) < 2 and time.monotonic() < end:
     time.sleep(0.1)
 victim = run.workers[0].process
+def victim_running():
+    return [t for t in run.study.get_trials(deepcopy=False) if t.state == TrialState.RUNNING
+            and t.user_attrs.get('merlin.owner', {{}}).get('pid') == victim.pid]
+while not victim_running() and time.monotonic() < end:
+    time.sleep(0.02)
 os.kill(victim.pid, signal.SIGKILL)  # the test of a killed worker: its running trial must be failed
 victim.join(10)
 end = time.monotonic() + 30
