@@ -377,3 +377,14 @@ def test_a_replace_rides_out_a_short_sharing_violation_on_windows(windows, monke
     monkeypatch.setattr(os, "replace", lambda s, d: (_ for _ in ()).throw(PermissionError(13, "in use")))
     with pytest.raises(PermissionError, match="is open in another program"):
         _platform.replace_file(tmp_path / "a.tmp", tmp_path / "results.csv")
+
+
+def test_macos_host_id_is_the_hardware_uuid(monkeypatch):
+    """macOS's host name changes with the network; the reaper must recognise its own machine's pids anyway."""
+    out = ('+-o J314sAP  <class IOPlatformExpertDevice, id 0x100000219, registered, matched, active>\n'
+           '    {\n      "IOPlatformSerialNumber" = "C02XXXX"\n'
+           '      "IOPlatformUUID" = "1A2B3C4D-0000-1111-2222-333344445555"\n    }\n')
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 0, stdout=out))
+    assert _platform._macos_uuid() == "1A2B3C4D-0000-1111-2222-333344445555"
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: (_ for _ in ()).throw(FileNotFoundError("ioreg")))
+    assert _platform._macos_uuid() is None  # then the host name
