@@ -17,12 +17,14 @@ import time
 from typing import Any, Callable, Sequence
 
 from ._cli_show import add_info_commands, backtest_report, print_holdout_table, print_results_table
+from ._platform import DEFAULT_WORKERS_CAP, console_safe, default_workers, join_process
 from .errors import MerlinError
 
 EXIT_USAGE = 2
 #: what a signal means in a run's summary; a stopped command then exits with 128 + the signal's number
 #: (130 for Ctrl-C, 143 for SIGTERM from ``timeout``, ``docker stop`` or systemd, 129 for SIGHUP)
-STOP_SIGNALS = {"SIGINT": "interrupted (Ctrl-C)", "SIGTERM": "terminated (SIGTERM)", "SIGHUP": "hung up (SIGHUP)"}
+STOP_SIGNALS = {"SIGINT": "interrupted (Ctrl-C)", "SIGTERM": "terminated (SIGTERM)", "SIGHUP": "hung up (SIGHUP)",
+                "SIGBREAK": "interrupted (Ctrl-Break)"}  # SIGHUP: POSIX only; SIGBREAK: Windows only
 
 
 class _Signals:
@@ -303,7 +305,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
             if signals.signum is not None and p.pid is not None:  # started after the signal: it gets it too
                 os.kill(p.pid, signal.SIGTERM)
         for p in procs:
-            p.join()
+            join_process(p)  # in slices: Ctrl-C interrupts it on Windows too
             joined.add(p.pid)
     codes = [p.exitcode for p in procs]
     if signals.signum is not None:
@@ -453,8 +455,8 @@ def _add_search_arguments(parser: argparse.ArgumentParser, *, budget_per: str) -
                         help=f"{budget_per}trials:N | time:SECONDS | convergence:PATIENCE (default trials:200)")
     parser.add_argument("--target", default="score",
                         help="score (default), net_profit, romad, sharpe, max_drawdown or a metric name")
-    parser.add_argument("--workers", type=int, default=max(1, os.cpu_count() or 1),
-                        help="worker processes (default: CPU count)")
+    parser.add_argument("--workers", type=int, default=default_workers(),
+                        help=f"worker processes (default: the CPU count, at most {DEFAULT_WORKERS_CAP})")
     parser.add_argument("--sampler", default="tpe", help="tpe (default) or random")
     parser.add_argument("--seed", type=int, help="sampler seed (worker k uses seed + k)")
 
@@ -529,6 +531,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    console_safe()
     parser = build_parser()
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func

@@ -4,6 +4,9 @@ and CSV files of the bundled synthetic sample."""
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -56,3 +59,18 @@ def write_sample_csv(tmp_path_factory) -> Callable[..., Path]:
         return path
 
     return write
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """``posix_only``, ``needs_fork`` and ``simulated`` tests skip where they cannot run (see pyproject)."""
+    skips = {
+        "posix_only": (os.name != "posix", "POSIX only (signals, process groups, file modes or symlinks)"),
+        # macOS has fork, but the kit refuses it there (unsafe with the system frameworks)
+        "needs_fork": ("fork" not in multiprocessing.get_all_start_methods() or sys.platform == "darwin",
+                       "no safe fork start method here (Windows lacks it, macOS refuses it)"),
+        "simulated": (not sys.platform.startswith("linux"), "the platform simulation runs on Linux only"),
+    }
+    for item in items:
+        for name, (skip, reason) in skips.items():
+            if skip and item.get_closest_marker(name) is not None:
+                item.add_marker(pytest.mark.skip(reason=reason))

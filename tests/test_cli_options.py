@@ -106,6 +106,7 @@ def _per_worker_params(tmp_path: Path, name: str) -> dict[int, list[tuple]]:
             for w, group in results.groupby("worker")}
 
 
+@pytest.mark.needs_fork
 def test_each_worker_samples_with_seed_plus_its_id_and_reruns_reproduce(tmp_path):
     """``--seed 5 --workers 2 --sampler random``: workers differ; a rerun repeats each worker's sequence.
 
@@ -190,6 +191,7 @@ def test_fixed_parameter_is_kept_and_not_searched(tmp_path, small_csv):
         assert "maLength" in trial.params  # the others are searched
 
 
+@pytest.mark.posix_only  # forkserver
 def test_min_profit_prunes_every_trial_below_it_with_forkserver(tmp_path, small_csv):
     """``--min-profit 1000`` (no trial earns 1000 %) on forkserver workers.
 
@@ -208,6 +210,7 @@ def test_min_profit_prunes_every_trial_below_it_with_forkserver(tmp_path, small_
     assert results["note"].str.contains(r"is below the minimum 1000(?:\.0)?%", regex=True).all(), results["note"]
 
 
+@pytest.mark.needs_fork
 def test_time_budget_with_fork_workers(tmp_path, small_csv):
     """``--budget time:4 --start-method fork``: trials run until the deadline, then the run ends.
 

@@ -23,6 +23,9 @@ from pathlib import Path
 
 import pytest
 
+if os.name != "posix":  # the parametrisations below name SIGHUP and SIGKILL, which Windows lacks
+    pytest.skip("POSIX signals", allow_module_level=True)
+pytestmark = pytest.mark.posix_only
 pytest.importorskip("optuna_dashboard")
 optuna = pytest.importorskip("optuna")
 

@@ -303,6 +303,7 @@ def test_local_workers_and_a_remote_machine_share_a_database_budget(pg_cluster, 
 
 
 # -- a machine dies --------------------------------------------------------------------------------------
+@pytest.mark.posix_only  # SIGKILL
 def test_killed_worker_leaves_no_running_trial(cluster, data_csv):
     """SIGKILL a worker "on another machine" mid-trial: its heartbeat stops and its trial becomes FAIL."""
     n = 10

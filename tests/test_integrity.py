@@ -85,6 +85,7 @@ def test_cli_run_into_a_busy_run_folder_is_refused(small_csv, tmp_path):
     assert json.loads((out / "summary.json").read_text())["study_name"] == "a"  # b wrote nothing
 
 
+@pytest.mark.posix_only  # SIGKILL
 def test_a_killed_runs_lease_is_taken_over(small_csv, tmp_path):
     journal = tmp_path / "k.journal"
     script = textwrap.dedent(f"""

@@ -120,6 +120,7 @@ def test_dashboard_shows_trials_while_workers_add_them(small_csv, tmp_path):
     handle.stop()
 
 
+@pytest.mark.posix_only  # send_signal(SIGINT)
 def test_cli_dashboard_serves_a_run_folder_until_interrupted(saved_run):
     port = free_port()
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}

@@ -24,6 +24,7 @@ from merlin_kit import backtest
 from merlin_kit.data import sample
 from merlin_kit.errors import ConfigError, OptimizationError
 from merlin_kit.optimize import OptimizationConfig, OptunaConfig, optimize, start_optimization
+from merlin_kit._platform import pid_alive
 from merlin_kit.optimize import journal_location, open_storage
 from merlin_kit.optimize.config import ValidatedConfig, validate
 from merlin_kit.scoring import ScoreConfig, minmax_score
@@ -55,15 +56,12 @@ def states(run) -> dict:
 
 
 def alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+    return pid_alive(pid)  # the kit's own check: right on Windows too (os.kill(pid, 0) is a Ctrl-C there)
 
 
 # -- exact trial budget under every start method -------------------------------------------
-@pytest.mark.parametrize("method", ["spawn", "forkserver", "fork"])
+@pytest.mark.parametrize("method", ["spawn", pytest.param("forkserver", marks=pytest.mark.posix_only),
+                                    pytest.param("fork", marks=pytest.mark.needs_fork)])
 def test_exact_trial_budget_every_start_method(small_csv, method, monkeypatch):
     import tests._strategies as probe
 
@@ -188,6 +186,7 @@ def test_uploaded_data_and_cleanup(small_csv, kind, tmp_path, monkeypatch):
     assert len(run.study.trials) == 8
 
 
+@pytest.mark.posix_only  # file modes
 def test_uploaded_bytes_are_private_while_running(small_csv):
     run = start_optimization(OptimizationConfig(data=small_csv.read_bytes(), worker_processes=2, optimize_params=FEW,
                                                 warmup_bars=200), OptunaConfig(n_trials=6, sampler="random"))
@@ -200,6 +199,7 @@ def test_uploaded_bytes_are_private_while_running(small_csv):
     assert not os.path.exists(path)
 
 
+@pytest.mark.posix_only  # file modes
 def test_local_workers_read_the_validated_window_not_the_csv(small_csv, tmp_path):
     """Workers on this machine load the parent's saved window: the CSV may vanish once the run has started."""
     csv = tmp_path / "moving.csv"
@@ -295,7 +295,7 @@ def test_save_study_and_resume(small_csv, tmp_path):
     first = optimize(make(small_csv, 2), OptunaConfig(n_trials=10, **cfg))
     journal = tmp_path / "run" / "study.journal"
     assert journal.exists() and (tmp_path / "run" / "results.csv").exists() and (tmp_path / "run" / "summary.json").exists()
-    assert first.summary.storage == str(journal)
+    assert first.summary.storage == journal_location(journal)  # the path; journal+open://path on Windows
     second = optimize(make(small_csv, 2), OptunaConfig(n_trials=7, **cfg))
     assert second.summary.total_trials == 7  # the budget counts the new trials
     assert second.summary.study_trials == 17
@@ -330,6 +330,7 @@ def test_every_worker_failing_raises_with_traceback(small_csv, monkeypatch):
     assert "Traceback" in str(info.value)
 
 
+@pytest.mark.posix_only  # SIGKILL
 def test_worker_killed_mid_trial(small_csv):
     n = 16
     run = start_optimization(
@@ -552,7 +553,7 @@ def test_bad_data_fails_before_workers(tmp_path):
 
 
 # -- a lock left by a killed process, and Ctrl-C while waiting ------------------------------------
-@pytest.mark.parametrize("lock", ["symlink", "open"])
+@pytest.mark.parametrize("lock", [pytest.param("symlink", marks=pytest.mark.posix_only), "open"])
 def test_stale_journal_lock_is_broken_within_seconds(tmp_path, lock):
     """A worker killed while holding the journal lock must not stall the others for 30 s."""
     from merlin_kit.optimize._storage import LOCK_GRACE_SECONDS
@@ -587,6 +588,7 @@ def test_stale_journal_lock_is_broken_within_seconds(tmp_path, lock):
     assert study.user_attrs["after"] == "stale lock"
 
 
+@pytest.mark.posix_only  # os.kill(os.getpid(), SIGINT)
 def test_keyboard_interrupt_while_waiting_stops_the_run(small_csv):
     import threading
 

@@ -41,8 +41,7 @@ SLOW = "tests._strategies:SlowS01"  # 0.25 s a trial
 SLEEPY = "tests.test_signals:SleepyS01"  # $MERLIN_TEST_SLEEP seconds a trial (0 in the test process)
 PROC_TIMEOUT = 90
 
-pytestmark = [pytest.mark.timeout(300),
-              pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals and process groups")]
+pytestmark = [pytest.mark.timeout(300), pytest.mark.posix_only]  # POSIX signals and process groups
 
 
 class SleepyS01(S01TrailingMA):

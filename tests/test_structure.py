@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from merlin_kit.errors import ConfigError
+from merlin_kit.optimize._storage import default_lock
 from merlin_kit.optimize import (
     OptimizationConfig, OptunaConfig, Progress, RunSummary, StorageLocation, optimize, progress_text, results_table,
     summary_lines,
@@ -90,7 +91,7 @@ def test_storage_location_is_parsed_once(tmp_path):
     assert StorageLocation.parse(journal.url) == journal and journal.dashboard_target == journal.path
     assert journal.in_folder(tmp_path) and not journal.in_folder(tmp_path / "other")
     plain = StorageLocation.parse(str(tmp_path / "p.journal"))
-    assert plain.kind == "journal" and plain.lock == "symlink"
+    assert plain.kind == "journal" and plain.lock == default_lock(str(tmp_path))  # symlink where it works
     pg = StorageLocation.parse("postgresql://alice:s3cret@db.example:5432/optuna")
     assert pg.kind == "rdb" and pg.path is None and "s3cret" not in pg.display and "alice:***@" in pg.display
     assert str(pg) == pg.display  # printing a location never shows its password
@@ -118,7 +119,7 @@ def test_no_module_is_a_giant():
 
 
 #: the layers, bottom first: a module imports (at module level) only from its own layer or the ones before
-LAYERS = ["errors", "_memory", "data", "indicators", "strategies", "metrics", "scoring", "backtest", "optimize",
+LAYERS = ["errors", "_memory", "_platform", "data", "indicators", "strategies", "metrics", "scoring", "backtest", "optimize",
           "walkforward", "robustness", "notebook", "cli"]
 SAME_LEVEL = {"metrics": "strategies", "scoring": "metrics", "robustness": "walkforward", "_cli_show": "cli"}
 

@@ -39,6 +39,7 @@ import weakref
 from pathlib import Path
 from typing import Any
 
+from .._platform import new_process_group, wait_popen
 from ..errors import ConfigError
 from ..optimize import JOURNAL_NAME, StorageLocation, redact
 
@@ -193,7 +194,7 @@ class DashboardHandle:
         self._finalizer()
 
     def wait(self) -> int:
-        return self.process.wait()
+        return wait_popen(self.process)  # in slices: Ctrl-C interrupts it on Windows too
 
     def log(self) -> str:
         try:
@@ -301,7 +302,7 @@ def dashboard(run_or_location: Any, port: int | None = None, host: str = DEFAULT
         cmd.append("--pdeathsig")
     cmd += ["--", storage, "--host", host, "--port", str(port), "--server", "wsgiref"]
     # own session / process group: a Ctrl-C in the terminal reaches only this process, which stops the child
-    group = {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP} if os.name == "nt" else {"start_new_session": True}
+    group = new_process_group()  # out of the console's Ctrl-C: Windows process group / POSIX session
     with os.fdopen(fd, "wb") as log:
         process = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, **group)
     handle = DashboardHandle(process, storage, host, port, log_path)

@@ -26,6 +26,7 @@ import ipywidgets as W
 import plotly.graph_objects as go
 from optuna.trial import TrialState
 
+from .._platform import wait_event
 from ..optimize import Progress, WorkerProgress
 from ..optimize.report import (
     fmt_seconds, fmt_value, progress_text, results_table, summary_lines, target_column, trial_error,
@@ -226,7 +227,7 @@ class LiveMonitor:
         """Wait until the run has ended and the final state is shown."""
         if not self.live:
             return self.run.wait(timeout)
-        return self.finished.wait(timeout)
+        return wait_event(self.finished, timeout)  # in slices: Ctrl-C interrupts it on Windows too
 
     # -- updates ---------------------------------------------------------------
     def _trials(self) -> list[Any]:

@@ -19,6 +19,7 @@ from typing import Any
 
 import ipywidgets as W
 
+from .._platform import default_workers
 from ..errors import ConfigError, DataError, MerlinError, ParameterError, StrategyError
 from ..optimize import OptimizationConfig, OptunaConfig, start_optimization
 from ..optimize.config import PRUNERS, SAMPLERS, build_search_space, optimized_names, validate
@@ -44,7 +45,8 @@ _PANEL_FIELD = {
 
 
 def _cpu_count() -> int:
-    return max(1, os.cpu_count() or 1)
+    """The default and the slider's maximum: the CPU count, capped (a 64-core machine must not offer 64)."""
+    return default_workers()
 
 
 class ConfigPanel(W.VBox):

@@ -31,6 +31,7 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
+from .._platform import wait_event
 from ..backtest import Backtester, BacktestResult
 from ..data import PreparedData, fingerprint, load_data, prepare, source_as_path
 from ..errors import ConfigError
@@ -38,7 +39,7 @@ from ._attrs import FINISHED_STATES, OWNER_ATTR, STOP_ATTR, converged_attr, coun
 from ._budget import TrialQueue, belongs_to_run
 from ._chain import end_chain, link_next, mark_pending
 from ._logs import plain_optuna_logs
-from ._liveness import RunLease, StaleTrialReaper, host_id
+from ._liveness import RunLease, StaleTrialReaper, end_processes, host_id
 from ._preflight import check_strategy, choose_storage, default_study_name, make_run_tmpdir, save_window_for_workers
 from ._results import OptimizationResult, build_results, build_summary, check_outcome, run_trials_of, write_atomic
 from ._runconfig import RunConfig, previous_run_config, resume_differences, store_run_config, strategy_to_ref
@@ -444,7 +445,7 @@ class OptimizationRun:
     def wait(self, timeout: float | None = None) -> bool:
         """Block until the run has finished (results ready); KeyboardInterrupt acts like :meth:`stop`."""
         try:
-            finished = self._done.wait(timeout)
+            finished = wait_event(self._done, timeout)  # Ctrl-C interrupts it on Windows too
         except KeyboardInterrupt:
             self.stop()
             return True
@@ -580,11 +581,7 @@ def start_optimization(opt: OptimizationConfig, cfg: OptunaConfig | None = None,
     error) calls :meth:`OptimizationRun.end_chain` on the run with waiting workers.
     """
     run = OptimizationRun(opt, cfg or OptunaConfig(), keep_workers=keep_workers)
-    try:
-        run._start(workers_from=workers_from)
-    except BaseException:
-        run._cleanup()
-        raise
+    _start_or_clean_up(run, workers_from=workers_from)
     return run
 
 
@@ -596,6 +593,17 @@ def optimize(opt: OptimizationConfig, cfg: OptunaConfig | None = None) -> Optimi
         if run.error is not None:
             raise run.error
         return run
-    run._start()
+    _start_or_clean_up(run)
     run.wait()
     return run
+
+
+def _start_or_clean_up(run: OptimizationRun, workers_from: OptimizationRun | None = None) -> None:
+    """Start the run; if that fails (a process that cannot start), leave no worker, lease or temp folder behind."""
+    try:
+        run._start(workers_from=workers_from)
+    except BaseException:
+        run._stop_event.set()
+        end_processes([w.process for w in run.workers if w.process is not None])
+        run._cleanup()
+        raise

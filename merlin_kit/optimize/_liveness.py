@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import os
-import socket
 import threading
 import time
 import warnings
@@ -35,6 +35,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
+from .._platform import host_id, pid_alive, replace_file
 from ..errors import ConfigError
 from ._attrs import BEAT_ATTR, ERROR_ATTR, LEASE_ATTR, OWNER_ATTR
 from ._storage import StorageLocation, heartbeat_grace, heartbeat_interval, storage_unavailable
@@ -53,23 +54,30 @@ def _warn_storage_trouble(what: str, exc: Exception) -> None:
         log.warning(what, exc_info=True)
 
 
-def host_id() -> str:
-    """Identifies this machine in trial ownership records (pid liveness is only checked locally).
+def parent_alive(parent_pid: int) -> bool:
+    """Whether the process that started this worker still runs.
 
-    ``MERLIN_HOST_ID`` overrides the host name, for machines (containers) that share one.
+    A worker that is a ``multiprocessing`` child asks its parent's sentinel
+    (a pipe end, right on every OS and immune to pid reuse); otherwise the pid is
+    checked (:func:`pid_alive`).
     """
-    return os.environ.get("MERLIN_HOST_ID") or socket.gethostname()
+    parent = multiprocessing.parent_process()
+    if parent is not None and parent.pid == parent_pid:
+        return parent.is_alive()
+    return pid_alive(parent_pid)
 
 
-def pid_alive(pid: int) -> bool:
-    """Whether a process with this pid exists on this machine (signal 0 checks without sending)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+def end_processes(processes: Collection[Any], grace: float = 5.0) -> None:
+    """Terminate and join the processes a failed start left running (``Process.terminate``: every OS)."""
+    for p in processes:
+        if p.is_alive():
+            p.terminate()
+    deadline = time.monotonic() + grace
+    for p in processes:
+        p.join(max(0.1, deadline - time.monotonic()))
+        if p.is_alive():
+            p.kill()
+            p.join(1)
 
 
 def heartbeat_enabled(storage: BaseStorage) -> bool:
@@ -322,7 +330,7 @@ class RunLease:
         assert self.folder_file is not None
         tmp = self.folder_file.with_name(f"{FOLDER_LOCK_NAME}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps(self.record))
-        os.replace(tmp, self.folder_file)
+        replace_file(tmp, self.folder_file)
 
     def _busy(self, what: str, holder: dict[str, Any]) -> ConfigError:
         return ConfigError(

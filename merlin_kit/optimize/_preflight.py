@@ -36,9 +36,22 @@ RUN_TMP_OWNER = "owner.json"
 STALE_TMP_MIN_AGE_SECONDS = 10.0
 
 
+#: names Windows reserves for devices, with any extension (``CON``, ``nul.txt``, ``COM1``): never a file name
+WINDOWS_RESERVED = frozenset({"CON", "PRN", "AUX", "NUL", *(f"COM{i}" for i in range(1, 10)),
+                              *(f"LPT{i}" for i in range(1, 10))})
+
+
 def safe_name(name: str) -> str:
-    """A study name made safe as a folder name."""
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-") or "study"
+    """A study name made safe as a folder name on every file system.
+
+    Letters, digits, ``_ . -`` only; no leading or trailing dots (Windows drops
+    trailing ones); a device name Windows reserves (``CON``, ``NUL.x``, ``COM1``)
+    gets a ``_`` appended.
+    """
+    safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", name).strip("-.") or "study"
+    if safe.split(".")[0].upper() in WINDOWS_RESERVED:
+        safe += "_"
+    return safe
 
 
 def default_study_name(strategy_id: str) -> str:
@@ -159,7 +172,7 @@ def remove_stale_run_tmpdirs(tmp: str | None = None) -> list[str]:
 def save_window_for_workers(prepared: PreparedData, tmpdir: str) -> dict[str, str]:
     """Worker processes on this machine read the validated window, not the CSV (private temp file)."""
     path = os.path.join(tmpdir, "prepared.npz")
-    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o600))
     prepared.save(path)
     return {"path": path, "host": host_id()}
 

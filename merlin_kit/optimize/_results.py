@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from optuna.trial import FrozenTrial, TrialState
 
+from .._platform import replace_file
 from ..backtest import BacktestResult
 from ..errors import OptimizationError
 from ..scoring import ScoreConfig, score_all
@@ -30,7 +31,8 @@ if TYPE_CHECKING:
     from ._engine import OptimizationRun
 
 #: how a worker that the run's own stop ended exits: killed, or its SIGTERM handler's 128 + SIGTERM
-STOPPED_EXIT_CODES = (-signal.SIGTERM, -signal.SIGKILL, 128 + signal.SIGTERM)
+#: (Windows has no SIGKILL: Process.kill() is a TerminateProcess there, seen as -SIGTERM)
+STOPPED_EXIT_CODES = (-signal.SIGTERM, -getattr(signal, "SIGKILL", signal.SIGTERM), 128 + signal.SIGTERM)
 NO_TRACEBACK_HINT = (
     "not recorded: the workers died before joining the study (see their stderr). In a script, start the "
     "optimisation under `if __name__ == \"__main__\":` - spawn and forkserver workers re-import the main module."
@@ -211,4 +213,4 @@ def write_atomic(path: Path, text: str) -> None:
     """A run's output file (results.csv, summary.json) replaced atomically: readers never see half of it."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    replace_file(tmp, path)  # Windows: retries while a scanner or reader holds the file

@@ -20,7 +20,9 @@ worker died on another machine is marked FAIL instead of staying RUNNING.
 from __future__ import annotations
 
 import os
+import re
 import sys
+import threading
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +33,7 @@ import optuna
 from optuna.storages import BaseStorage, JournalStorage
 from optuna.storages.journal import JournalFileOpenLock, JournalFileSymlinkLock, JournalRedisBackend
 
+from .._platform import is_windows
 from ..errors import ConfigError, OptimizationError
 from ._journal import FlushedJournalFileBackend
 
@@ -53,13 +56,25 @@ CONNECT_TIMEOUT = 5
 
 def symlinks_supported(directory: str) -> bool:
     """Whether the journal's default symlink lock works in ``directory`` (not on some Windows/NFS setups)."""
-    probe = os.path.join(directory, f".merlin-symlink-probe-{os.getpid()}")
+    probe = os.path.join(directory, f".merlin-symlink-probe-{os.getpid()}-{threading.get_ident()}")
     try:
         os.symlink(probe + ".target", probe)
-    except (OSError, NotImplementedError):
+    except (OSError, NotImplementedError):  # Windows without the privilege: WinError 1314
         return False
-    os.unlink(probe)
+    try:
+        os.unlink(probe)
+    except OSError:
+        pass
     return True
+
+
+def default_lock(directory: str) -> str:
+    """The lock of a journal given as a plain path: ``open`` on Windows and where symlinks fail, else ``symlink``.
+
+    Every process of a run decides the same way for the same folder (the
+    decision depends only on the platform and the folder), so they exclude each other.
+    """
+    return "open" if is_windows() or not symlinks_supported(directory) else "symlink"
 
 
 def journal_location(path: str | os.PathLike, lock: str = "auto") -> str:
@@ -67,7 +82,7 @@ def journal_location(path: str | os.PathLike, lock: str = "auto") -> str:
     path = os.path.abspath(os.fspath(path))
     if lock not in ("auto", "symlink", "open"):
         raise ConfigError(f"journal lock must be auto, symlink or open, got {lock!r}")
-    if lock == "open" or (lock == "auto" and not symlinks_supported(os.path.dirname(path) or ".")):
+    if lock == "open" or (lock == "auto" and default_lock(os.path.dirname(path) or ".") == "open"):
         return OPEN_LOCK_SCHEME + path
     return path
 
@@ -94,11 +109,21 @@ def kind_of(location: str) -> StorageKind:
     )
 
 
+#: ``journal+open:///C:/runs/x.journal`` (the URL form of a drive path): the slash before the drive is not a folder
+_DRIVE_AFTER_SLASH = re.compile(r"^[/\\][A-Za-z]:[/\\]")
+
+
 def journal_path(location: str) -> str | None:
-    """The journal file of a journal location (None for servers)."""
+    """The journal file of a journal location (None for servers); never URL-parsed, so any character is fine.
+
+    ``journal+open://PATH``, ``journal+open:///C:/PATH`` and ``journal+open://C:\\PATH`` all name PATH.
+    """
     if kind_of(location) != "journal":
         return None
-    return location[len(OPEN_LOCK_SCHEME):] if location.startswith(OPEN_LOCK_SCHEME) else location
+    if not location.startswith(OPEN_LOCK_SCHEME):
+        return location
+    path = location[len(OPEN_LOCK_SCHEME):]
+    return path[1:] if _DRIVE_AFTER_SLASH.match(path) else path
 
 
 @dataclass(frozen=True)
@@ -133,7 +158,10 @@ class StorageLocation:
         """``open`` or ``symlink`` for a journal, None for a server."""
         if self.kind != "journal":
             return None
-        return "open" if self.url.startswith(OPEN_LOCK_SCHEME) else "symlink"
+        if self.url.startswith(OPEN_LOCK_SCHEME):
+            return "open"
+        assert self.path is not None
+        return default_lock(os.path.dirname(self.path) or ".")
 
     @property
     def display(self) -> str:
@@ -166,8 +194,8 @@ class StorageLocation:
 
 def redact(location: str) -> str:
     """Location with any password replaced, for logs, summaries and error messages."""
-    if "://" not in location:
-        return location  # a journal path (a Windows path with [ or ] must not reach urlsplit)
+    if "://" not in location or location.startswith(OPEN_LOCK_SCHEME):
+        return location  # a journal path has no password (and a path with [ or ] must not reach urlsplit)
     try:
         parts = urlsplit(location)
     except ValueError:  # not a URL urlsplit can read: hide everything between :// and @
@@ -182,8 +210,8 @@ def redact(location: str) -> str:
 def _scrub(text: str, location: str) -> str:
     """An error message with the location's password hidden, should a driver have echoed it."""
     try:
-        password = urlsplit(location).password if "://" in location else None
-    except ValueError:
+        password = None if kind_of(location) == "journal" else urlsplit(location).password
+    except (ValueError, ConfigError):
         return text
     return text.replace(password, "***") if password else text
 
@@ -233,7 +261,7 @@ def open_storage(location: str, *, heartbeat: bool = True, create: bool = True) 
         directory = os.path.dirname(path) or "."
         if not os.path.isdir(directory):
             raise ConfigError(f"storage: folder {directory!r} of journal file {path!r} does not exist", field="storage")
-        if location.startswith(OPEN_LOCK_SCHEME):
+        if location.startswith(OPEN_LOCK_SCHEME) or default_lock(directory) == "open":
             lock: Any = JournalFileOpenLock(path, grace_period=LOCK_GRACE_SECONDS)
         else:
             lock = JournalFileSymlinkLock(path, grace_period=LOCK_GRACE_SECONDS)

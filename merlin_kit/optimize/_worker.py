@@ -53,7 +53,7 @@ from ._attrs import (
 from ._budget import budget_fully_queued, claim_queued_trial, trials_since_improvement, waiting_trials
 from ._chain import wait_for_next
 from ._logs import plain_optuna_logs
-from ._liveness import TrialHeartbeat, host_id, pid_alive
+from ._liveness import TrialHeartbeat, host_id, parent_alive
 from ._runconfig import RunConfig, load_run_config
 from ._storage import StorageLocation, storage_unavailable
 from ._trust import TrustPolicy
@@ -341,7 +341,7 @@ class WorkerLoop:
         if self.stop_event is not None and self.stop_event.is_set():
             self.stop_reason = "stop requested"
             return True
-        if self.parent_pid is not None and not pid_alive(self.parent_pid):
+        if self.parent_pid is not None and not parent_alive(self.parent_pid):
             self.stop_reason = "parent process ended"
             return True
         if attrs.get(STOP_ATTR) == self.cfg.run_id:

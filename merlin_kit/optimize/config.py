@@ -13,11 +13,13 @@ import io
 import math
 import multiprocessing
 import os
+import tempfile
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Literal, Mapping, Sequence
 
 import pandas as pd
 
+from .._platform import forkserver_path_fits, is_macos
 from ..data import PreparedData
 from ..errors import ConfigError, ParameterError, StrategyError
 from ..metrics import LOWER_IS_BETTER, METRIC_NAMES
@@ -332,6 +334,14 @@ def validate(opt: OptimizationConfig, optuna_cfg: OptunaConfig) -> ValidatedConf
         )
     if opt.start_method not in START_METHODS:
         raise ConfigError(f"start_method must be one of {', '.join(START_METHODS)}, got {opt.start_method!r}",
+                          field="start_method")
+    if opt.start_method == "fork" and is_macos():
+        raise ConfigError("start_method 'fork' is unsafe on macOS (system frameworks crash in a forked child, "
+                          "which is why Python's default there is spawn); use spawn or forkserver",
+                          field="start_method")
+    if opt.start_method == "forkserver" and is_macos() and not forkserver_path_fits():
+        raise ConfigError(f"start_method 'forkserver': the temp folder {tempfile.gettempdir()!r} is too long for the "
+                          "server's socket path on macOS (104 bytes); set TMPDIR=/tmp or use spawn",
                           field="start_method")
     if opt.start_method not in multiprocessing.get_all_start_methods():
         raise ConfigError(

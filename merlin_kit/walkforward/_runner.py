@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .._platform import replace_file
 from ._stitch import StitchedResult, _empty_trades, stitch, stitched_trades
 from ._windows import Window, _positive_days, split_windows
 
@@ -350,7 +351,7 @@ def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
+        replace_file(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
