@@ -216,3 +216,44 @@ def test_time_budget_per_window_and_a_remote_worker_follows_the_windows(link_csv
               for w in result.windows}
     assert 77 in owners[3], owners  # the remote worker joined window 1's study and followed to the last window
     assert all(ids & {0, 1} for n, ids in owners.items() if n > 1), owners
+
+
+CTRL_C_SCRIPT = """
+import sys
+from merlin_kit.optimize import OptimizationConfig, OptunaConfig
+from merlin_kit.walkforward import walk_forward
+
+def on_window(number, total, run):
+    print("WINDOW", number, *sorted(w.pid for w in run.workers), flush=True)
+
+if __name__ == "__main__":
+    opt = OptimizationConfig(data=sys.argv[1], optimize_params=["maLength", "closeCountLong"], warmup_bars=500,
+                             worker_processes=2, end="2025-09-18")
+    try:
+        walk_forward(opt, OptunaConfig(n_trials=400, sampler="random", seed=3, output_dir=sys.argv[2]),
+                     is_days=60, oos_days=20, on_window=on_window)
+    except KeyboardInterrupt as exc:
+        print("INTERRUPTED", exc, flush=True)
+        sys.exit(130)
+"""
+
+
+def test_ctrl_c_in_the_blocking_call_stops_and_keeps_the_finished_windows(link_csv, tmp_path):
+    script = tmp_path / "wf_ctrl_c.py"
+    script.write_text(CTRL_C_SCRIPT)
+    proc = subprocess.Popen([sys.executable, str(script), str(link_csv), str(tmp_path / "out")], cwd=REPO,
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    try:
+        first = proc.stdout.readline().split()  # window 1 is finished and window 2 under way
+        assert first[:2] == ["WINDOW", "1"], first
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130 and "INTERRUPTED walk-forward interrupted in window 2 of 4" in out, out
+    assert not [pid for pid in map(int, first[2:]) if _alive(pid)]
+    attrs = _study_attrs(tmp_path / "out", "s01_trailing_ma-60d-20d-w01")
+    assert "merlin.walkforward.window" in attrs  # the finished window is kept for a resume
+    assert "merlin.walkforward.window" not in _study_attrs(tmp_path / "out", "s01_trailing_ma-60d-20d-w02")

@@ -9,9 +9,11 @@ targets are calendar days, a target is resolved to "the first bar at or after"
 it, and a window *ends* on the last bar strictly before its end target.
 
 :func:`walk_forward` runs the analysis (spec "Per window" and "Stitched
-out-of-sample result"): one optimisation per IS window, its best parameters
-backtested on the following OOS window, the OOS pieces stitched into one
+out-of-sample result"): one optimisation per IS window (all of them on one set
+of worker processes, started once), its best parameters backtested on the following OOS window, the OOS pieces stitched into one
 equity curve, one trade list and the walk-forward efficiency (WFE).
+:func:`start_walk_forward` starts it in the background and returns a
+:class:`WalkForwardRun` (progress, stop, wait, result).
 """
 
 from . import _windows
