@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -106,61 +107,62 @@ def _wait_for(predicate, timeout: float, what: str) -> None:
     end = time.monotonic() + timeout
     while not predicate():
         assert time.monotonic() < end, f"timed out waiting for {what}"
-        time.sleep(0.05)
+        time.sleep(0.02)
 
 
 def test_a_sigkilled_worker_leaves_every_window_its_exact_budget(link_csv, tmp_path):
-    n = 40
-    handle = start_walk_forward(_opt(link_csv, 2), _cfg(tmp_path, n_trials=n), is_days=IS_DAYS, oos_days=OOS_DAYS)
+    n = 60
+    killed: list[int] = []
 
-    def mid_window_two() -> bool:
-        p = handle.progress()
-        return p.window == 2 and p.current is not None and p.current.finished >= 5
+    def kill_one_in_window_two(number, total, run) -> None:
+        # window k's on_window comes once window k+1 is set up and its trials are under way (its OOS
+        # backtest runs meanwhile): SIGKILL one of the pool's processes in the middle of window 2
+        if number == 1:
+            killed.append(run.workers[1].pid)
+            os.kill(killed[0], signal.SIGKILL)
 
-    _wait_for(mid_window_two, 240, "window 2 to be under way")
-    victim = handle.progress().current.workers[1].pid
-    os.kill(victim, signal.SIGKILL)
+    handle = start_walk_forward(_opt(link_csv, 2), _cfg(tmp_path, n_trials=n), is_days=IS_DAYS, oos_days=OOS_DAYS,
+                                on_window=kill_one_in_window_two)
     assert handle.wait(300)
     result = handle.result()
-    assert result.summary["complete"] and len(result.windows) == 4
+    assert killed and result.summary["complete"] and len(result.windows) == 4
     trials = _window_trials(tmp_path)
     for w in result.windows:
         assert w.trials == n and len(_counted(trials[w.study_name])) == n, w.number
         assert not [t for t in trials[w.study_name] if t.state == optuna.trial.TrialState.RUNNING]
     # the dead worker's trial in flight (if any) was failed, not left RUNNING; later windows ran on the survivor
+    survivor = {x.pid for x in result.windows[0].run.workers} - set(killed)
     later = {t.user_attrs[OWNER_ATTR]["pid"] for w in result.windows[2:] for t in _counted(trials[w.study_name])}
-    assert victim not in later and len(later) == 1
+    assert later == survivor and {x.pid for x in result.windows[3].run.workers} == survivor
 
 
 def test_stop_returns_a_partial_result_and_a_rerun_resumes(link_csv, tmp_path):
-    n = 30
-    handle = start_walk_forward(_opt(link_csv, 2), _cfg(tmp_path, n_trials=n), is_days=IS_DAYS, oos_days=OOS_DAYS)
+    n = 80
+    window_two_done = threading.Event()
+    handle = start_walk_forward(_opt(link_csv, 2), _cfg(tmp_path, n_trials=n), is_days=IS_DAYS, oos_days=OOS_DAYS,
+                                on_window=lambda number, total, run: number == 2 and window_two_done.set())
     assert len(handle.windows) == 4 and not handle.done
-
-    def in_window_three() -> bool:
-        p = handle.progress()
-        return p.window == 3 and p.current is not None and p.current.finished >= 2
-
-    _wait_for(in_window_three, 240, "window 3 to be under way")
-    workers = handle.progress().current.workers
+    assert window_two_done.wait(240)  # window 3 is under way now
+    workers = [w.pid for w in handle.progress().finished[0].run.workers]
     t0 = time.monotonic()
     handle.stop()
     assert time.monotonic() - t0 < 10 and handle.done and handle.stopped
-    assert all(not pid_alive for pid_alive in (_alive(w.pid) for w in workers))
+    assert not [pid for pid in workers if _alive(pid)]
     partial = handle.result()
+    done = [w.number for w in partial.windows]
     assert partial.summary["complete"] is False and partial.summary["stop_reason"] == "stopped by user"
-    assert [w.number for w in partial.windows] == [1, 2] and all(w.trials == n for w in partial.windows)
+    assert done in ([1, 2], [1, 2, 3]) and all(w.trials == n for w in partial.windows)
     assert json.loads((tmp_path / "summary.json").read_text())["complete"] is False
     progress = handle.progress()
-    assert progress.window is None and progress.windows_done == 2 and progress.total_windows == 4
+    assert progress.window is None and progress.windows_done == len(done) and progress.total_windows == 4
 
     again = walk_forward(_opt(link_csv, 2), _cfg(tmp_path, n_trials=n), is_days=IS_DAYS, oos_days=OOS_DAYS)
-    assert again.summary["complete"] is True and again.summary["reused_windows"] == [1, 2]
-    assert [w.reused for w in again.windows] == [True, True, False, False]
-    assert [w.params for w in again.windows[:2]] == [w.params for w in partial.windows]
+    assert again.summary["complete"] is True and again.summary["reused_windows"] == done
+    assert [w.reused for w in again.windows] == [w.number in done for w in again.windows]
+    assert [w.params for w in again.windows[:len(done)]] == [w.params for w in partial.windows]
     trials = _window_trials(tmp_path)
     for w in again.windows:
-        # the stopped window 3 resumes in its study: the earlier trials stay, this run adds its budget
+        # a stopped window resumes in its study: its earlier trials stay, this run adds its budget
         assert len(_counted(trials[w.study_name])) >= n
     assert all(w.trials == n for w in again.windows)
 
@@ -214,3 +216,44 @@ def test_time_budget_per_window_and_a_remote_worker_follows_the_windows(link_csv
               for w in result.windows}
     assert 77 in owners[3], owners  # the remote worker joined window 1's study and followed to the last window
     assert all(ids & {0, 1} for n, ids in owners.items() if n > 1), owners
+
+
+CTRL_C_SCRIPT = """
+import sys
+from merlin_kit.optimize import OptimizationConfig, OptunaConfig
+from merlin_kit.walkforward import walk_forward
+
+def on_window(number, total, run):
+    print("WINDOW", number, *sorted(w.pid for w in run.workers), flush=True)
+
+if __name__ == "__main__":
+    opt = OptimizationConfig(data=sys.argv[1], optimize_params=["maLength", "closeCountLong"], warmup_bars=500,
+                             worker_processes=2, end="2025-09-18")
+    try:
+        walk_forward(opt, OptunaConfig(n_trials=400, sampler="random", seed=3, output_dir=sys.argv[2]),
+                     is_days=60, oos_days=20, on_window=on_window)
+    except KeyboardInterrupt as exc:
+        print("INTERRUPTED", exc, flush=True)
+        sys.exit(130)
+"""
+
+
+def test_ctrl_c_in_the_blocking_call_stops_and_keeps_the_finished_windows(link_csv, tmp_path):
+    script = tmp_path / "wf_ctrl_c.py"
+    script.write_text(CTRL_C_SCRIPT)
+    proc = subprocess.Popen([sys.executable, str(script), str(link_csv), str(tmp_path / "out")], cwd=REPO,
+                            env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    try:
+        first = proc.stdout.readline().split()  # window 1 is finished and window 2 under way
+        assert first[:2] == ["WINDOW", "1"], first
+        proc.send_signal(signal.SIGINT)
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130 and "INTERRUPTED walk-forward interrupted in window 2 of 4" in out, out
+    assert not [pid for pid in map(int, first[2:]) if _alive(pid)]
+    attrs = _study_attrs(tmp_path / "out", "s01_trailing_ma-60d-20d-w01")
+    assert "merlin.walkforward.window" in attrs  # the finished window is kept for a resume
+    assert "merlin.walkforward.window" not in _study_attrs(tmp_path / "out", "s01_trailing_ma-60d-20d-w02")

@@ -58,7 +58,7 @@ REAP_SECONDS = 1.0
 #: after Stop, workers get this long to finish their trial before SIGTERM, then SIGKILL
 STOP_GRACE_SECONDS = 3.0
 KILL_GRACE_SECONDS = 1.5
-#: a time-budget run that overruns its deadline by this much (a stuck trial) is stopped
+#: a time-budget run that overruns its deadline by this much (a stuck trial; keep_workers: a RUNNING one) is stopped
 DEADLINE_OVERRUN_SECONDS = 10.0
 
 
@@ -310,7 +310,8 @@ class OptimizationRun:
                     self._terminate_workers()
                     self._wait_for_remote_trials(STOP_GRACE_SECONDS)
                     break
-                if self.config.budget_mode == "time" and time.time() > self.run_config.deadline + DEADLINE_OVERRUN_SECONDS:
+                if (self.config.budget_mode == "time" and (progress.running or not self._keep_workers)
+                        and time.time() > self.run_config.deadline + DEADLINE_OVERRUN_SECONDS):
                     self._stop_reason = "time limit reached (stuck trials stopped)"
                     self._request_stop()
                     self._terminate_workers()

@@ -335,7 +335,7 @@ class WorkerLoop:
         return True
 
     def _interrupted(self, attrs: dict[str, Any]) -> bool:
-        """A reason to stop that is not the budget: a signal, Stop (in this process or in the study), the parent gone."""
+        """A reason to stop other than the budget: a signal, Stop (here or in the study), the parent gone."""
         if self._signalled():
             return True
         if self.stop_event is not None and self.stop_event.is_set():

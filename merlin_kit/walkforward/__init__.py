@@ -9,9 +9,11 @@ targets are calendar days, a target is resolved to "the first bar at or after"
 it, and a window *ends* on the last bar strictly before its end target.
 
 :func:`walk_forward` runs the analysis (spec "Per window" and "Stitched
-out-of-sample result"): one optimisation per IS window, its best parameters
-backtested on the following OOS window, the OOS pieces stitched into one
-equity curve, one trade list and the walk-forward efficiency (WFE).
+out-of-sample result"): one optimisation per IS window (all of them on one set
+of worker processes, started once), its best parameters backtested on the
+following OOS window, the OOS pieces stitched into one equity curve, one trade list and the walk-forward efficiency (WFE).
+:func:`start_walk_forward` starts it in the background and returns a
+:class:`WalkForwardRun` (progress, stop, wait, result).
 """
 
 from . import _windows
@@ -21,8 +23,9 @@ from ._stitch import TRADE_COLUMNS, StitchedResult, stitch, stitched_trades, wal
 from ._windows import Window, split_windows
 
 __all__ = [
-    "TRADE_COLUMNS", "WF_JOURNAL_NAME", "WINDOW_ATTR", "WINDOW_METRICS", "StitchedResult", "WalkForwardProgress", "WalkForwardResult", "WalkForwardRun",
-    "Window", "WindowResult", "split_windows", "start_walk_forward", "stitch", "stitched_trades", "walk_forward", "walk_forward_efficiency",
+    "TRADE_COLUMNS", "WF_JOURNAL_NAME", "WINDOW_ATTR", "WINDOW_METRICS", "StitchedResult", "WalkForwardProgress",
+    "WalkForwardResult", "WalkForwardRun", "Window", "WindowResult", "split_windows", "start_walk_forward", "stitch",
+    "stitched_trades", "walk_forward", "walk_forward_efficiency",
 ]
 
 #: private, kept importable from the old module path (the window tests use it)

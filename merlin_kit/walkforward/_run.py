@@ -17,7 +17,8 @@ from typing import Any, Callable
 
 from ..optimize import Progress, close_storage, open_storage, redact, start_optimization
 from ._runner import (
-    STOPPED_REASONS, WINDOW_ATTR, WalkForwardPlan, WalkForwardResult, WindowResult, _finished_record, _journal_exists_or_server,
+    STOPPED_REASONS, WINDOW_ATTR, WalkForwardPlan, WalkForwardResult, WindowResult, _finished_record,
+    _journal_exists_or_server,
     _json_default, plan_walk_forward,
 )
 from ._windows import Window

@@ -241,7 +241,8 @@ class WalkForwardPlan:
             "strategy": self.strategy.id,
             "target": c.target,
             "budget_mode": c.budget_mode,
-            "budget": {"trials": c.n_trials, "time": c.time_limit, "convergence": c.convergence_patience}[c.budget_mode],
+            "budget": {"trials": c.n_trials, "time": c.time_limit,
+                       "convergence": c.convergence_patience}[c.budget_mode],
             "windows": len(results),
             "total_windows": len(self.windows),
             "complete": stop_reason is None,
@@ -298,7 +299,8 @@ def plan_walk_forward(opt: Any, cfg: Any, *, is_days: int, oos_days: int, anchor
         "seed": c.seed,
     }
     return WalkForwardPlan(
-        opt=opt, cfg=cfg, checked_cfg=c, strategy=strategy, metric=target_metric(c.target), is_days=is_days, oos_days=oos_days,
+        opt=opt, cfg=cfg, checked_cfg=c, strategy=strategy, metric=target_metric(c.target), is_days=is_days,
+        oos_days=oos_days,
         anchored=bool(anchored), base=base, frame=frame, windows=windows, folder=folder, storage_url=storage_url,
         # a path or "sample" goes to the optimisations as it is (workers elsewhere can read it); else the frame
         data_arg=opt.data if isinstance(opt.data, (str, os.PathLike)) else frame,
