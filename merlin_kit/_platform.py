@@ -229,6 +229,20 @@ def replace_file(src: "str | os.PathLike[str]", dst: "str | os.PathLike[str]") -
             time.sleep(0.1)
 
 
+def write_text_atomic(path: "str | os.PathLike[str]", text: str) -> None:
+    """Write ``text`` to a temp file beside ``path``, then rename it over ``path``: readers never see half a file
+    (results.csv, summary.json, walk-forward tables), and a failed write leaves no temp file behind."""
+    target = os.fspath(path)
+    tmp = os.path.join(os.path.dirname(target) or ".", f".{os.path.basename(target)}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+        replace_file(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
 # -- child processes --------------------------------------------------------
 def new_process_group() -> dict[str, Any]:
     """``Popen`` keywords that keep a child out of the console's Ctrl-C (its own group/session)."""

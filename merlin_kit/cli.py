@@ -1,4 +1,4 @@
-"""``merlin-kit`` command line: backtest, optimize, walkforward, worker, dashboard.
+"""``merlin-kit`` command line: backtest, optimize, walkforward, worker, dashboard, strategies, params.
 
 Errors a person caused (bad file, bad parameter, bad configuration) print one
 line on stderr and exit with code 2; tracebacks are for bugs only.
@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import signal
 import sys
 import threading

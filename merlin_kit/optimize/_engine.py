@@ -23,7 +23,7 @@ import threading
 import time
 import traceback
 import uuid
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ import optuna
 import pandas as pd
 from optuna.trial import FrozenTrial, TrialState
 
-from .._platform import wait_event
+from .._platform import wait_event, write_text_atomic
 from ..backtest import Backtester, BacktestResult
 from ..data import PreparedData, fingerprint, load_data, prepare, source_as_path
 from ..errors import ConfigError
@@ -39,9 +39,9 @@ from ._attrs import FINISHED_STATES, OWNER_ATTR, STOP_ATTR, converged_attr, coun
 from ._budget import TrialQueue, belongs_to_run
 from ._chain import end_chain, link_next, mark_pending
 from ._logs import plain_optuna_logs
-from ._liveness import RunLease, StaleTrialReaper, end_processes, host_id
+from ._liveness import LocalWorker, RunLease, StaleTrialReaper, end_processes, host_id
 from ._preflight import check_strategy, choose_storage, default_study_name, make_run_tmpdir, save_window_for_workers
-from ._results import OptimizationResult, build_results, build_summary, check_outcome, run_trials_of, write_atomic
+from ._results import OptimizationResult, build_results, build_summary, check_outcome, run_trials_of
 from ._runconfig import RunConfig, previous_run_config, resume_differences, store_run_config, strategy_to_ref
 from ._state import Progress, RunSummary, measure_progress
 from ._storage import StorageLocation, StorageUnavailableError, in_memory_copy, storage_unavailable
@@ -62,33 +62,6 @@ KILL_GRACE_SECONDS = 1.5
 DEADLINE_OVERRUN_SECONDS = 10.0
 
 
-@dataclass
-class _Worker:
-    """One of the run's own workers: a child process, or the in-process worker (a thread or the caller)."""
-
-    worker_id: int
-    process: multiprocessing.process.BaseProcess | None = None
-    thread: threading.Thread | None = None
-    error: str | None = None
-
-    @property
-    def pid(self) -> int | None:
-        return self.process.pid if self.process is not None else os.getpid()
-
-    def alive(self) -> bool:
-        if self.process is not None:
-            return self.process.is_alive()
-        return self.thread is not None and self.thread.is_alive()
-
-    @property
-    def exitcode(self) -> int | None:
-        if self.process is not None:
-            return self.process.exitcode
-        if self.thread is not None and not self.thread.is_alive():
-            return 1 if self.error else 0
-        return None
-
-
 class OptimizationRun:
     """A running (or finished) optimisation: progress, wait, stop, results."""
 
@@ -107,7 +80,7 @@ class OptimizationRun:
         self.results: list[OptimizationResult] = []
         self.summary: RunSummary | None = None
         self.error: BaseException | None = None
-        self.workers: list[_Worker] = []
+        self.workers: list[LocalWorker] = []
         self._stop_event = threading.Event()
         self._done = threading.Event()
         self._lock = threading.Lock()
@@ -226,7 +199,7 @@ class OptimizationRun:
         adopted = [w for w in workers_from.workers if w.process is not None and w.alive()] if workers_from else []
         self.workers.extend(adopted)
         if not adopted and n == 1:
-            worker = _Worker(0)
+            worker = LocalWorker(0)
             self.workers.append(worker)
             if not inline:
                 worker.thread = threading.Thread(target=self._thread_worker, args=(worker,), daemon=True,
@@ -241,7 +214,7 @@ class OptimizationRun:
                 proc = ctx.Process(target=run_worker, args=(self.location, self.study_name, i, os.getpid()),
                                    kwargs={"trust_key": self._trust_key}, name=f"merlin-worker-{i}", daemon=True)
                 proc.start()
-                self.workers.append(_Worker(i, process=proc))
+                self.workers.append(LocalWorker(i, process=proc))
         if self.config.budget_mode == "trials":
             self._queue = TrialQueue(self._study, self.run_id, rdb=self.storage_location.kind == "rdb",
                                      poll_seconds=POLL_SECONDS)
@@ -261,13 +234,13 @@ class OptimizationRun:
         if self._queue is not None:
             self._queue.top_up()
 
-    def _thread_worker(self, worker: _Worker) -> None:
+    def _thread_worker(self, worker: LocalWorker) -> None:
         try:
             self._in_process_worker().run()
         except Exception as exc:
             self._worker_crashed(worker, exc)
 
-    def _worker_crashed(self, worker: _Worker, exc: Exception) -> None:
+    def _worker_crashed(self, worker: LocalWorker, exc: Exception) -> None:
         """The in-process worker ended with an exception: a lost storage ends the run, anything else is logged."""
         gone = storage_unavailable(exc, self.location)
         if gone is not None:
@@ -516,8 +489,8 @@ class OptimizationRun:
         """results.csv and summary.json in the run folder, each replaced atomically (never half written)."""
         if self.run_dir is None or self.summary is None:
             return
-        write_atomic(self.run_dir / "results.csv", self.results_frame().to_csv(index=False))
-        write_atomic(self.run_dir / "summary.json", json.dumps(self.summary.to_dict(), indent=2, default=str))
+        write_text_atomic(self.run_dir / "results.csv", self.results_frame().to_csv(index=False))
+        write_text_atomic(self.run_dir / "summary.json", json.dumps(self.summary.to_dict(), indent=2, default=str))
 
     def _cleanup(self) -> None:
         if self._lease is not None:

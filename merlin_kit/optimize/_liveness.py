@@ -11,7 +11,8 @@ place that decides a trial is orphaned and marks it FAIL:
 * :class:`StaleTrialReaper` (in the parent, while it watches and once more when
   the run ends) fails the RUNNING trials whose owner is provably gone;
 * :class:`RunLease` keeps a second run off a study (and a run folder) that a
-  live run is using, and lets a dead run's claim expire.
+  live run is using, and lets a dead run's claim expire;
+* :class:`LocalWorker` is the parent's handle on one of its own workers.
 
 Trial ownership is recorded by the worker in the trial's ``merlin.owner``
 attr: ``host`` (:func:`host_id`) and ``pid`` let a process on the same machine
@@ -27,6 +28,7 @@ import os
 import threading
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Collection
 
@@ -35,7 +37,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, TrialState
 
-from .._platform import host_id, pid_alive, replace_file
+from .._platform import host_id, pid_alive, write_text_atomic
 from ..errors import ConfigError
 from ._attrs import BEAT_ATTR, ERROR_ATTR, LEASE_ATTR, OWNER_ATTR
 from ._storage import StorageLocation, heartbeat_grace, heartbeat_interval, storage_unavailable
@@ -328,9 +330,7 @@ class RunLease:
 
     def _write_folder(self) -> None:
         assert self.folder_file is not None
-        tmp = self.folder_file.with_name(f"{FOLDER_LOCK_NAME}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(self.record))
-        replace_file(tmp, self.folder_file)
+        write_text_atomic(self.folder_file, json.dumps(self.record))
 
     def _busy(self, what: str, holder: dict[str, Any]) -> ConfigError:
         return ConfigError(
@@ -370,3 +370,31 @@ class RunLease:
             except (OSError, ValueError):
                 pass  # already gone or replaced
         self._held_folder = False
+
+
+@dataclass
+class LocalWorker:
+    """One of a run's own workers, as the parent sees it: a child process, or the in-process worker (a thread or
+    the caller); alive and exit code whichever it is."""
+
+    worker_id: int
+    process: multiprocessing.process.BaseProcess | None = None
+    thread: threading.Thread | None = None
+    error: str | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process is not None else os.getpid()
+
+    def alive(self) -> bool:
+        if self.process is not None:
+            return self.process.is_alive()
+        return self.thread is not None and self.thread.is_alive()
+
+    @property
+    def exitcode(self) -> int | None:
+        if self.process is not None:
+            return self.process.exitcode
+        if self.thread is not None and not self.thread.is_alive():
+            return 1 if self.error else 0
+        return None

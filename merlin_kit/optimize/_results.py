@@ -9,15 +9,12 @@ complete trials (its min-max or percentile bounds need the whole population).
 from __future__ import annotations
 
 import math
-import os
 import signal
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 from optuna.trial import FrozenTrial, TrialState
 
-from .._platform import replace_file
 from ..backtest import BacktestResult
 from ..errors import OptimizationError
 from ..scoring import ScoreConfig, score_all
@@ -207,10 +204,3 @@ def check_outcome(summary: RunSummary, run_trials: Sequence[FrozenTrial], *, sto
             f"all {len(finished)} trials failed; first failure (trial {first_fail.number}): "
             f"{first_fail.user_attrs.get(ERROR_ATTR)}\n{first_fail.user_attrs.get(TRACEBACK_ATTR, '')}"
         )
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """A run's output file (results.csv, summary.json) replaced atomically: readers never see half of it."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    replace_file(tmp, path)  # Windows: retries while a scanner or reader holds the file

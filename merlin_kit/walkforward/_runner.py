@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .._platform import replace_file
+from .._platform import write_text_atomic
 from ._stitch import StitchedResult, _empty_trades, stitch, stitched_trades
 from ._windows import Window, _positive_days, split_windows
 
@@ -129,7 +129,7 @@ class WalkForwardResult:
         paths = []
         for name in _OUTPUT_FILES:
             path = out / name
-            _write_atomic(path, texts[name])
+            write_text_atomic(path, texts[name])
             paths.append(path)
         return paths
 
@@ -346,14 +346,3 @@ def _finished_record(storage: Any, study_name: str, key: str) -> dict[str, Any] 
     if isinstance(record, dict) and record.get("key") == key:
         return record
     return None
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write a temp file beside ``path``, then rename it over ``path`` (readers never see half a file)."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        replace_file(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
