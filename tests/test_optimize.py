@@ -456,7 +456,9 @@ CONFIG_ERRORS = [
     (dict(score={"normalization": "zscore"}), {}, "normalization must be one of minmax, percentile"),
     ({}, dict(target="profit"), "target 'profit' is unknown; allowed: score, net_profit"),
     ({}, dict(sampler="cmaes"), "sampler must be one of tpe, random"),
-    ({}, dict(pruner="hyperband"), "pruner must be one of none, median, percentile, patient"),
+    ({}, dict(pruner="hyperband"), "pruner must be one of none, median, percentile, got 'hyperband'$"),
+    ({}, dict(pruner="patient"), "pruner must be one of none, median, percentile, got 'patient': each trial is one "
+                                 "backtest that reports one value"),
     ({}, dict(budget_mode="forever"), "budget_mode must be one of trials, time, convergence"),
     ({}, dict(n_trials=None), "n_trials is required"),
     ({}, dict(n_trials=0), "n_trials must be an integer >= 1"),
@@ -507,7 +509,7 @@ def test_config_errors_name_their_field_and_pickle(opt_kw, cfg_kw, message):
      "expected a CSV path, bytes, a file object, a DataFrame or 'sample', got int"),
     (dict(score={"weights": {"romad": 0.0}}), {}, "score", None, "at least one enabled metric needs a weight > 0"),
     ({}, dict(n_trials=0), "n_trials", None, "n_trials must be an integer >= 1, got 0"),
-    ({}, dict(pruner_patience=-1), "pruner_patience", None, None),
+    ({}, dict(pruner="patient"), "pruner", None, None),
     (dict(worker_processes=2), dict(storage="sqlite:///x.db"), "storage", None, None),
 ])
 def test_config_error_attributes(opt_kw, cfg_kw, field, param, reason):

@@ -218,7 +218,7 @@ def walk_forward(opt: Any, cfg: Any = None, *, is_days: int, oos_days: int, anch
         "min_profit": opt.min_profit, "score": checked.score.to_dict(), "target": metric,
         "budget_mode": c.budget_mode, "n_trials": c.n_trials, "time_limit": c.time_limit,
         "convergence_patience": c.convergence_patience, "sampler": c.sampler, "n_startup_trials": c.n_startup_trials,
-        "pruner": c.pruner, "pruner_warmup_trials": c.pruner_warmup_trials, "pruner_patience": c.pruner_patience,
+        "pruner": c.pruner, "pruner_warmup_trials": c.pruner_warmup_trials,
         "seed": c.seed,
     }
     optimized = [d["name"] for d in space]
