@@ -197,3 +197,12 @@ def test_best_trial_follows_the_direction(direction):
         add(s, v)
     expected = 2 if direction == "maximize" else 1
     assert best_trial(s.get_trials(), direction).number == expected
+
+
+def test_nothing_is_queued_before_fill_and_a_slow_run_keeps_the_least_window():
+    s = study()
+    q = TrialQueue(s, "r1", rdb=True, poll_seconds=10.0)
+    q.top_up()  # before fill: no budget known, nothing queued
+    assert s.get_trials() == []
+    q.fill(100)  # rate unknown (0): the least window, however long the poll
+    assert len(waiting_trials(s._storage, s._study_id)) == RDB_QUEUE_WINDOW

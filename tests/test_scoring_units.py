@@ -127,3 +127,33 @@ def test_score_all_uses_the_configured_normalisation():
 def test_passes_min_score_keeps_the_boundary():
     assert passes_min_score([10.0, 40.0, 40.1, 39.9], ScoreConfig(min_score=40.0)) == [False, True, True, False]
     assert passes_min_score([0.0, 100.0], ScoreConfig()) == [True, True]
+
+
+def test_default_bounds_are_the_specs():
+    """specs/METRICS_AND_INDICATORS.md: romad 0-10, sharpe -1-3, pf 0-5, ulcer 0-20, sqn -2-7, consistency 0-100."""
+    assert DEFAULT_BOUNDS == {"romad": (0.0, 10.0), "sharpe": (-1.0, 3.0), "pf": (0.0, 5.0), "ulcer": (0.0, 20.0),
+                              "sqn": (-2.0, 7.0), "consistency": (0.0, 100.0)}
+    # and they are what a score uses: each metric at its upper bound scores 100 (ulcer, inverted, 0)
+    at_hi = {"romad": 10.0, "sharpe_ratio": 3.0, "profit_factor": 5.0, "ulcer_index": 20.0, "sqn": 7.0,
+             "consistency_score": 100.0}
+    for key, metric in (("romad", "romad"), ("sharpe", "sharpe_ratio"), ("pf", "profit_factor"), ("sqn", "sqn"),
+                        ("consistency", "consistency_score")):
+        lo, hi = DEFAULT_BOUNDS[key]
+        cfg = ScoreConfig(weights={key: 1.0})
+        assert minmax_score({metric: hi}, cfg) == 100.0 and minmax_score({metric: lo}, cfg) == 0.0
+        assert minmax_score({metric: (lo + hi) / 2}, cfg) == pytest.approx(50.0)
+    assert minmax_score(at_hi, ScoreConfig(weights={"ulcer": 1.0})) == 0.0
+
+
+def test_from_dict_with_some_fields_only():
+    assert ScoreConfig.from_dict({"weights": {"romad": 1.0}}) == ScoreConfig(weights={"romad": 1.0})
+    assert ScoreConfig.from_dict({"invert": ["romad"]}).invert == frozenset({"romad"})
+    assert ScoreConfig.from_dict({"bounds": {"romad": [1, 2]}}).bounds["romad"] == (1, 2)
+
+
+def test_an_enabled_metric_without_a_weight_has_none():
+    cfg = ScoreConfig(weights={"romad": 0.5}, enabled=("romad", "sharpe"))
+    assert cfg.active_weights() == [("romad", 0.5)]
+    assert minmax_score({"romad": 10.0, "sharpe_ratio": -1.0}, cfg) == 100.0  # sharpe has no weight
+    with pytest.raises(ConfigError, match="weight > 0"):
+        ScoreConfig(weights={"romad": 0.5}, enabled=("sharpe",))
