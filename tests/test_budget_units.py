@@ -206,3 +206,32 @@ def test_nothing_is_queued_before_fill_and_a_slow_run_keeps_the_least_window():
     assert s.get_trials() == []
     q.fill(100)  # rate unknown (0): the least window, however long the poll
     assert len(waiting_trials(s._storage, s._study_id)) == RDB_QUEUE_WINDOW
+
+
+def test_a_budget_one_over_the_window_is_queued_to_its_last_trial():
+    s = study()
+    q = TrialQueue(s, "r1", rdb=True, poll_seconds=0.2)
+    n = RDB_QUEUE_WINDOW + 1
+    q.fill(n)  # one trial left to queue after the first window
+    storage, sid = s._storage, s._study_id
+    while True:
+        waiting = waiting_trials(storage, sid)
+        if not waiting:
+            break
+        s.tell(claim_queued_trial(s, waiting), 1.0)
+        q.top_up()
+    assert len(s.get_trials()) == n and budget_fully_queued(storage, sid, "r1")
+
+
+def test_top_up_reads_nothing_once_the_budget_is_queued(monkeypatch):
+    """The monitor calls top_up on every poll: once all is queued that must cost no storage query."""
+    s = study()
+    q = TrialQueue(s, "r1", rdb=True, poll_seconds=0.2)
+    q.fill(3)
+
+    def no_query(*args, **kwargs):
+        raise AssertionError("top_up queried the storage after the whole budget was queued")
+
+    monkeypatch.setattr(s._storage, "get_all_trials", no_query)
+    monkeypatch.setattr(s._storage, "set_study_user_attr", no_query)
+    q.top_up()

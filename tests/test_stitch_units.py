@@ -89,3 +89,17 @@ def test_stitched_trades_in_time_order_with_their_window():
     assert len(empty) == 0 and list(empty.columns) == [*TRADE_COLUMNS, "window"]
     assert str(empty["entry_time"].dtype) == "datetime64[ns, UTC]" and empty["direction"].dtype == object
     assert empty["net_pnl"].dtype == float
+
+
+def test_missing_is_profit_counts_zero_in_the_wfe_and_small_gains_are_wins():
+    # no IS metrics (or no IS profit) is an IS profit of 0: WFE 100 when the OOS made money
+    for is_metrics in (None, {"net_profit_pct": None}):
+        w = window(0, [1.0, 1.05], oos_profit=5.0, trades=1)
+        w.is_metrics = is_metrics
+        assert stitch([w], is_days=5, oos_days=5).metrics["wfe"] == 100.0
+    # a window that gained half a percent is a winning window
+    small = window(0, [1.0, 1.005], oos_profit=0.5, is_profit=1.0, trades=1)
+    loss = window(1, [1.0, 0.99], oos_profit=-1.0, is_profit=1.0, trades=1)
+    assert stitch([small, loss], is_days=5, oos_days=5).metrics["oos_win_rate"] == 50.0
+    # an annualised IS figure of exactly 1 % is an ordinary ratio
+    assert walk_forward_efficiency([1.0], [2.0], is_days=365, oos_days=365) == pytest.approx(200.0)
