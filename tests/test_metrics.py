@@ -161,6 +161,8 @@ def test_trade_counts_without_losses_and_break_even_trades():
     assert flat["winning_trades"] == 0 and flat["losing_trades"] == 0 and flat["max_consecutive_losses"] == 2
     one = compute_metrics(output([5.0], [100, 105]), np.array([0]))
     assert one["win_rate"] == 100.0 and one["profit_factor"] == 999.0 and one["total_trades"] == 1
+    small = compute_metrics(output([0.25, 0.5], [100, 100.25, 100.75]), np.array([0]))
+    assert small["profit_factor"] == 999.0  # any gross win without a loss, however small
 
 
 def test_monthly_ratios_need_a_trade_and_consistency_needs_three_months():
