@@ -103,3 +103,7 @@ def test_missing_is_profit_counts_zero_in_the_wfe_and_small_gains_are_wins():
     assert stitch([small, loss], is_days=5, oos_days=5).metrics["oos_win_rate"] == 50.0
     # an annualised IS figure of exactly 1 % is an ordinary ratio
     assert walk_forward_efficiency([1.0], [2.0], is_days=365, oos_days=365) == pytest.approx(200.0)
+
+
+def test_wfe_with_no_is_profit_and_a_small_oos_gain_is_100():
+    assert walk_forward_efficiency([0.0], [0.5], is_days=365, oos_days=365) == 100.0  # OOS 0.5 %/year > 0

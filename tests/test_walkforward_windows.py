@@ -297,3 +297,9 @@ def test_frames_that_are_not_load_ohlcv_output_are_data_errors():
         split_windows(good.iloc[::-1], is_days=3, oos_days=2)  # unique, not sorted
     with pytest.raises(DataError, match="not sorted and unique"):
         split_windows(pd.concat([good.iloc[:5], good.iloc[4:]]), is_days=3, oos_days=2)  # sorted, a duplicate
+
+
+def test_an_end_before_the_start_says_zero_trading_days():
+    with pytest.raises(ConfigError) as err:
+        split_windows(hourly(*TEN_DAYS), is_days=3, oos_days=2, start="2025-01-05", end="2025-01-02")
+    assert "only 0 trading days" in str(err.value)
