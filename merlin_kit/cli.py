@@ -476,7 +476,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     op = sub.add_parser("optimize", help="optimise a strategy's parameters with N worker processes")
     _add_search_arguments(op, budget_per="")
-    op.add_argument("--pruner", default="none", help="none (default), median, percentile or patient")
+    op.add_argument("--pruner", default="none",
+                    help="none (default), median or percentile: a trial whose value is below the median (or the "
+                    "25th percentile) of earlier trials' values is marked PRUNED")
     op.add_argument("--min-profit", type=float, help="prune trials whose net profit %% is below this")
     op.add_argument("--storage", help="journal file path or postgresql:// mysql:// redis:// URL (default: the run folder)")
     op.add_argument("--study", help="study name (an existing study is resumed)")

@@ -1,5 +1,6 @@
 """Shared fixtures: the reference data beside the repository (``../shared``), skipped when absent,
-and CSV files of the bundled synthetic sample."""
+CSV files of the bundled synthetic sample, and this machine's measured start-up time (``startup_seconds``)
+that bounds on wall-clock time are made relative to."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import multiprocessing
 import os
 import sys
+import time
 from pathlib import Path
 from typing import Callable
 
@@ -74,3 +76,23 @@ def pytest_collection_modifyitems(config, items) -> None:
         for name, (skip, reason) in skips.items():
             if skip and item.get_closest_marker(name) is not None:
                 item.add_marker(pytest.mark.skip(reason=reason))
+@pytest.fixture(scope="session")
+def startup_seconds(write_sample_csv, tmp_path_factory) -> float:
+    """Wall-clock seconds of a two-trial optimisation with two spawned worker processes, measured here and now.
+
+    It is what any run pays before its first trial and after its last (processes spawned, imports, the
+    numba kernels loaded, the storage opened, the processes joined), so on a loaded two-core machine it grows
+    with the load (two workers: one worker would run in the calling process and start nothing).  Tests that bound how long a run, a stop or a time budget takes allow this much on top of
+    their own margin instead of a fixed number of seconds; a budget or a stop that is ignored still runs
+    for minutes and fails them.
+    """
+    from merlin_kit.optimize import OptimizationConfig, OptunaConfig, optimize
+
+    csv = write_sample_csv("baseline.csv", 3000)
+    started = time.monotonic()
+    run = optimize(OptimizationConfig(data=str(csv), worker_processes=2, optimize_params=["closeCountLong"],
+                                      warmup_bars=200),
+                   OptunaConfig(n_trials=2, sampler="random", seed=0, output_dir=tmp_path_factory.mktemp("baseline")))
+    took = time.monotonic() - started
+    assert run.summary.total_trials == 2 and run.summary.workers == 2
+    return took

@@ -123,7 +123,7 @@ def test_each_worker_samples_with_seed_plus_its_id_and_reruns_reproduce(tmp_path
         assert a[worker][:n] == b[worker][:n], f"worker {worker} did not repeat its parameters with the same seed"
 
 
-# 3. percentile and patient pruners with several workers --------------------------------------------------------
+# 3. the percentile pruner with several workers; no patient pruner --------------------------------------------------------
 
 def _pruned_run(tmp_path: Path, pruner: str, small_csv: Path, n: int = 40) -> pd.DataFrame:
     out = ok(cli("optimize", "--data", str(small_csv), "--warmup", "200", "--budget", f"trials:{n}",
@@ -146,15 +146,39 @@ def test_percentile_pruner_prunes_with_several_workers(tmp_path, small_csv):
     assert (results["state"] == "COMPLETE").any()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "bug: `--pruner patient` never prunes. The worker reports one intermediate value per trial (step 0) and "
-    "optuna's PatientPruner returns False while a trial has <= patience+1 (4) steps, so the wrapped "
-    "MedianPruner is never asked (merlin_kit/optimize/_worker.py make_pruner / TrialRunner.evaluate)"))
-def test_patient_pruner_prunes_with_several_workers(tmp_path, small_csv):
-    """Fails today (see the xfail reason); once the patient pruner works this test passes and must lose its xfail."""
-    results = _pruned_run(tmp_path, "patient", small_csv)
-    pruned = results[results["state"] == "PRUNED"]
-    assert (pruned["note"] == "pruned by the patient pruner").any(), results["note"].value_counts(dropna=False)
+def test_patient_pruner_is_refused_naming_the_allowed_pruners(tmp_path, small_csv):
+    """``--pruner patient`` used to be accepted and never pruned: a trial is one backtest that reports one value
+    (step 0), and optuna's PatientPruner returns False while a trial has <= patience+1 steps, so the wrapped
+    MedianPruner was never asked. Patience over steps means nothing with one step, so the option is refused
+    before anything runs, with the allowed pruners and the reason (exit 2, one line), and no run folder is made.
+
+    Break seen failing: "patient" put back in PRUNERS (and in make_pruner): the run exited 0 with no trial pruned.
+    """
+    out = cli("optimize", "--data", str(small_csv), "--warmup", "200", "--budget", "trials:10", "--workers", "2",
+              "--sampler", "random", "--seed", "1", "--pruner", "patient", "--out", str(tmp_path / "r"), "--json",
+              cwd=tmp_path, timeout=120)
+    assert out.returncode == 2, (out.stdout[-2000:], out.stderr[-2000:])
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1, out.stderr
+    assert "pruner must be one of none, median, percentile, got 'patient'" in lines[0]
+    assert "one value" in lines[0]
+    assert not (tmp_path / "r" / "results.csv").exists()
+
+
+def test_a_study_made_with_the_patient_pruner_is_refused_by_workers():
+    """A study stored by an older version with pruner 'patient': a worker says so instead of silently not pruning.
+
+    Break seen failing: make_pruner returned NopPruner for any unknown name (no error raised).
+    """
+    from merlin_kit.errors import ConfigError
+    from merlin_kit.optimize._worker import make_pruner
+    from merlin_kit.optimize.config import OptunaConfig
+
+    class Cfg:
+        optuna = OptunaConfig(pruner="patient")
+
+    with pytest.raises(ConfigError, match="pruner 'patient' is not supported; allowed: none, median, percentile"):
+        make_pruner(Cfg())  # type: ignore[arg-type]
 
 
 # 4. a worker joining a finished run --------------------------------------------------------------------------

@@ -138,3 +138,42 @@ def test_percentile_scores():
     rows = [{"romad": v} for v in (1.0, 2.0, 3.0, None)]
     cfg = ScoreConfig(weights={"romad": 1.0}, normalization="percentile")
     assert percentile_scores(rows, cfg) == [0.0, pytest.approx(100 / 3), pytest.approx(200 / 3), 50.0]
+
+
+def test_month_starts_across_century_and_leap_days():
+    """Every day around 1900, 2000 and 2100 (century years: leap only in 2000) and a 400-year cycle edge:
+    the month boundaries are numpy's. Random timestamps rarely land on these days."""
+    days = []
+    for year in (1900, 2000, 2100, 2096, 2004):
+        start = np.datetime64(f"{year - 1}-12-01", "s").astype(np.int64)
+        days.extend(start + DAY * np.arange(0, 130))
+    for t in (np.array(sorted(set(days)), dtype=np.int64), np.array(days[130:260], dtype=np.int64)):
+        months = t.astype("datetime64[s]").astype("datetime64[M]").astype(np.int64)
+        expected = np.concatenate(([0], np.flatnonzero(np.diff(months) != 0) + 1))
+        np.testing.assert_array_equal(month_starts(t), expected)
+
+
+def test_trade_counts_without_losses_and_break_even_trades():
+    m = compute_metrics(output([1, 2, 3], [100, 101, 103, 106]), np.array([0]))
+    assert m["max_consecutive_losses"] == 0 and m["losing_trades"] == 0 and m["profit_factor"] == 999.0
+    flat = compute_metrics(output([0.0, 0.0], [100, 100, 100]), np.array([0]))
+    assert flat["profit_factor"] == 1.0  # no gross win, no gross loss
+    assert flat["winning_trades"] == 0 and flat["losing_trades"] == 0 and flat["max_consecutive_losses"] == 2
+    one = compute_metrics(output([5.0], [100, 105]), np.array([0]))
+    assert one["win_rate"] == 100.0 and one["profit_factor"] == 999.0 and one["total_trades"] == 1
+    small = compute_metrics(output([0.25, 0.5], [100, 100.25, 100.75]), np.array([0]))
+    assert small["profit_factor"] == 999.0  # any gross win without a loss, however small
+
+
+def test_monthly_ratios_need_a_trade_and_consistency_needs_three_months():
+    t = np.array([JAN1_2025 + d * DAY for d in (0, 5, 31, 36, 59, 64)])  # three months, two bars each
+    eq = np.array([100.0, 100.2, 100.4, 100.6, 100.5, 100.0])  # +0.4 %, +0.1 %, -0.5 %
+    starts = month_starts(t)
+    none = compute_metrics(output([], eq, eq), starts)  # the same curve without a trade
+    assert none["sharpe_ratio"] is None and none["sortino_ratio"] is None and none["consistency_score"] is None
+    m = compute_metrics(output([0.0], eq, eq), starts)
+    # two of three months gained (by less than 1 % each): consistency counts any gain
+    assert m["consistency_score"] == pytest.approx(200.0 / 3)
+    assert m["sharpe_ratio"] is not None
+    two = compute_metrics(output([0.0], eq[:4], eq[:4]), month_starts(t[:4]))
+    assert two["consistency_score"] is None and two["sharpe_ratio"] is not None

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from merlin_kit.data import load_ohlcv
-from merlin_kit.errors import ConfigError
+from merlin_kit.errors import ConfigError, DataError
 from merlin_kit.walkforward import Window, _end_index, split_windows
 
 
@@ -255,3 +255,51 @@ def test_link_file_invariants(link_csv):
             if is_days > oos_days:  # IS windows overlap
                 assert nxt.is_start_idx <= prev.is_end_idx
         assert rolling[-1].oos_end_idx <= len(data) - 1
+
+
+def test_next_window_start_past_the_last_bar_ends_the_loop():
+    # is 1, oos 3, t0 01-02, end after the data (stop 01-21): cur 01-02, 01-05, 01-08
+    # w3: IS 01-08 (168) .. (01-09 -> 192 -> 191); OOS 192 .. (01-12 -> 240 = n -> 239): kept
+    # next cur target 01-11 -> 240 = n: past the last bar, the loop stops (no IndexError)
+    windows = split_windows(hourly(*TEN_DAYS), is_days=1, oos_days=3, start="2025-01-02", end="2025-01-20")
+    assert spans(windows)[2] == ((168, 191, 192, 239), ("01-08 00:00", "01-08 23:00", "01-09 00:00", "01-10 23:00"))
+    assert len(windows) == 3
+
+
+def test_t0_is_the_first_bar_when_the_next_bar_is_on_another_day():
+    frame = hourly("2025-01-01 23:00", "2025-01-10 23:00")  # one bar on 01-01, then whole days
+    w = split_windows(frame, is_days=3, oos_days=2)[0]
+    assert w.is_start_idx == 0 and w.is_start == ts("2025-01-01 23:00")
+
+
+def test_exactly_is_plus_oos_days_is_fewer_than_two_windows():
+    # 5 days: trading_days 5 = 3 + 2 is enough days, but (5 - 3) // 2 = 1 window
+    with pytest.raises(ConfigError, match="at least 2 windows needed") as err:
+        split_windows(hourly("2025-01-01 00:00", "2025-01-05 23:00"), is_days=3, oos_days=2)
+    assert "(5 - is_days 3) // oos_days 2 = 1;" in str(err.value)
+    # 6 days: (6 - 3) // 2 = 1, a whole number (not 1.5)
+    with pytest.raises(ConfigError) as err:
+        split_windows(hourly("2025-01-01 00:00", "2025-01-06 23:00"), is_days=3, oos_days=2)
+    assert "(6 - is_days 3) // oos_days 2 = 1;" in str(err.value)
+
+
+def test_frames_that_are_not_load_ohlcv_output_are_data_errors():
+    good = hourly(*TEN_DAYS)
+    with pytest.raises(DataError, match="needs the DataFrame returned by load_ohlcv"):
+        split_windows([1, 2, 3], is_days=3, oos_days=2)  # type: ignore[arg-type]
+    with pytest.raises(DataError, match="needs the DataFrame returned by load_ohlcv"):
+        split_windows(good.reset_index(drop=True), is_days=3, oos_days=2)
+    with pytest.raises(DataError, match="has no bars"):
+        split_windows(good.iloc[:0], is_days=3, oos_days=2)
+    with pytest.raises(ConfigError, match="trading days"):  # one bar is a frame, just too short
+        split_windows(good.iloc[:1], is_days=3, oos_days=2)
+    with pytest.raises(DataError, match="not sorted and unique"):
+        split_windows(good.iloc[::-1], is_days=3, oos_days=2)  # unique, not sorted
+    with pytest.raises(DataError, match="not sorted and unique"):
+        split_windows(pd.concat([good.iloc[:5], good.iloc[4:]]), is_days=3, oos_days=2)  # sorted, a duplicate
+
+
+def test_an_end_before_the_start_says_zero_trading_days():
+    with pytest.raises(ConfigError) as err:
+        split_windows(hourly(*TEN_DAYS), is_days=3, oos_days=2, start="2025-01-05", end="2025-01-02")
+    assert "only 0 trading days" in str(err.value)

@@ -38,7 +38,7 @@ _PANEL_FIELD = {
     "optimize_params": "params", "param_ranges": "params", "fixed_params": "params", "score": "score",
     "target": "target", "budget_mode": "budget", "n_trials": "budget", "time_limit": "budget",
     "convergence_patience": "budget", "worker_processes": "workers", "sampler": "sampler", "pruner": "sampler",
-    "n_startup_trials": "sampler", "pruner_warmup_trials": "sampler", "pruner_patience": "sampler",
+    "n_startup_trials": "sampler", "pruner_warmup_trials": "sampler",
     "seed": "seed", "study_name": "study_name", "storage": "output", "output_dir": "output",
     "is_days": "walkforward", "oos_days": "walkforward",
 }
@@ -316,7 +316,7 @@ class ConfigPanel(W.VBox):
             self.save_study.value = bool(cfg.save_study)
             self.output_dir.value = "" if cfg.output_dir is None else os.fspath(cfg.output_dir)
             self._carry_cfg = {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name in
-                               ("n_startup_trials", "pruner_warmup_trials", "pruner_patience", "storage")}
+                               ("n_startup_trials", "pruner_warmup_trials", "storage")}
             if not cfg.save_study and cfg.output_dir is not None:
                 self._carry_cfg["output_dir"] = cfg.output_dir
         finally:

@@ -121,6 +121,9 @@ class TrialQueue:
             self.storage.set_trial_state_values(extra._trial_id, state=TrialState.FAIL)
         with self._lock:
             self._to_enqueue = max(0, n_trials - len(waiting))
+            if self._to_enqueue == 0:  # the leftovers are the whole budget: nothing to queue, and workers
+                # must know it (else one that finds the queue empty waits for a trial that never comes)
+                self.storage.set_study_user_attr(self.study_id, queued_attr(self.run_id), True)
         self.top_up(min(len(waiting), n_trials))
 
     def top_up(self, waiting: int | None = None) -> None:

@@ -57,6 +57,7 @@ from ._liveness import TrialHeartbeat, host_id, parent_alive
 from ._runconfig import RunConfig, load_run_config
 from ._storage import StorageLocation, storage_unavailable
 from ._trust import TrustPolicy
+from .config import PRUNERS
 
 log = logging.getLogger("merlin_kit.worker")
 
@@ -172,10 +173,10 @@ def make_pruner(cfg: RunConfig) -> optuna.pruners.BasePruner:
         return optuna.pruners.MedianPruner(n_startup_trials=o.pruner_warmup_trials, n_warmup_steps=0)
     if o.pruner == "percentile":
         return optuna.pruners.PercentilePruner(25.0, n_startup_trials=o.pruner_warmup_trials, n_warmup_steps=0)
-    if o.pruner == "patient":
-        inner = optuna.pruners.MedianPruner(n_startup_trials=o.pruner_warmup_trials, n_warmup_steps=0)
-        return optuna.pruners.PatientPruner(inner, patience=o.pruner_patience)
-    return optuna.pruners.NopPruner()
+    if o.pruner == "none":
+        return optuna.pruners.NopPruner()
+    # a study made by a version that offered other pruners ("patient"): say so rather than not prune
+    raise ConfigError(f"the study's pruner {o.pruner!r} is not supported; allowed: {', '.join(PRUNERS)}")
 
 
 @dataclass

@@ -29,7 +29,13 @@ from ..strategies import Strategy, get_strategy
 MAX_WORKERS = 32
 BUDGET_MODES = ("trials", "time", "convergence")
 SAMPLERS = ("tpe", "random")
-PRUNERS = ("none", "median", "percentile", "patient")
+#: a trial is one backtest that reports one value, so a pruner compares that value with earlier trials' values
+PRUNERS = ("none", "median", "percentile")
+#: pruners that need several intermediate values per trial (steps), with why they are not offered
+UNSUPPORTED_PRUNERS = {
+    "patient": "each trial is one backtest that reports one value, so there are no steps to be patient over "
+               "(optuna's PatientPruner would never prune)",
+}
 START_METHODS = ("spawn", "forkserver", "fork")
 #: default limit of the test backtest run before workers start (OptimizationConfig.max_backtest_seconds)
 DEFAULT_MAX_BACKTEST_SECONDS = 30.0
@@ -143,7 +149,6 @@ class OptunaConfig:
     n_startup_trials: int = 10
     pruner: str = "none"
     pruner_warmup_trials: int = 10
-    pruner_patience: int = 3
     seed: int | None = None
     study_name: str | None = None
     storage: str | None = None
@@ -385,10 +390,11 @@ def validate(opt: OptimizationConfig, optuna_cfg: OptunaConfig) -> ValidatedConf
     if cfg.sampler not in SAMPLERS:
         raise ConfigError(f"sampler must be one of {', '.join(SAMPLERS)}, got {cfg.sampler!r}", field="sampler")
     if cfg.pruner not in PRUNERS:
-        raise ConfigError(f"pruner must be one of {', '.join(PRUNERS)}, got {cfg.pruner!r}", field="pruner")
+        why = UNSUPPORTED_PRUNERS.get(cfg.pruner) if isinstance(cfg.pruner, str) else None
+        raise ConfigError(f"pruner must be one of {', '.join(PRUNERS)}, got {cfg.pruner!r}"
+                          + (f": {why}" if why else ""), field="pruner")
     _positive_int(cfg.n_startup_trials, "n_startup_trials", minimum=0)
     _positive_int(cfg.pruner_warmup_trials, "pruner_warmup_trials", minimum=0)
-    _positive_int(cfg.pruner_patience, "pruner_patience", minimum=0)
     if cfg.seed is not None and (isinstance(cfg.seed, bool) or not isinstance(cfg.seed, int)):
         raise ConfigError(f"seed must be an integer or None, got {cfg.seed!r}", field="seed")
     if cfg.study_name is not None and (not isinstance(cfg.study_name, str) or not cfg.study_name.strip()):

@@ -295,7 +295,7 @@ def plan_walk_forward(opt: Any, cfg: Any, *, is_days: int, oos_days: int, anchor
         "min_profit": opt.min_profit, "score": checked.score.to_dict(), "target": target_metric(c.target),
         "budget_mode": c.budget_mode, "n_trials": c.n_trials, "time_limit": c.time_limit,
         "convergence_patience": c.convergence_patience, "sampler": c.sampler, "n_startup_trials": c.n_startup_trials,
-        "pruner": c.pruner, "pruner_warmup_trials": c.pruner_warmup_trials, "pruner_patience": c.pruner_patience,
+        "pruner": c.pruner, "pruner_warmup_trials": c.pruner_warmup_trials,
         "seed": c.seed,
     }
     return WalkForwardPlan(
