@@ -139,7 +139,7 @@ def test_time_budget_returns_on_time(small_csv, startup_seconds):
         assert t.datetime_start.timestamp() <= deadline + 0.05
     assert elapsed >= limit - 0.5, elapsed  # it used its time
     assert elapsed < limit + 3.0 + startup_seconds, (elapsed, startup_seconds)
-    assert run.summary.stop_reason == "budget reached"
+    assert run.summary.stop_reason == "time limit reached"
 
 
 def test_convergence_stops_across_workers(small_csv):
