@@ -131,26 +131,31 @@ def wait_for(page, predicate, timeout: float, what: str, shot: Path | None = Non
         page.wait_for_timeout(250)
 
 
+def run_all_cells(page, fail_shot: Path):
+    """In the opened notebook: wait for its kernel, Run ▸ Run All Cells, wait for the panel and an idle kernel."""
+    page.locator(".jp-NotebookPanel .jp-Cell").first.wait_for(timeout=90_000)
+    select = page.locator(".jp-Dialog").get_by_role("button", name="Select", exact=True)
+    try:  # older settings or a slow start can still ask which kernel to use
+        select.wait_for(timeout=3_000)
+        select.click()
+    except Exception:
+        pass
+    wait_for(page, lambda: kernel_status(page) == "idle", 90, "the kernel to start", fail_shot)
+    page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
+    page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
+    panel = page.locator(".merlin-config-panel")
+    panel.wait_for(timeout=120_000)
+    wait_for(page, lambda: kernel_status(page) == "idle", 120, "all cells to run", fail_shot)
+    return panel
+
+
 def test_live_monitor_in_jupyterlab(chromium, artifacts, lab):
     page = chromium.new_page(viewport={"width": 1400, "height": 1000})
     _T0[0] = time.monotonic()
     fail_shot = artifacts / "jupyterlab_failure.png"
     try:
         page.goto(f"{lab['base']}/lab/tree/{NOTEBOOK.name}?token={lab['token']}")
-        page.locator(".jp-NotebookPanel .jp-Cell").first.wait_for(timeout=90_000)
-        select = page.locator(".jp-Dialog").get_by_role("button", name="Select", exact=True)
-        try:  # older settings or a slow start can still ask which kernel to use
-            select.wait_for(timeout=3_000)
-            select.click()
-        except Exception:
-            pass
-        wait_for(page, lambda: kernel_status(page) == "idle", 90, "the kernel to start", fail_shot)
-        # Run ▸ Run All Cells
-        page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
-        page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
-        panel = page.locator(".merlin-config-panel")
-        panel.wait_for(timeout=120_000)
-        wait_for(page, lambda: kernel_status(page) == "idle", 120, "all cells to run", fail_shot)
+        panel = run_all_cells(page, fail_shot)
         page.set_viewport_size({"width": 1280, "height": 2600})  # the whole panel, for the artefact
         scroll_to(panel)
         page.wait_for_timeout(300)

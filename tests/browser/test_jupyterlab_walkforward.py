@@ -21,7 +21,9 @@ import pytest
 pytest.importorskip("jupyterlab")
 
 from tests.browser.conftest import jupyterlab
-from tests.browser.test_jupyterlab_live import button, kernel_status, running_cells, scroll_to, shoot, wait_for
+from tests.browser.test_jupyterlab_live import (
+    button, kernel_status, run_all_cells, running_cells, scroll_to, shoot, wait_for,
+)
 
 NOTEBOOK = "walkforward_panel.ipynb"
 
@@ -81,19 +83,7 @@ def test_walkforward_mode_in_jupyterlab(chromium, artifacts, lab):
     t0 = time.monotonic()
     try:
         page.goto(f"{lab['base']}/lab/tree/{NOTEBOOK}?token={lab['token']}")
-        page.locator(".jp-NotebookPanel .jp-Cell").first.wait_for(timeout=90_000)
-        select = page.locator(".jp-Dialog").get_by_role("button", name="Select", exact=True)
-        try:
-            select.wait_for(timeout=3_000)
-            select.click()
-        except Exception:
-            pass
-        wait_for(page, lambda: kernel_status(page) == "idle", 90, "the kernel to start", fail_shot)
-        page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Run$")).click()
-        page.locator(".lm-Menu-itemLabel", has_text=re.compile(r"^Run All Cells$")).click()
-        panel = page.locator(".merlin-config-panel")
-        panel.wait_for(timeout=120_000)
-        wait_for(page, lambda: kernel_status(page) == "idle", 120, "the cell to run", fail_shot)
+        panel = run_all_cells(page, fail_shot)
         # the mode selector shows Walk-forward, with its inputs
         mode = panel.locator(".widget-toggle-buttons button", has_text="Walk-forward")
         assert "mod-active" in (mode.get_attribute("class") or ""), "Walk-forward is the selected mode"
