@@ -75,3 +75,21 @@ def test_optuna_log_lines_in_a_notebook_have_no_colour_codes(tmp_path, monkeypat
     text = "".join(o.get("text", "") for o in nb.cells[0].outputs)
     assert "A new study created" in text and "after the run" in text
     assert "\x1b[" not in text, repr(text[:500])
+
+
+def test_study_names_that_differ_only_in_case_are_refused(tmp_path, monkeypatch):
+    """``S01`` and ``s01`` are one folder on Windows and macOS: the second would overwrite the first's results."""
+    from merlin_kit.errors import ConfigError
+    from merlin_kit.optimize import OptimizationConfig, OptunaConfig, optimize
+
+    monkeypatch.delenv("MERLIN_KIT_RUNS", raising=False)
+    monkeypatch.chdir(tmp_path)
+    first = optimize(OptimizationConfig(data="sample", optimize_params=["maLength"]),
+                     OptunaConfig(n_trials=2, sampler="random", study_name="S01", save_study=True))
+    assert first.run_dir == Path("merlin_runs") / "S01"
+    assert default_run_dir("S01") == Path("merlin_runs") / "S01"  # the same name: a resume, allowed
+    with pytest.raises(ConfigError, match=r"differs only in case from the existing .*S01") as info:
+        optimize(OptimizationConfig(data="sample", optimize_params=["maLength"]),
+                 OptunaConfig(n_trials=2, sampler="random", study_name="s01", save_study=True))
+    assert info.value.field == "study_name"
+    assert sorted(p.name for p in (tmp_path / "merlin_runs").iterdir()) == ["S01"]

@@ -80,8 +80,23 @@ def runs_root() -> Path:
 
 
 def default_run_dir(study_name: str) -> Path:
-    """``<runs_root()>/<study>``: where a run keeps results.csv, summary.json and (saved) its journal."""
-    return runs_root() / safe_name(study_name)
+    """``<runs_root()>/<study>``: where a run keeps results.csv, summary.json and (saved) its journal.
+
+    Names that differ only in case (``S01`` and ``s01``) are one folder on Windows and macOS: a
+    run would overwrite the other's results and share its journal. Such a name is refused (on
+    every platform, so that a folder made on Linux still works when copied there).
+    """
+    root, name = runs_root(), safe_name(study_name)
+    try:
+        taken = [entry for entry in os.listdir(root) if entry.lower() == name.lower() and entry != name]
+    except OSError:  # no runs folder yet
+        taken = []
+    if taken:
+        raise ConfigError(
+            f"study name {study_name!r}: its run folder {str(root / name)!r} differs only in case from the existing "
+            f"{str(root / taken[0])!r}, which is the same folder on Windows and macOS; choose another study name or "
+            "an output_dir", field="study_name")
+    return root / name
 
 
 def choose_storage(cfg: OptunaConfig, study_name: str, tmpdir: str) -> tuple[StorageLocation, Path | None]:
