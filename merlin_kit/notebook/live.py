@@ -19,19 +19,18 @@ import logging
 import os
 import threading
 import time
-import traceback
 from typing import Any, Callable
 
 import ipywidgets as W
 import plotly.graph_objects as go
 from optuna.trial import TrialState
 
-from .._platform import wait_event
 from ..optimize import Progress, WorkerProgress
 from ..optimize.report import (
     fmt_seconds, fmt_value, progress_text, results_table, summary_lines, target_column, trial_error,
 )
 from . import figures
+from ._refresh import RefreshLoop
 from .results import run_figures, show_static
 
 log = logging.getLogger("merlin_kit.notebook")
@@ -103,12 +102,14 @@ def chart_interval(n_trials: int) -> float:
     return 5.0
 
 
-class LiveMonitor:
+class LiveMonitor(RefreshLoop):
     """Progress, best value, rate, ETA, workers and live charts of one run (see the module doc).
 
     ``live=False`` builds no widgets: :meth:`show` waits and displays static figures.
     ``on_finish(monitor)`` is called (from the monitor thread) once the final state is shown.
     """
+
+    what = "live monitor"
 
     def __init__(self, run: Any, *, live: bool = True, interval: float = MIN_INTERVAL,
                  on_finish: Callable[["LiveMonitor"], None] | None = None, final: bool = True,
@@ -171,63 +172,26 @@ class LiveMonitor:
         else:
             self.show()
 
-    # -- thread ----------------------------------------------------------------
+    # -- thread (RefreshLoop) ---------------------------------------------------
     def start(self) -> None:
-        if self._thread is not None:
-            return
-        parent = None
-        try:
-            from IPython import get_ipython
+        if self._thread is None:
+            self._start_thread("merlin-live-monitor")
 
-            shell = get_ipython()
-            if shell is not None and getattr(shell, "kernel", None) is not None:
-                parent = shell.get_parent() if hasattr(shell, "get_parent") else None
-        except Exception:
-            parent = None
-        self._thread = threading.Thread(target=self._loop, args=(parent,), daemon=True, name="merlin-live-monitor")
-        self._thread.start()
+    def _refresh(self) -> None:
+        self.update()
 
-    def _loop(self, parent: Any) -> None:
-        if parent is not None:
-            try:  # route anything this thread prints to the cell that started it (ipykernel >= 7)
-                from IPython import get_ipython
+    def _finish(self) -> None:
+        if not self._halt.is_set() and self.final:
+            self.show_final()
 
-                get_ipython().set_parent(parent)
-            except Exception:
-                pass
-        try:
-            while not self._halt.is_set():
-                done = self.run.done
-                self.update()
-                if done:
-                    break
-                self._halt.wait(self.interval)
-            if not self._halt.is_set() and self.final:
-                self.show_final()
-        except Exception:
-            self.error = traceback.format_exc()
-            log.error("live monitor failed:\n%s", self.error)
-            try:
-                self._show_errors([f"monitor error: {self.error.strip().splitlines()[-1]}"])
-            except Exception:
-                pass
-        finally:
-            if self.on_finish is not None:
-                try:
-                    self.on_finish(self)
-                except Exception:
-                    log.exception("on_finish callback failed")
-            self.finished.set()
-
-    def stop(self) -> None:
-        """Stop refreshing (the run itself goes on: use ``run.stop()`` for that)."""
-        self._halt.set()
+    def _show_error(self, line: str) -> None:
+        self._show_errors([f"monitor error: {line}"])
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until the run has ended and the final state is shown."""
         if not self.live:
             return self.run.wait(timeout)
-        return wait_event(self.finished, timeout)  # in slices: Ctrl-C interrupts it on Windows too
+        return super().wait(timeout)
 
     # -- updates ---------------------------------------------------------------
     def _trials(self) -> list[Any]:

@@ -23,7 +23,6 @@ import html
 import logging
 import os
 import threading
-import traceback
 from typing import Any, Callable
 
 import ipywidgets as W
@@ -31,6 +30,7 @@ import plotly.graph_objects as go
 
 from ..errors import ConfigError, MerlinError
 from ..optimize.report import fmt_seconds, progress_text
+from ._refresh import RefreshLoop
 from .controls import LABEL_WIDTH, FieldError, _err_html, _show
 from .results import show_static
 from .validation_figures import is_oos_scatter_figure, stitched_equity_figure, window_layout_figure
@@ -226,12 +226,14 @@ _HIDDEN_COLUMNS = {"is_end", "is_bars", "oos_bars", "is_max_drawdown_pct", "is_t
                    "best_trial", "flat_reason", "reused", "study"}
 
 
-class WalkForwardView:
+class WalkForwardView(RefreshLoop):
     """Live view of a :class:`WalkForwardRun` (see the module doc).
 
     ``live=False`` builds no widgets: a thread waits for the run and calls
     ``on_finish``; :meth:`show` then displays static figures.
     """
+
+    what = "walk-forward view"
 
     def __init__(self, run: Any, *, live: bool = True, interval: float = 1.0,
                  on_finish: Callable[["WalkForwardView"], None] | None = None) -> None:
@@ -247,8 +249,7 @@ class WalkForwardView:
         self._halt = threading.Event()
         if live:
             self._build()
-        self._thread = threading.Thread(target=self._loop, daemon=True, name="merlin-walkforward-view")
-        self._thread.start()
+        self._start_thread("merlin-walkforward-view")
 
     def _build(self) -> None:
         windows = list(self.run.windows)
@@ -280,38 +281,17 @@ class WalkForwardView:
         else:
             self.show()
 
-    # -- thread -----------------------------------------------------------------
-    def _loop(self) -> None:
-        try:
-            while not self._halt.is_set():
-                done = self.run.done
-                if self.live:
-                    self.update()
-                if done:
-                    break
-                self.run.wait(self.interval)
-            self._final()
-        except Exception:
-            self.error = traceback.format_exc()
-            log.error("walk-forward view failed:\n%s", self.error)
-            if self.live:
-                self.status.value = (f"<span style='color:#b00'>view error: "
-                                     f"{html.escape(self.error.strip().splitlines()[-1])}</span>")
-        finally:
-            if self.on_finish is not None:
-                try:
-                    self.on_finish(self)
-                except Exception:
-                    log.exception("on_finish callback failed")
-            self.finished.set()
+    # -- thread (RefreshLoop) ----------------------------------------------------
+    def _refresh(self) -> None:
+        if self.live:
+            self.update()
 
-    def stop(self) -> None:
-        """Stop refreshing (the analysis goes on: use ``run.stop()`` for that)."""
-        self._halt.set()
+    def _pause(self) -> None:
+        self.run.wait(self.interval)  # returns at once when the analysis ends: the result shows without delay
 
-    def wait(self, timeout: float | None = None) -> bool:
-        """Wait until the analysis has ended and its result is shown."""
-        return self.finished.wait(timeout)
+    def _show_error(self, line: str) -> None:
+        if self.live:
+            self.status.value = f"<span style='color:#b00'>view error: {html.escape(line)}</span>"
 
     def update(self) -> None:
         """One refresh from the run's progress (called by the thread; callable by hand)."""
@@ -337,7 +317,7 @@ class WalkForwardView:
         self.status.value = "stopping…" if getattr(self.run, "stopped", False) and not self.run.done else "running…"
 
     # -- final state ------------------------------------------------------------
-    def _final(self) -> None:
+    def _finish(self) -> None:
         try:
             self.result = self.run.result()
         except Exception as exc:  # the analysis failed: its error, where the result would be

@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -131,6 +132,22 @@ def wait_for(page, predicate, timeout: float, what: str, shot: Path | None = Non
         page.wait_for_timeout(250)
 
 
+@contextmanager
+def evidence_on_failure(page, shot: Path, lab: dict):
+    """On a failure: a full-page screenshot and the tail of JupyterLab's log; the page is closed either way."""
+    try:
+        yield
+    except Exception:
+        try:
+            page.screenshot(path=str(shot), full_page=True)
+        except Exception:
+            pass
+        print(lab["log"].read_text()[-4000:])
+        raise
+    finally:
+        page.close()
+
+
 def run_all_cells(page, fail_shot: Path):
     """In the opened notebook: wait for its kernel, Run ▸ Run All Cells, wait for the panel and an idle kernel."""
     page.locator(".jp-NotebookPanel .jp-Cell").first.wait_for(timeout=90_000)
@@ -153,7 +170,7 @@ def test_live_monitor_in_jupyterlab(chromium, artifacts, lab):
     page = chromium.new_page(viewport={"width": 1400, "height": 1000})
     _T0[0] = time.monotonic()
     fail_shot = artifacts / "jupyterlab_failure.png"
-    try:
+    with evidence_on_failure(page, fail_shot, lab):
         page.goto(f"{lab['base']}/lab/tree/{NOTEBOOK.name}?token={lab['token']}")
         panel = run_all_cells(page, fail_shot)
         page.set_viewport_size({"width": 1280, "height": 2600})  # the whole panel, for the artefact
@@ -244,12 +261,3 @@ def test_live_monitor_in_jupyterlab(chromium, artifacts, lab):
         page.keyboard.type("from merlin_kit.notebook import has_frontend; print('frontend:', has_frontend())")
         page.keyboard.press("Shift+Enter")
         page.get_by_text("frontend: True").wait_for(timeout=30_000)
-    except Exception:
-        try:
-            page.screenshot(path=str(fail_shot), full_page=True)
-        except Exception:
-            pass
-        print(lab["log"].read_text()[-4000:])
-        raise
-    finally:
-        page.close()

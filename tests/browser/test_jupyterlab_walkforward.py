@@ -22,7 +22,7 @@ pytest.importorskip("jupyterlab")
 
 from tests.browser.conftest import jupyterlab
 from tests.browser.test_jupyterlab_live import (
-    button, kernel_status, run_all_cells, running_cells, scroll_to, shoot, wait_for,
+    button, evidence_on_failure, kernel_status, run_all_cells, running_cells, scroll_to, shoot, wait_for,
 )
 
 NOTEBOOK = "walkforward_panel.ipynb"
@@ -81,7 +81,7 @@ def test_walkforward_mode_in_jupyterlab(chromium, artifacts, lab):
     page = chromium.new_page(viewport={"width": 1400, "height": 1200})
     fail_shot = artifacts / "jupyterlab_walkforward_failure.png"
     t0 = time.monotonic()
-    try:
+    with evidence_on_failure(page, fail_shot, lab):
         page.goto(f"{lab['base']}/lab/tree/{NOTEBOOK}?token={lab['token']}")
         panel = run_all_cells(page, fail_shot)
         # the mode selector shows Walk-forward, with its inputs
@@ -128,12 +128,3 @@ def test_walkforward_mode_in_jupyterlab(chromium, artifacts, lab):
         page.wait_for_timeout(500)
         shoot(page, view, artifacts / "jupyterlab_walkforward_final.png")
         print(f"[{time.monotonic() - t0:6.1f} s] done")
-    except Exception:
-        try:
-            page.screenshot(path=str(fail_shot), full_page=True)
-        except Exception:
-            pass
-        print(lab["log"].read_text()[-4000:])
-        raise
-    finally:
-        page.close()
