@@ -102,15 +102,18 @@ def backtest_report(result: Any, data_label: str, *, start_given: bool) -> str:
     warmup = (f"{data.trade_start_idx} warm-up bars before it" if start_given else
               "no warm-up: without --start trading begins at the first bar, with indicators still filling; "
               "give --start to keep --warmup bars before it")
+    columns = shutil.get_terminal_size((100, 24)).columns
+
+    def block(label: str, text: str) -> str:  # a labelled line, wrapped under its label
+        return textwrap.fill(text, width=columns, initial_indent=f"{label:<11}", subsequent_indent=" " * 11,
+                             break_on_hyphens=False)
+
     out = [
         f"Strategy   {result.strategy.name or result.strategy.id} ({result.strategy.id})",
         f"Data       {data_label}: {data.n_bars} bars {data.index[0]} .. {data.index[-1]}",
-        textwrap.fill(f"from {result.trade_start} ({warmup})", width=shutil.get_terminal_size((100, 24)).columns,
-                      initial_indent="Trading    ", subsequent_indent=" " * 11),
-        textwrap.fill(", ".join(f"{k}={v:g}{'*' if k in changed else ''}" if isinstance(v, float) else
-                                f"{k}={v}{'*' if k in changed else ''}" for k, v in result.params.items()),
-                      width=shutil.get_terminal_size((100, 24)).columns, initial_indent="Params     ",
-                      subsequent_indent=" " * 11, break_on_hyphens=False),
+        block("Trading", f"from {result.trade_start} ({warmup})"),
+        block("Params", ", ".join(f"{k}={v:g}{'*' if k in changed else ''}" if isinstance(v, float) else
+                                  f"{k}={v}{'*' if k in changed else ''}" for k, v in result.params.items())),
         "           (* = not the strategy's default)" if changed else "           (all defaults)",
         "",
         "Metrics",
