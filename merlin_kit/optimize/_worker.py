@@ -55,6 +55,7 @@ from ._chain import wait_for_next
 from ._logs import plain_optuna_logs
 from ._liveness import TrialHeartbeat, host_id, parent_alive
 from ._runconfig import RunConfig, load_run_config
+from ._samplers import make_sampler
 from ._storage import StorageLocation, storage_unavailable
 from ._trust import TrustPolicy
 from .config import PRUNERS
@@ -154,17 +155,6 @@ class SignalStop:
             yield
         finally:
             self.computing = False
-
-
-def make_sampler(cfg: RunConfig, worker_id: int) -> optuna.samplers.BaseSampler:
-    """The run's sampler; each worker gets ``seed + worker_id`` so workers never duplicate each other."""
-    o = cfg.optuna
-    seed = None if o.seed is None else o.seed + worker_id
-    if o.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    return optuna.samplers.TPESampler(
-        seed=seed, multivariate=True, constant_liar=True, n_startup_trials=o.n_startup_trials
-    )
 
 
 def make_pruner(cfg: RunConfig) -> optuna.pruners.BasePruner:

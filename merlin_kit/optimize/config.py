@@ -25,10 +25,11 @@ from ..errors import ConfigError, ParameterError, StrategyError
 from ..metrics import LOWER_IS_BETTER, METRIC_NAMES
 from ..scoring import ScoreConfig
 from ..strategies import Strategy, get_strategy
+from ._samplers import check_sampler
 
 MAX_WORKERS = 32
 BUDGET_MODES = ("trials", "time", "convergence")
-SAMPLERS = ("tpe", "random")
+SAMPLERS = ("tpe", "random", "cmaes", "nsga2", "nsga3", "qmc", "gp")
 #: a trial is one backtest that reports one value, so a pruner compares that value with earlier trials' values
 PRUNERS = ("none", "median", "percentile")
 #: pruners that need several intermediate values per trial (steps), with why they are not offered
@@ -146,6 +147,9 @@ class OptunaConfig:
     time_limit: float | None = None
     convergence_patience: int | None = None
     sampler: str = "tpe"
+    #: options of the sampler, e.g. {"popsize": 20} for cmaes (allowed ones: merlin_kit.optimize.SAMPLER_OPTIONS)
+    sampler_options: Mapping[str, Any] = field(default_factory=dict)
+    #: random trials before tpe, gp and cmaes start modelling
     n_startup_trials: int = 10
     pruner: str = "none"
     pruner_warmup_trials: int = 10
@@ -160,6 +164,7 @@ class OptunaConfig:
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
         d["output_dir"] = None if self.output_dir is None else os.fspath(self.output_dir)
+        d["sampler_options"] = dict(self.sampler_options or {})
         return d
 
     @classmethod
@@ -389,6 +394,8 @@ def validate(opt: OptimizationConfig, optuna_cfg: OptunaConfig) -> ValidatedConf
         normalised["convergence_patience"] = _positive_int(cfg.convergence_patience, "convergence_patience")
     if cfg.sampler not in SAMPLERS:
         raise ConfigError(f"sampler must be one of {', '.join(SAMPLERS)}, got {cfg.sampler!r}", field="sampler")
+    normalised["sampler_options"] = check_sampler(cfg.sampler, cfg.sampler_options if cfg.sampler_options is not None
+                                                  else {}, n_objectives=1, constrained=False)
     if cfg.pruner not in PRUNERS:
         why = UNSUPPORTED_PRUNERS.get(cfg.pruner) if isinstance(cfg.pruner, str) else None
         raise ConfigError(f"pruner must be one of {', '.join(PRUNERS)}, got {cfg.pruner!r}"
