@@ -18,6 +18,7 @@ from typing import Any, Callable, Sequence
 from ._cli_show import add_info_commands, backtest_report, print_holdout_table, print_results_table
 from ._platform import DEFAULT_WORKERS_CAP, console_safe, default_workers, join_process
 from .errors import MerlinError
+from .scoring import score_options
 
 EXIT_USAGE = 2
 #: what a signal means in a run's summary; a stopped command then exits with 128 + the signal's number
@@ -176,6 +177,26 @@ def _parse_days(text: str) -> int:
     return int(raw)
 
 
+def _sampler_options(specs: Sequence[str]) -> dict[str, Any]:
+    """``--sampler-option KEY=VALUE`` (repeatable) -> options; a value is read as JSON (true, 20, 0.5) else text."""
+    options: dict[str, Any] = {}
+    for spec in specs:
+        key, sep, raw = spec.partition("=")
+        if not sep or not key.strip():
+            raise MerlinError(f"--sampler-option {spec!r}: expected KEY=VALUE, e.g. popsize=20")
+        try:
+            options[key.strip()] = json.loads(raw)
+        except ValueError:
+            options[key.strip()] = raw
+    return options
+
+
+def _sampler_config(args: argparse.Namespace) -> dict[str, Any]:
+    """The sampler part of the OptunaConfig of ``optimize`` and ``walkforward``."""
+    return dict(sampler=args.sampler, sampler_options=_sampler_options(args.sampler_option),
+                n_startup_trials=args.startup_trials, seed=args.seed)
+
+
 def _optimization_config(args: argparse.Namespace, **extra: Any) -> Any:
     """The OptimizationConfig of ``optimize`` and ``walkforward``: data, strategy, --params, --fixed, window."""
     from .optimize import OptimizationConfig
@@ -189,8 +210,9 @@ def _optimization_config(args: argparse.Namespace, **extra: Any) -> Any:
             names.append(name)
             if rng is not None:
                 ranges[name] = rng
+    score = score_options(args.score_weights, args.score_bounds, args.score_metrics)
     return OptimizationConfig(
-        data=args.data, strategy=args.strategy, optimize_params=names, param_ranges=ranges,
+        data=args.data, strategy=args.strategy, optimize_params=names, param_ranges=ranges, score=score,
         fixed_params=_parse_json_object(args.fixed, "--fixed") if args.fixed else {},
         start=args.start, end=args.end, warmup_bars=args.warmup, worker_processes=args.workers, **extra,
     )
@@ -219,7 +241,7 @@ def cmd_optimize(args: argparse.Namespace) -> int:
                                                args.end)
         opt = replace(opt, end=opt_end)
     cfg = OptunaConfig(
-        target=args.target, sampler=args.sampler, seed=args.seed, study_name=study_name, storage=args.storage,
+        target=args.target, **_sampler_config(args), study_name=study_name, storage=args.storage,
         pruner=args.pruner, save_study=not args.no_save_study,
         output_dir=args.out or default_run_dir(study_name), **budget,
     )
@@ -252,7 +274,7 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     print()
     lines = summary_lines(run)
     print(lines[0])
-    for line in lines[2:]:  # workers that had trouble (the best result is the table's first row)
+    for line in lines[2:]:  # workers that had trouble, warnings (the best result is the table's first row)
         print(line, file=sys.stderr)
     if run.run_dir is not None:
         print(f"Results: {run.run_dir / 'results.csv'}, {run.run_dir / 'summary.json'}"
@@ -330,7 +352,7 @@ def cmd_walkforward(args: argparse.Namespace) -> int:
                           + ("-anchored" if args.anchored else ""))
     opt = _optimization_config(args)
     cfg = OptunaConfig(
-        target=args.target, sampler=args.sampler, seed=args.seed, study_name=base, storage=args.storage,
+        target=args.target, **_sampler_config(args), study_name=base, storage=args.storage,
         save_study=True, output_dir=args.out or default_run_dir(f"{base}-wf"), **budget,
     )
 
@@ -456,8 +478,20 @@ def _add_search_arguments(parser: argparse.ArgumentParser, *, budget_per: str) -
                         help="score (default), net_profit, romad, sharpe, max_drawdown or a metric name")
     parser.add_argument("--workers", type=int, default=default_workers(),
                         help=f"worker processes (default: the CPU count, at most {DEFAULT_WORKERS_CAP})")
-    parser.add_argument("--sampler", default="tpe", help="tpe (default) or random")
-    parser.add_argument("--seed", type=int, help="sampler seed (worker k uses seed + k)")
+    parser.add_argument("--sampler", default="tpe",
+                        help="tpe (default), random, cmaes, nsga2, nsga3, qmc or gp (README: which to pick); "
+                             "an unknown name is refused with the list of allowed ones")
+    parser.add_argument("--sampler-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="a sampler option, e.g. popsize=20 for cmaes (repeatable; the README lists them)")
+    parser.add_argument("--startup-trials", type=int, default=10,
+                        help="random trials before tpe, gp and cmaes start modelling (default 10)")
+    parser.add_argument("--seed", type=int, help="sampler seed (worker k uses seed + k; qmc: one sequence)")
+    parser.add_argument("--score-weights", metavar="M=W,...",
+                        help="composite score weights, e.g. romad=0.5,sharpe=0.5 (metrics not named leave the score); "
+                             "metrics: romad, sharpe, pf, ulcer, sqn, consistency")
+    parser.add_argument("--score-bounds", action="append", metavar="M=MIN:MAX",
+                        help="min-max bounds of score metrics, e.g. romad=0:30 (repeatable or a comma list)")
+    parser.add_argument("--score-metrics", metavar="M,...", help="the metrics the score uses, e.g. romad,sharpe")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -8,6 +8,7 @@ complete trials (its min-max or percentile bounds need the whole population).
 
 from __future__ import annotations
 
+import logging
 import math
 import signal
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from ..backtest import BacktestResult
 from ..errors import OptimizationError
-from ..scoring import ScoreConfig, score_all
+from ..scoring import ScoreConfig, saturation_warnings, score_all
 from ._attrs import (
     ERROR_ATTR, METRICS_ATTR, OWNER_ATTR, PRUNE_REASON_ATTR, TRACEBACK_ATTR, counts_towards_budget,
 )
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 #: how a worker that the run's own stop ended exits: killed, or its SIGTERM handler's 128 + SIGTERM
 #: (Windows has no SIGKILL: Process.kill() is a TerminateProcess there, seen as -SIGTERM)
 STOPPED_EXIT_CODES = (-signal.SIGTERM, -getattr(signal, "SIGKILL", signal.SIGTERM), 128 + signal.SIGTERM)
+log = logging.getLogger("merlin_kit.optimize")
 NO_TRACEBACK_HINT = (
     "not recorded: the workers died before joining the study (see their stderr). In a script, start the "
     "optimisation under `if __name__ == \"__main__\":` - spawn and forkserver workers re-import the main module."
@@ -138,6 +140,10 @@ def build_summary(run: "OptimizationRun", trials: Sequence[FrozenTrial], worker_
             traceback=status.get("traceback") or w.error,
         ))
     n_workers = run.opt.worker_processes
+    warnings = saturation_warnings([r.metrics for r in run.results if r.state == "COMPLETE" and r.metrics],
+                                   run.score_config)
+    for line in warnings:
+        log.warning("%s", line)
     return RunSummary(
         method="optuna",
         study_name=run.study_name,
@@ -163,6 +169,7 @@ def build_summary(run: "OptimizationRun", trials: Sequence[FrozenTrial], worker_
         start_method=run.opt.start_method if n_workers > 1 else None,
         sampler=run.config.sampler,
         stop_reason=stop_reason or natural_stop_reason(run.config, len(run_trials)),
+        warnings=warnings,
     )
 
 

@@ -132,6 +132,8 @@ class RunSummary(_Snapshot):
     start_method: str | None
     sampler: str
     stop_reason: str
+    #: things the user should know about the results, e.g. a saturated score (scoring.saturation_warnings)
+    warnings: list[str] = field(default_factory=list)
 
 
 def measure_progress(*, study_name: str, trials: Sequence[FrozenTrial], run_id: str, first_trial_number: int,

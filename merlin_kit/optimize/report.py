@@ -89,6 +89,7 @@ def summary_lines(run: "OptimizationRun") -> list[str]:
     for w in s.worker_reports:
         if w.had_trouble:
             lines.append(f"worker {w.id} (pid {w.pid}) exit code {w.exitcode}: {w.last_error}")
+    lines += [f"Warning: {w}" for w in s.warnings]
     return lines
 
 
