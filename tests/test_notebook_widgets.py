@@ -436,3 +436,26 @@ def test_no_frontend_outside_a_kernel(monkeypatch):
     assert has_frontend() is False
     monkeypatch.setenv("MERLIN_KIT_LIVE", "1")
     assert has_frontend() is True
+
+
+def test_score_bounds_and_switches_round_trip_and_bad_bounds_show_beside_the_score():
+    panel = ConfigPanel()
+    panel.score_input.bounds["romad"].value = "0:30"
+    panel.score_input.enabled["ulcer"].value = False
+    opt, _ = panel.config()
+    assert opt.score.bounds["romad"] == (0.0, 30.0) and "ulcer" not in opt.score.enabled
+    again = ConfigPanel.from_config(opt)
+    assert again.score_input.bounds["romad"].value == "0:30" and not again.score_input.enabled["ulcer"].value
+    assert again.config()[0].score == opt.score
+    panel.score_input.bounds["romad"].value = "30"
+    assert "MIN:MAX" in panel.errors["score"] and panel.run_button.disabled
+
+
+def test_sampler_dropdown_offers_every_sampler_and_keeps_loaded_options():
+    from merlin_kit.optimize.config import SAMPLERS
+
+    panel = ConfigPanel.from_config(OptimizationConfig(), OptunaConfig(sampler="cmaes", sampler_options={"popsize": 6}))
+    assert set(SAMPLERS) <= set(panel.sampler.options)
+    assert panel.config()[1].sampler_options == {"popsize": 6}
+    panel.sampler.value = "nsga2"  # options of another sampler are not carried over
+    assert panel.config()[1].sampler_options == {}

@@ -20,7 +20,7 @@ from ..data import SAMPLE_SOURCE, is_sample
 from ..errors import ConfigError
 from ..metrics import METRIC_NAMES
 from ..optimize.config import BUDGET_MODES, TARGET_ALIASES
-from ..scoring import DEFAULT_WEIGHTS, SCORE_METRICS, ScoreConfig
+from ..scoring import DEFAULT_BOUNDS, DEFAULT_WEIGHTS, SCORE_METRICS, ScoreConfig, parse_score_bounds
 from ..strategies import Param
 
 #: data source modes of the panel
@@ -206,10 +206,11 @@ class WindowInput:
 
 
 class ScoreWeightsInput:
-    """The composite score's weights as sliders.
+    """The composite score per metric: an on/off box, a weight slider and its min:max bounds.
 
-    What the sliders cannot show (bounds, normalisation, enabled metrics) is kept
+    What the rows cannot show (inversions, normalisation, min_score) is kept
     from the loaded score config, so loading a config and reading it back keeps it.
+    The bounds text is read by the parser of ``--score-bounds`` (one syntax).
     """
 
     def __init__(self, on_change: Callable[..., None]) -> None:
@@ -220,25 +221,36 @@ class ScoreWeightsInput:
                                layout=W.Layout(width="360px"))
             for key in SCORE_METRICS
         }
+        self.enabled = {key: W.Checkbox(value=True, indent=False, layout=W.Layout(width="30px")) for key in SCORE_METRICS}
+        self.bounds = {key: W.Text(value=_bounds_text(DEFAULT_BOUNDS[key]), placeholder="min:max",
+                                   layout=W.Layout(width="110px")) for key in SCORE_METRICS}
         self.error = _err_html()
-        self.box = W.VBox([W.HTML("<i>Score weights</i>", layout=W.Layout(margin="0 0 0 160px")),
-                           *[W.HBox([W.HTML("", layout=W.Layout(width="70px")), s]) for s in self.sliders.values()],
+        self.box = W.VBox([W.HTML("<i>Score: on, weight, bounds min:max</i>", layout=W.Layout(margin="0 0 0 160px")),
+                           *[W.HBox([W.HTML("", layout=W.Layout(width="70px")), self.enabled[k], s, self.bounds[k]])
+                             for k, s in self.sliders.items()],
                            self.error])
-        for slider in self.sliders.values():
-            slider.observe(on_change, names="value")
+        for widget in (*self.sliders.values(), *self.enabled.values(), *self.bounds.values()):
+            widget.observe(on_change, names="value")
 
     def score(self) -> ScoreConfig | None:
-        """The config's ``score`` (None while the default weights are untouched)."""
+        """The config's ``score`` (None while weights, bounds and switches are the defaults)."""
         weights = {k: float(s.value) for k, s in self.sliders.items()}
+        try:
+            bounds = parse_score_bounds([f"{k}={t.value.strip()}" for k, t in self.bounds.items()])
+        except ConfigError as exc:
+            raise FieldError("score", str(exc).replace("--score-bounds: ", "bounds ")) from None
+        on = tuple(k for k, c in self.enabled.items() if c.value)
+        enabled = None if len(on) == len(SCORE_METRICS) else on
         base = self.base
-        if base is None and weights == {k: float(DEFAULT_WEIGHTS.get(k, 0.0)) for k in SCORE_METRICS}:
+        if (base is None and enabled is None and bounds == DEFAULT_BOUNDS
+                and weights == {k: float(DEFAULT_WEIGHTS.get(k, 0.0)) for k in SCORE_METRICS}):
             return None
         known = set(base.weights) if base is not None else set()
         weights = {k: v for k, v in weights.items() if v > 0 or k in known}
         try:
-            return ScoreConfig(weights=weights) if base is None else replace(base, weights=weights)
+            return replace(base or ScoreConfig(), weights=weights, bounds=bounds, enabled=enabled)
         except ConfigError as exc:
-            raise FieldError("score", exc.reason) from None
+            raise FieldError("score", exc.reason or str(exc)) from None
 
     def set(self, value: Any) -> None:
         """Show a config's ``score`` (a ScoreConfig, a dict or None; an invalid one shows the defaults)."""
@@ -250,6 +262,12 @@ class ScoreWeightsInput:
             self.base = score if value else None
         for key, slider in self.sliders.items():
             slider.value = float(score.weights.get(key, 0.0))
+            self.enabled[key].value = score.enabled is None or key in score.enabled
+            self.bounds[key].value = _bounds_text(score.bounds[key])
+
+
+def _bounds_text(bounds: tuple[float, float]) -> str:
+    return f"{bounds[0]:g}:{bounds[1]:g}"
 
 
 class BudgetInput:

@@ -38,7 +38,7 @@ _PANEL_FIELD = {
     "optimize_params": "params", "param_ranges": "params", "fixed_params": "params", "score": "score",
     "target": "target", "budget_mode": "budget", "n_trials": "budget", "time_limit": "budget",
     "convergence_patience": "budget", "worker_processes": "workers", "sampler": "sampler", "pruner": "sampler",
-    "n_startup_trials": "sampler", "pruner_warmup_trials": "sampler",
+    "n_startup_trials": "sampler", "pruner_warmup_trials": "sampler", "sampler_options": "sampler",
     "seed": "seed", "study_name": "study_name", "storage": "output", "output_dir": "output",
     "is_days": "walkforward", "oos_days": "walkforward",
 }
@@ -73,6 +73,7 @@ class ConfigPanel(W.VBox):
         self._start_error: tuple[str, str] | None = None
         self._carry_opt: dict[str, Any] = {}
         self._carry_cfg: dict[str, Any] = {}
+        self._options_of = ""
         self._carry_fixed: set[str] = set()
         self._strategy_path_error: str | None = None
         self._strategy_cache: dict[int, Strategy] = {}
@@ -275,7 +276,8 @@ class ConfigPanel(W.VBox):
             target=self.target.value, **self.budget.values(), sampler=self.sampler.value, pruner=self.pruner.value, seed=self._seed(),
             study_name=self.study_name.value.strip() or None, save_study=bool(self.save_study.value),
             output_dir=(self.output_dir.value.strip() or None) if self.save_study.value else self._carry_cfg.get("output_dir"),
-            **{k: v for k, v in self._carry_cfg.items() if k != "output_dir"},
+            **{k: v for k, v in self._carry_cfg.items()
+               if k != "output_dir" and (k != "sampler_options" or self.sampler.value == self._options_of)},
         )
         return opt, cfg
 
@@ -316,7 +318,8 @@ class ConfigPanel(W.VBox):
             self.save_study.value = bool(cfg.save_study)
             self.output_dir.value = "" if cfg.output_dir is None else os.fspath(cfg.output_dir)
             self._carry_cfg = {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name in
-                               ("n_startup_trials", "pruner_warmup_trials", "storage")}
+                               ("n_startup_trials", "pruner_warmup_trials", "storage", "sampler_options")}
+            self._options_of = cfg.sampler  # the loaded sampler_options belong to this sampler
             if not cfg.save_study and cfg.output_dir is not None:
                 self._carry_cfg["output_dir"] = cfg.output_dir
         finally:
