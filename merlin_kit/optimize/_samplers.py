@@ -36,6 +36,7 @@ the sampler.
 from __future__ import annotations
 
 import importlib.util
+import warnings
 import zlib
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
@@ -189,7 +190,17 @@ def _crossover(name: str) -> Any:
 
 
 def make_sampler(cfg: "RunConfig", worker_id: int, constraints_func: ConstraintsFunc | None = None) -> BaseSampler:
-    """The run's sampler in worker ``worker_id`` (seeding per sampler: see the module docstring)."""
+    """The run's sampler in worker ``worker_id`` (seeding per sampler: see the module docstring).
+
+    Optuna calls NSGA-III, QMC and GP "experimental"; the user chose them, so that warning is not repeated
+    by every worker.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return _build(cfg, worker_id, constraints_func)
+
+
+def _build(cfg: "RunConfig", worker_id: int, constraints_func: ConstraintsFunc | None) -> BaseSampler:
     o = cfg.optuna
     name = o.sampler
     # validated with the run's objectives before any worker started; here it only normalises the options
