@@ -24,7 +24,7 @@ SUMMARY_KEYS = {
     "method", "study_name", "strategy", "target", "direction", "budget_mode", "total_trials", "completed_trials",
     "pruned_trials", "failed_trials", "study_trials", "best_trial_number", "best_value", "best_objective",
     "best_params", "optimization_time_seconds", "trials_per_second", "workers", "worker_reports", "storage",
-    "multiprocess_mode", "start_method", "sampler", "stop_reason",
+    "multiprocess_mode", "start_method", "sampler", "stop_reason", "warnings",
 }
 WORKER_REPORT_KEYS = {"id", "pid", "exitcode", "trials", "failed", "last_error", "traceback"}
 PROGRESS_KEYS = {
