@@ -519,7 +519,7 @@ CONFIG_ERRORS = [
     (dict(score={"weights": {"romad": 2.0}}), {}, r"score.weights\['romad'\] must be a number in \[0, 1\]"),
     (dict(score={"normalization": "zscore"}), {}, "normalization must be one of minmax, percentile"),
     ({}, dict(target="profit"), "target 'profit' is unknown; allowed: score, net_profit"),
-    ({}, dict(sampler="cmaes"), "sampler must be one of tpe, random"),
+    ({}, dict(sampler="annealing"), "sampler must be one of tpe, random, cmaes"),
     ({}, dict(pruner="hyperband"), "pruner must be one of none, median, percentile, got 'hyperband'$"),
     ({}, dict(pruner="patient"), "pruner must be one of none, median, percentile, got 'patient': each trial is one "
                                  "backtest that reports one value"),
