@@ -111,3 +111,17 @@ def test_bad_option_is_refused_by_validate_before_any_worker(small_csv):
         validate(make(small_csv), OptunaConfig(sampler="cmaes", sampler_options={"population_size": 8}))
     assert exc.value.field == "sampler_options" and exc.value.param == "population_size"
     assert "popsize" in str(exc.value)
+
+
+def test_walk_forward_windows_are_reused_only_with_the_same_sampler_options(tmp_path):
+    """The resume key of a walk-forward window holds the options (absent when none: older keys unchanged)."""
+    from merlin_kit.walkforward._runner import plan_walk_forward
+
+    opt = OptimizationConfig(data="sample", optimize_params=FEW, warmup_bars=200)
+
+    def settings(**kw):
+        cfg = OptunaConfig(sampler="cmaes", output_dir=str(tmp_path / str(len(kw))), **kw)
+        return plan_walk_forward(opt, cfg, is_days=60, oos_days=30).settings
+
+    assert "sampler_options" not in settings()
+    assert settings(sampler_options={"popsize": "6"})["sampler_options"] == {"popsize": 6}

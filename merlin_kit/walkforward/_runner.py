@@ -297,6 +297,8 @@ def plan_walk_forward(opt: Any, cfg: Any, *, is_days: int, oos_days: int, anchor
         "convergence_patience": c.convergence_patience, "sampler": c.sampler, "n_startup_trials": c.n_startup_trials,
         "pruner": c.pruner, "pruner_warmup_trials": c.pruner_warmup_trials,
         "seed": c.seed,
+        # only when set: the keys of windows run before sampler options existed stay the same
+        **({"sampler_options": dict(c.sampler_options)} if c.sampler_options else {}),
     }
     return WalkForwardPlan(
         opt=opt, cfg=cfg, checked_cfg=c, strategy=strategy, metric=target_metric(c.target), is_days=is_days,
