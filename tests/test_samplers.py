@@ -125,3 +125,22 @@ def test_walk_forward_windows_are_reused_only_with_the_same_sampler_options(tmp_
 
     assert "sampler_options" not in settings()
     assert settings(sampler_options={"popsize": "6"})["sampler_options"] == {"popsize": 6}
+
+
+def test_a_worker_machine_without_the_samplers_package_is_told_before_it_joins(small_csv, tmp_path):
+    """``merlin-kit worker`` checks the study's sampler can be built here (as the parent did on its machine)."""
+    if importlib.util.find_spec("torch") is not None:
+        pytest.skip("torch is installed here: the missing-package error cannot happen")
+    from merlin_kit.optimize import check_join, open_storage
+    from merlin_kit.optimize._runconfig import load_run_config, store_run_config
+
+    journal = str(tmp_path / "study.journal")
+    optimize(make(small_csv, 1), OptunaConfig(n_trials=2, sampler="random", storage=journal, study_name="j"))
+    check_join(journal, "j")
+    storage = open_storage(journal)
+    study_id = storage.get_study_id_from_name("j")
+    cfg = load_run_config(storage, study_id)
+    cfg.optuna.sampler = "gp"  # as if the study had been made on a machine with torch
+    store_run_config(storage, study_id, cfg)
+    with pytest.raises(ConfigError, match=r"merlin-kit\[gp\]"):
+        check_join(journal, "j")

@@ -55,7 +55,7 @@ from ._chain import wait_for_next
 from ._logs import plain_optuna_logs
 from ._liveness import TrialHeartbeat, host_id, parent_alive
 from ._runconfig import RunConfig, load_run_config
-from ._samplers import make_sampler
+from ._samplers import SAMPLER_NAMES, check_sampler, make_sampler
 from ._storage import StorageLocation, storage_unavailable
 from ._trust import TrustPolicy
 from .config import PRUNERS
@@ -272,8 +272,8 @@ def check_join(location: str, study_name: str, data_path: str | None = None, *, 
 
     Raises :class:`ConfigError`/:class:`DataError` with one readable line: a
     wrong URL or password, a study that does not exist, data missing on this
-    machine, data whose fingerprint differs from the study's, or a strategy this
-    worker does not trust (``trust_key``/``allow_modules``, see :class:`TrustPolicy`).
+    machine, data whose fingerprint differs from the study's, a sampler whose package is
+    not installed here, or a strategy this worker does not trust (``trust_key``/``allow_modules``, see :class:`TrustPolicy`).
     """
     trust = TrustPolicy.resolve(trust_key, allow_modules)
     where = StorageLocation.parse(location)
@@ -285,6 +285,8 @@ def check_join(location: str, study_name: str, data_path: str | None = None, *, 
         raise ConfigError(f"{what} {path!r} is not on this machine; pass --data PATH (a copy of {cfg.data_name!r})")
     cfg.load_strategy(trust)
     cfg.load_prepared(data_path)
+    if cfg.optuna.sampler in SAMPLER_NAMES:  # its package installed here too (cmaes, scipy, torch)
+        check_sampler(cfg.optuna.sampler, cfg.optuna.sampler_options, n_objectives=1, constrained=False)
     return cfg
 
 
