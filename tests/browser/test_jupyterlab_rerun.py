@@ -6,8 +6,8 @@ charts (best-trial equity, importances).  The re-run must replace the panel
 cleanly: the old panel's and monitor's models, the late final charts included,
 are closed before the new panel shows, and get no message afterwards (orphan
 models made the frontend log ``[anywidget] Failed to initialize model``), the
-browser logs no widget error, and Run in the new panel shows a live monitor that reaches its
-finished state with every chart drawn.
+browser logs no widget error, and Run in the new panel shows a live monitor
+that reaches its finished state with every chart drawn.
 
 The kernel's messages are read from the page's websocket frames (JupyterLab's
 binary protocol carries the JSON header and content as text).
@@ -127,7 +127,7 @@ def test_rerun_all_cells_after_a_finished_monitor(chromium, artifacts, lab):
         # (its final charts may come while the cells run again); all of them are closed before the new panel shows
         old_plots = {m[2] for m in comms.since(0, run_at) if m[4]}
         closed = {m[2] for m in comms.since(rerun_at, rerun_done) if m[1] == "comm_close"}
-        assert len(old_plots) >= 4, "the first monitor's four charts"
+        assert len(old_plots) >= 2, "the first monitor's charts (and its final two, unless closed before)"
         assert old_plots <= closed, f"{len(old_plots - closed)} of the old monitor's charts were left open"
         # and they, and every other model of the old panel, get nothing after the re-run but their close
         old = comms.opened(rerun_at) | old_plots
