@@ -18,6 +18,8 @@ import pytest
 pytest.importorskip("ipywidgets")
 pytest.importorskip("plotly")
 
+import ipywidgets as W  # noqa: E402
+
 from merlin_kit.data import sample
 from merlin_kit.errors import ConfigError, StrategyError
 from merlin_kit.notebook import ConfigPanel, LiveMonitor, results_table
@@ -459,3 +461,38 @@ def test_sampler_dropdown_offers_every_sampler_and_keeps_loaded_options():
     assert panel.config()[1].sampler_options == {"popsize": 6}
     panel.sampler.value = "nsga2"  # options of another sampler are not carried over
     assert panel.config()[1].sampler_options == {}
+
+
+def _open_models(root) -> set[str]:
+    """Model ids of ``root`` and every widget inside it whose comm is still open."""
+    from ipywidgets.widgets.widget import _instances
+
+    found, stack = set(), [root]
+    while stack:
+        w = stack.pop()
+        if not isinstance(w, W.Widget):
+            continue
+        if w.comm is not None:
+            found.add(w.model_id)
+        for name in w.keys:
+            value = getattr(w, name, None)
+            stack.extend(value if isinstance(value, (list, tuple)) else [value])
+    return found & set(_instances)
+
+
+def test_a_closed_monitor_makes_no_widget_and_a_closed_panel_no_model(small_csv, tmp_path):
+    """What a re-run of the cell does (tests/browser/test_jupyterlab_rerun.py shows it in JupyterLab)."""
+    panel = ConfigPanel.from_config(small_opt(small_csv, workers=1),
+                                    OptunaConfig(n_trials=6, seed=3, save_study=False), live=True)
+    panel.start()
+    first = panel.monitor
+    assert first.finished.wait(120) and "equity" in first.figures and _open_models(first.widget)
+    panel.start()  # Run again: the finished monitor is closed before the new one is shown
+    second = panel.monitor
+    assert second is not first and not _open_models(first.widget)
+    second.close()  # closed while the run goes on: no final charts, no on_finish, the thread ends
+    assert second.finished.wait(120) and panel.run.wait(120)
+    assert "equity" not in second.figures and second.final_box.children == ()
+    assert not _open_models(second.widget)
+    panel.close()
+    assert not _open_models(panel)

@@ -7,6 +7,11 @@ until the run is done, the final state, an error that is logged and shown
 rather than lost, ``on_finish`` called once, and a :meth:`wait` that Ctrl-C
 can interrupt (on Windows too). Subclasses say what a refresh, a pause, the
 final state and an error display are.
+
+:meth:`RefreshLoop.close` (a re-run of the cell that showed the view, or a new
+Run of its panel) stops the thread and closes the view's widgets; the thread
+changes widgets only inside :meth:`RefreshLoop._widgets`, which says whether the
+view is still open, so a closed view never creates or updates a model again.
 """
 
 from __future__ import annotations
@@ -14,24 +19,16 @@ from __future__ import annotations
 import logging
 import threading
 import traceback
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 from .._platform import wait_event
+from ._lifecycle import _cell_parent, close_tree
 
 log = logging.getLogger("merlin_kit.notebook")
 
 
-def _cell_parent() -> Any:
-    """The message parent of the cell running now (None outside a kernel)."""
-    try:
-        from IPython import get_ipython
-
-        shell = get_ipython()
-        if shell is not None and getattr(shell, "kernel", None) is not None and hasattr(shell, "get_parent"):
-            return shell.get_parent()
-    except Exception:
-        pass
-    return None
+_GUARDS_LOCK = threading.Lock()
 
 
 class RefreshLoop:
@@ -46,6 +43,8 @@ class RefreshLoop:
     finished: threading.Event
     _halt: threading.Event
     _thread: threading.Thread | None
+    #: set by close(): widgets are no longer touched
+    _closed = False
 
     def _start_thread(self, name: str) -> None:
         self._thread = threading.Thread(target=self._loop, args=(_cell_parent(),), daemon=True, name=name)
@@ -62,7 +61,9 @@ class RefreshLoop:
         try:
             while not self._halt.is_set():
                 done = self.run.done
-                self._refresh()
+                with self._widgets() as open_:
+                    if open_:
+                        self._refresh()
                 if done:
                     break
                 self._pause()
@@ -71,11 +72,13 @@ class RefreshLoop:
             self.error = traceback.format_exc()
             log.error("%s failed:\n%s", self.what, self.error)
             try:
-                self._show_error(self.error.strip().splitlines()[-1])
+                with self._widgets() as open_:
+                    if open_:
+                        self._show_error(self.error.strip().splitlines()[-1])
             except Exception:
                 pass
         finally:
-            if self.on_finish is not None:
+            if self.on_finish is not None and not self._closed:  # a closed view's owner has moved on
                 try:
                     self.on_finish(self)
                 except Exception:
@@ -91,7 +94,7 @@ class RefreshLoop:
         self._halt.wait(self.interval)
 
     def _finish(self) -> None:
-        """Once the run is done (or the view stopped)."""
+        """Once the run is done (or the view stopped); changes widgets only inside :meth:`_widgets`."""
 
     def _show_error(self, line: str) -> None:
         """Show the last line of an error of the view itself."""
@@ -100,6 +103,31 @@ class RefreshLoop:
     def stop(self) -> None:
         """Stop refreshing (the run itself goes on: use ``run.stop()`` for that)."""
         self._halt.set()
+
+    @property
+    def _guard(self) -> threading.RLock:
+        """Held while the view's widgets change (created on first use: the subclasses' __init__ stay as they are)."""
+        with _GUARDS_LOCK:
+            guard = self.__dict__.get("_guard_lock")
+            if guard is None:
+                guard = self.__dict__["_guard_lock"] = threading.RLock()
+        return guard
+
+    @contextmanager
+    def _widgets(self) -> Iterator[bool]:
+        """``with self._widgets() as open_:`` around every change of the view's widgets; ``open_`` is False once
+        the view is closed (then nothing may be created or sent)."""
+        with self._guard:
+            yield not self._closed
+
+    def close(self) -> None:
+        """Stop refreshing and close every widget of the view, after the change in progress (the run goes on)."""
+        self.stop()
+        with self._guard:
+            self._closed = True
+            widget = getattr(self, "widget", None)
+            if widget is not None:
+                close_tree(widget)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Wait until the run has ended and its final state is shown."""

@@ -30,6 +30,7 @@ from ..optimize.report import (
     fmt_seconds, fmt_value, progress_text, results_table, summary_lines, target_column, trial_error,
 )
 from . import figures
+from ._lifecycle import claim_cell
 from ._refresh import RefreshLoop
 from .results import run_figures, show_static
 
@@ -129,6 +130,7 @@ class LiveMonitor(RefreshLoop):
         self._displayed = False
         self.figures: dict[str, Any] = {}
         if live:
+            claim_cell(self)  # a re-run of the cell closes the monitor it showed before
             self._build()
             if start:
                 self.start()
@@ -295,33 +297,50 @@ class LiveMonitor(RefreshLoop):
 
     # -- final state -----------------------------------------------------------
     def show_final(self) -> None:
-        """Final widgets: summary, best equity/drawdown with trades, importances, results table."""
+        """Final widgets: summary, best equity/drawdown with trades, importances, results table.
+
+        What takes long (the best trial's backtest, the importances) is computed first; the widgets
+        are made only if the monitor is still open then (a re-run of its cell may have closed it).
+        """
         run = self.run
         p = run.progress()
+        best = run.best
+        equity: Any = None
+        if best is not None:
+            try:
+                equity = figures.equity_figure(best.backtest(),
+                                               title=f"Best trial {best.trial_number}: equity and drawdown")
+            except Exception as exc:
+                equity = exc
+        imp, note = figures.param_importances(run.study)
+        importance = figures.importance_figure(imp, note)
+        trials = self._trials()
+        with self._widgets() as open_:
+            if open_:
+                self._show_final(p, equity, importance, trials)
+
+    def _show_final(self, p: Progress, equity: Any, importance: Any, trials: list[Any]) -> None:
+        run = self.run
         self.progress_bar.value = p.fraction
         reason = run.summary.stop_reason if run.summary is not None else ""
         stopped = "stop" in reason and "budget" not in reason
         self.progress_bar.bar_style = "danger" if run.error else ("warning" if stopped else "success")
-        self.status.value = ("<b>Finished</b>: " + "<br>".join(html.escape(x) for x in summary_lines(run))
-                             if run.summary is not None else "<b>Finished</b>")
         children: list[Any] = []
-        best = run.best
-        if best is not None:
-            try:
-                bt = best.backtest()
-                self.equity = go.FigureWidget(figures.equity_figure(
-                    bt, title=f"Best trial {best.trial_number}: equity and drawdown"))
-                self.figures["equity"] = self.equity
-                children.append(self.equity)
-            except Exception as exc:
-                children.append(W.HTML(f"<span style='color:#b00'>best-trial backtest failed: {html.escape(str(exc))}</span>"))
-        imp, note = figures.param_importances(run.study)
-        self.importance = go.FigureWidget(figures.importance_figure(imp, note))
+        if isinstance(equity, Exception):
+            children.append(W.HTML(f"<span style='color:#b00'>best-trial backtest failed: {html.escape(str(equity))}</span>"))
+        elif equity is not None:
+            self.equity = go.FigureWidget(equity)
+            self.figures["equity"] = self.equity
+            children.append(self.equity)
+        self.importance = go.FigureWidget(importance)
         self.figures["importance"] = self.importance
         children.append(self.importance)
         children.append(self._results_widget())
         self.final_box.children = tuple(children)
-        self._update_charts(self._trials())
+        self._update_charts(trials)
+        # last: "Finished" says that everything below is in place
+        self.status.value = ("<b>Finished</b>: " + "<br>".join(html.escape(x) for x in summary_lines(run))
+                             if run.summary is not None else "<b>Finished</b>")
 
     def _results_widget(self) -> W.Widget:
         table = results_table(self.run)

@@ -30,6 +30,7 @@ import plotly.graph_objects as go
 
 from ..errors import ConfigError, MerlinError
 from ..optimize.report import fmt_seconds, progress_text
+from ._lifecycle import claim_cell
 from ._refresh import RefreshLoop
 from .controls import LABEL_WIDTH, FieldError, _err_html, _show
 from .results import show_static
@@ -248,6 +249,7 @@ class WalkForwardView(RefreshLoop):
         self.finished = threading.Event()
         self._halt = threading.Event()
         if live:
+            claim_cell(self)  # a re-run of the cell closes the view it showed before
             self._build()
         self._start_thread("merlin-walkforward-view")
 
@@ -322,12 +324,14 @@ class WalkForwardView(RefreshLoop):
             self.result = self.run.result()
         except Exception as exc:  # the analysis failed: its error, where the result would be
             self.error = f"{type(exc).__name__}: {exc}"
-            if self.live:
-                self.windows_bar.bar_style = "danger"
-                self.status.value = f"<span style='color:#b00'>failed: {html.escape(self.error)}</span>"
+            with self._widgets() as open_:
+                if self.live and open_:
+                    self.windows_bar.bar_style = "danger"
+                    self.status.value = f"<span style='color:#b00'>failed: {html.escape(self.error)}</span>"
             return
-        if self.live:
-            self.show_final()
+        with self._widgets() as open_:
+            if self.live and open_:
+                self.show_final()
 
     def status_text(self) -> str:
         """The panel's status line once the analysis has ended."""

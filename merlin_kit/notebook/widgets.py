@@ -28,6 +28,7 @@ from .controls import (  # is_visible: re-exported, the panel's tests and notebo
     ERR_STYLE, LABEL_WIDTH, BudgetInput, DataSourceInput, FieldError, ParamRow, ScoreWeightsInput, WindowInput,
     _err_html, _label, _show, error_markup, is_visible, target_options,
 )
+from ._lifecycle import claim_cell, close_tree
 from .live import LiveMonitor, has_frontend, prewarm
 from .walkforward_panel import WalkForwardMode, WalkForwardView
 
@@ -77,6 +78,7 @@ class ConfigPanel(W.VBox):
         self._carry_fixed: set[str] = set()
         self._strategy_path_error: str | None = None
         self._strategy_cache: dict[int, Strategy] = {}
+        claim_cell(self)  # a re-run of the cell closes the panel (and monitor) it showed before
         if live is not False:
             prewarm()
         self._build_widgets()
@@ -501,6 +503,8 @@ class ConfigPanel(W.VBox):
         self.dashboard_link.value = ""
         self.status.value = "running the walk-forward analysis…" if wf else f"running <b>{html.escape(run.study_name)}</b>…"
         live = has_frontend() if self.live is None else self.live
+        if self.monitor is not None:
+            self.monitor.close()  # the previous run's view: its widgets are replaced below
         if wf:
             self.monitor = self.walkforward.watch(run, live=live, on_finish=self._on_finish)
             self.monitor_area.children = (self.monitor.widget,) if live else ()
@@ -536,6 +540,12 @@ class ConfigPanel(W.VBox):
             self.status.value = f"finished: {html.escape(reason)}"
         self.validate()
         self._finished_event.set()
+
+    def close(self) -> None:
+        """Close the panel, its monitor and every widget inside (a re-run of its cell does); a run goes on."""
+        if self.__dict__.get("monitor") is not None:
+            self.monitor.close()
+        close_tree(self)
 
     def stop(self) -> None:
         """Stop the running optimisation (the Stop button): workers end within a few seconds, results are kept."""
