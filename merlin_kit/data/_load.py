@@ -14,6 +14,7 @@ import pandas as pd
 
 from ..errors import DataError
 from ._columnar import columnar_kind, read_columnar
+from ._validated import remember
 
 OHLCV_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
 PRICE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close")
@@ -54,7 +55,7 @@ def load_ohlcv(source: DataSource, *, name: str | None = None, min_bars: int = 2
     else:
         label, table, is_frame = _read_csv_source(source, name)
         columns, time_values, time_label = _frame_parts(table, label, is_frame)
-    return _validate(columns, time_values, time_label, label, int(min_bars))
+    return remember(_validate(columns, time_values, time_label, label, int(min_bars)))
 
 
 def _read_csv_source(source: Any, name: str | None) -> tuple[str, pd.DataFrame, bool]:
@@ -401,7 +402,10 @@ def _raise_bad_time(label: str, raw: pd.Series, col: str, j: int, number_row: in
 
 
 def _parse_iso(values: pd.Series) -> pd.Series:
-    return pd.to_datetime(values, utc=True, errors="coerce", format="ISO8601")
+    # one conversion of pandas' str dtype to objects (to_datetime would make two); bar times are unique: no cache
+    arr = values.to_numpy(dtype=object) if isinstance(values.dtype, pd.StringDtype) else values
+    parsed = pd.to_datetime(arr, utc=True, errors="coerce", format="ISO8601", cache=False)
+    return pd.Series(parsed, index=values.index, copy=False)
 
 
 def _unparseable(label: str, value: Any, col: str, i: int) -> str:
