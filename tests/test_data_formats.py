@@ -180,3 +180,28 @@ def test_valid_changes_are_rechecked_and_used(fresh, mutate):
     assert after is not before
     np.testing.assert_array_equal(after.close, load_ohlcv(fresh)["close"].to_numpy())
     backtest(fresh)  # re-validated, runs on the changed bars
+
+
+ISO_ROWS = "2025-05-01T00:00:00Z,1,2,0.5,1.5,10\n2025-05-01T00:15:00Z,1,2,0.5,1.5,10\n"
+
+
+@pytest.mark.parametrize("header", ["time,open,high,low,close,volume\n", "  time,open,high,low,close,volume\n",
+                                    "\n\n time,open,high,low,close,volume\n", "\ufeff time ,open,high,low,close,Vol\r\n",
+                                    "\t Time,open,high,low,close,volume\n"])
+def test_iso_times_parsed_while_reading_match_the_text_path(header):
+    """Bytes take the fast path (times parsed by the reader); a str source the original one: same frame."""
+    text = header + ISO_ROWS
+    pd.testing.assert_frame_equal(load_ohlcv(text.encode()), load_ohlcv(io.StringIO(text)))
+
+
+@pytest.mark.parametrize(("second", "error"), [
+    (",1,2,0.5,1.5,10", r"missing time in column 'time' at row 2"),
+    ("2025-13-01T00:00:00Z,1,2,0.5,1.5,10", r"unparseable time '2025-13-01T00:00:00Z' in column 'time' at row 2"),
+    ("1746058500,1,2,0.5,1.5,10", r"mixed time formats in column 'time': row 1 is text"),
+    ("2025-05-01T00:00:00Z,1,2,0.5,1.5,10", r"duplicate timestamp 2025-05-01 00:00:00\+00:00 at rows 1, 2"),
+])
+def test_iso_time_errors_unchanged_on_the_fast_path(second, error):
+    text = "time,open,high,low,close,volume\n2025-05-01T00:00:00Z,1,2,0.5,1.5,10\n" + second + "\n"
+    for source in (text.encode(), io.StringIO(text)):
+        with pytest.raises(DataError, match=error):
+            load_ohlcv(source)
