@@ -24,7 +24,7 @@ def columnar_kind(raw: bytes) -> str | None:
     """``"parquet"``, ``"feather"`` or None (not a columnar file), from the magic bytes."""
     if raw.startswith(b"PAR1") and raw.endswith(b"PAR1"):
         return "parquet"
-    if raw.startswith((b"ARROW1", b"FEA1")):
+    if any(raw.startswith(magic) and raw.endswith(magic) for magic in (b"ARROW1", b"FEA1")):  # Feather v2 / v1
         return "feather"
     return None
 

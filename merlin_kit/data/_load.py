@@ -36,6 +36,9 @@ def load_ohlcv(source: DataSource, *, name: str | None = None, min_bars: int = 2
     ``source`` is a path (str or ``os.PathLike``; no name is special), raw CSV
     ``bytes``/``bytearray``, a text or binary file object (read, not closed) or a
     DataFrame (with a ``time`` column or a ``DatetimeIndex``; never modified).
+    A Parquet or Feather file (path, bytes or binary file object; recognised by
+    its content, read with pyarrow: the ``parquet`` extra) is a table like a
+    DataFrame and goes through the same checks.
     ``time`` may be UNIX seconds, UNIX milliseconds (|t| >= 1e11) or ISO-8601
     strings (naive = UTC, offsets converted to UTC).  Price columns are matched
     case-insensitively; volume may be called ``volume`` or ``vol`` (any case).
@@ -46,6 +49,8 @@ def load_ohlcv(source: DataSource, *, name: str | None = None, min_bars: int = 2
     (message prefixed by ``name``) for anything that is not a usable series,
     including bars whose high/low do not contain open and close (impossible
     bars are errors, not warnings).  Zero volume is allowed; negative is not.
+    The returned frame is remembered as validated until it is changed
+    (:func:`~merlin_kit.data.is_validated`), so ``backtest(frame)`` skips the checks.
     """
     if isinstance(min_bars, bool) or not isinstance(min_bars, (int, np.integer)) or min_bars < 0:
         raise DataError(f"min_bars must be an integer >= 0, got {min_bars!r}")

@@ -22,7 +22,7 @@ from typing import Any
 
 import pandas as pd
 
-_LOCK = threading.Lock()
+_LOCK = threading.RLock()  # re-entrant: a weakref callback may run (GC) while this thread holds it
 
 
 class _Entry:
