@@ -8,7 +8,7 @@ Public API::
 from __future__ import annotations
 
 from .backtest import Backtester, BacktestResult, backtest
-from .data import PreparedData, fingerprint, load_data, load_ohlcv, prepare, sample
+from .data import PreparedData, fingerprint, load_data, load_ohlcv, prepare, sample, save_ohlcv
 from .errors import ConfigError, DataError, MerlinError, OptimizationError, ParameterError, StrategyError
 from .indicators import MA_KINDS
 from .metrics import METRIC_NAMES
@@ -21,5 +21,5 @@ __all__ = [
     "Backtester", "BacktestResult", "ConfigError", "DataError", "IndicatorCache", "MA_KINDS", "METRIC_NAMES",
     "MerlinError", "OptimizationError", "Param", "ParameterError", "PreparedData", "ScoreConfig", "Strategy",
     "StrategyError", "StrategyOutput", "backtest", "fingerprint", "get_strategy", "list_strategies", "load_data",
-    "load_ohlcv", "prepare", "register_strategy", "sample", "__version__",
+    "load_ohlcv", "prepare", "register_strategy", "sample", "save_ohlcv", "__version__",
 ]

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ._memory import keep_freed_memory
-from .data import DataSource, PreparedData, load_data, prepare
+from .data import DataSource, PreparedData, is_validated, load_data, prepare
 from .errors import DataError
 from .metrics import compute_metrics, month_starts
 from .strategies import IndicatorCache, Strategy, StrategyOutput, get_strategy
@@ -119,14 +119,16 @@ def backtest(
 ) -> BacktestResult:
     """Backtest ``strategy`` with ``params`` (defaults for missing ones) on ``data``.
 
-    ``data`` is a CSV path, bytes, a file object, a DataFrame, ``"sample"`` or an
-    already :func:`~merlin_kit.data.prepare`-d window (then start/end/warm-up are
-    taken from it).
+    ``data`` is a CSV/Parquet/Feather path, bytes, a file object, a DataFrame,
+    ``"sample"`` or an already :func:`~merlin_kit.data.prepare`-d window (then
+    start/end/warm-up are taken from it).  A frame returned by ``load_ohlcv`` and
+    not changed since is not validated again (:func:`~merlin_kit.data.is_validated`).
     """
     if isinstance(data, PreparedData):
         if start is not None or end is not None:
             raise DataError("start/end cannot be applied to already prepared data; pass the OHLCV frame instead")
         prepared = data
     else:
-        prepared = prepare(load_data(data), start, end, warmup_bars)
+        frame = data if is_validated(data) else load_data(data)  # a load_ohlcv frame, unchanged: checked already
+        prepared = prepare(frame, start, end, warmup_bars)
     return Backtester(strategy, prepared).result(params)

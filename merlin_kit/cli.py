@@ -89,6 +89,15 @@ def cmd_backtest(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_convert(args: argparse.Namespace) -> int:
+    from .data import format_for, load_data, save_ohlcv
+
+    kind = format_for(args.output)  # a wrong suffix fails before a large file is read
+    frame = load_data(args.input, name=args.input)
+    save_ohlcv(frame, args.output)
+    print(f"{args.output}: {len(frame)} bars written as {kind} (validated like any load)")
+    return 0
+
 
 def _parse_param_spec(spec: str) -> tuple[str, Any]:
     """``NAME``, ``NAME=min:max[:step]`` or ``NAME=a,b,c`` -> (name, range dict or None)."""
@@ -463,7 +472,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 def _add_search_arguments(parser: argparse.ArgumentParser, *, budget_per: str) -> None:
     """What ``optimize`` and ``walkforward`` both take: data, strategy, parameters, window, budget, workers."""
-    parser.add_argument("--data", default="sample", help="CSV path, or 'sample' (default) for the bundled synthetic data")
+    parser.add_argument("--data", default="sample", help="CSV/Parquet/Feather path, or 'sample' (default) for the bundled synthetic data")
     parser.add_argument("--strategy", default="s01_trailing_ma", help="strategy id or 'package.module:Name'")
     parser.add_argument("--params", nargs="+", metavar="SPEC",
                         help="parameters to optimise: NAME (default range), NAME=min:max:step or NAME=a,b,c "
@@ -499,7 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     bt = sub.add_parser("backtest", help="run one backtest and print a report")
-    bt.add_argument("--data", required=True, help="CSV path, or 'sample' for the bundled synthetic data")
+    bt.add_argument("--data", required=True, help="CSV/Parquet/Feather path, or 'sample' for the bundled synthetic data")
     bt.add_argument("--strategy", default="s01_trailing_ma", help="strategy id or 'package.module:Name'")
     bt.add_argument("--params", help="JSON object of parameter values, e.g. '{\"maLength\": 100}'")
     bt.add_argument("--start", help="first trading bar (ISO-8601, UTC)")
@@ -551,6 +560,11 @@ def build_parser() -> argparse.ArgumentParser:
     wf.add_argument("--out", help="output folder (default ./merlin_runs/<study>-wf); rerun with it to resume")
     wf.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     wf.set_defaults(func=cmd_walkforward)
+
+    cv = sub.add_parser("convert", help="validate OHLCV and write it as CSV, Parquet or Feather (by suffix)")
+    cv.add_argument("input", help="CSV/Parquet/Feather path, or 'sample'")
+    cv.add_argument("output", help="output path: .csv, .parquet/.pq or .feather/.arrow/.ipc")
+    cv.set_defaults(func=cmd_convert)
 
     db = sub.add_parser("dashboard", help="open a study in optuna-dashboard (127.0.0.1 unless --host)")
     db.add_argument("run_dir", nargs="?", metavar="RUN_DIR", help="run folder containing study.journal")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import codecs
 import io
 import os
+import re
 from pathlib import Path
 from typing import IO, Any, Union
 
@@ -12,6 +13,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError
+from ._columnar import columnar_kind, read_columnar
+from ._validated import remember
 
 OHLCV_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
 PRICE_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close")
@@ -33,6 +36,9 @@ def load_ohlcv(source: DataSource, *, name: str | None = None, min_bars: int = 2
     ``source`` is a path (str or ``os.PathLike``; no name is special), raw CSV
     ``bytes``/``bytearray``, a text or binary file object (read, not closed) or a
     DataFrame (with a ``time`` column or a ``DatetimeIndex``; never modified).
+    A Parquet or Feather file (path, bytes or binary file object; recognised by
+    its content, read with pyarrow: the ``parquet`` extra) is a table like a
+    DataFrame and goes through the same checks.
     ``time`` may be UNIX seconds, UNIX milliseconds (|t| >= 1e11) or ISO-8601
     strings (naive = UTC, offsets converted to UTC).  Price columns are matched
     case-insensitively; volume may be called ``volume`` or ``vol`` (any case).
@@ -43,6 +49,8 @@ def load_ohlcv(source: DataSource, *, name: str | None = None, min_bars: int = 2
     (message prefixed by ``name``) for anything that is not a usable series,
     including bars whose high/low do not contain open and close (impossible
     bars are errors, not warnings).  Zero volume is allowed; negative is not.
+    The returned frame is remembered as validated until it is changed
+    (:func:`~merlin_kit.data.is_validated`), so ``backtest(frame)`` skips the checks.
     """
     if isinstance(min_bars, bool) or not isinstance(min_bars, (int, np.integer)) or min_bars < 0:
         raise DataError(f"min_bars must be an integer >= 0, got {min_bars!r}")
@@ -50,16 +58,20 @@ def load_ohlcv(source: DataSource, *, name: str | None = None, min_bars: int = 2
         label = name if name is not None else "<DataFrame>"
         columns, time_values, time_label = _frame_parts(source, label, True)
     else:
-        label, table = _read_csv_source(source, name)
-        columns, time_values, time_label = _frame_parts(table, label, False)
-    return _validate(columns, time_values, time_label, label, int(min_bars))
+        label, table, is_frame = _read_csv_source(source, name)
+        columns, time_values, time_label = _frame_parts(table, label, is_frame)
+    return remember(_validate(columns, time_values, time_label, label, int(min_bars)))
 
 
-def _read_csv_source(source: Any, name: str | None) -> tuple[str, pd.DataFrame]:
-    """Turn a non-DataFrame source into (label, raw table) or raise DataError."""
+def _read_csv_source(source: Any, name: str | None) -> tuple[str, pd.DataFrame, bool]:
+    """Turn a non-DataFrame source into (label, raw table, is_frame) or raise DataError.
+
+    ``is_frame`` is true for Parquet/Feather input (recognised by content, not by
+    name): those tables may carry the time as their index, like a DataFrame.
+    """
     if isinstance(source, (bytes, bytearray, memoryview)):
         label = name if name is not None else "<bytes>"
-        text = _decode(bytes(source), label)
+        raw = bytes(source)
     elif isinstance(source, (str, os.PathLike)):
         text_path = os.fsdecode(source)
         if isinstance(source, str) and "\n" in source:
@@ -82,7 +94,6 @@ def _read_csv_source(source: Any, name: str | None) -> tuple[str, pd.DataFrame]:
             raw = path.read_bytes()
         except OSError as exc:
             raise DataError(f"{label}: cannot read the file ({exc.strerror or exc})") from exc
-        text = _decode(raw, label)
     elif hasattr(source, "read") and callable(source.read):
         label = name if name is not None else "<file object>"
         try:
@@ -90,25 +101,34 @@ def _read_csv_source(source: Any, name: str | None) -> tuple[str, pd.DataFrame]:
         except (OSError, ValueError, UnicodeDecodeError) as exc:
             raise DataError(f"{label}: cannot read the file object ({exc})") from exc
         if isinstance(content, str):
-            text = content
-        elif isinstance(content, (bytes, bytearray, memoryview)):
-            text = _decode(bytes(content), label)
-        else:
+            return label, _parse_csv(content, label), False
+        if not isinstance(content, (bytes, bytearray, memoryview)):
             raise DataError(f"{label}: read() returned {type(content).__name__}, expected str or bytes")
+        raw = bytes(content)
     else:
         label = name if name is not None else f"<{type(source).__name__}>"
         raise DataError(f"{label}: unsupported source type {type(source).__name__}; expected {_ACCEPTED}")
-    return label, _parse_csv_text(text, label)
+    if columnar_kind(raw) is not None:
+        return label, read_columnar(raw, label), True
+    return label, _parse_csv(_checked_utf8(raw, label), label), False
 
 
-def _decode(raw: bytes, label: str) -> str:
-    """Decode CSV bytes (UTF-8, optional BOM; UTF-16 with BOM) or explain why not."""
-    if not raw.strip():
+_LEADING_BLANK = re.compile(rb"(?:\xef\xbb\xbf|[ \t\r\n])*")  # what str.lstrip("\ufeff \t\r\n") removes, as UTF-8
+_ASCII_SPACE = re.compile(rb"[ \t\n\r\x0b\x0c]*")  # what bytes.strip() removes
+
+
+def _checked_utf8(raw: bytes, label: str) -> bytes:
+    """CSV bytes as UTF-8 (optional BOM; UTF-16 with BOM re-encoded) or explain why they are not text.
+
+    Works on the bytes so that pandas parses them directly: decoding to a str
+    first and parsing that costs more than the parse itself on large files.
+    """
+    if _ASCII_SPACE.match(raw).end() == len(raw):
         raise DataError(f"{label}: is empty (no header, no data)")
     if raw.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         try:
-            return raw.decode("utf-16")
-        except UnicodeDecodeError as exc:
+            return raw.decode("utf-16").encode("utf-8")
+        except UnicodeError as exc:
             raise DataError(f"{label}: not a CSV text file (invalid UTF-16 text)") from exc
     if raw.startswith(b"PK\x03\x04"):
         raise DataError(f"{label}: not a CSV text file (it is a ZIP archive or an Excel .xlsx workbook); export it as CSV")
@@ -116,17 +136,29 @@ def _decode(raw: bytes, label: str) -> str:
         raise DataError(f"{label}: not a CSV text file (it is gzip-compressed); decompress it first")
     if b"\x00" in raw[:65536]:
         raise DataError(f"{label}: not a CSV text file (binary content)")
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise DataError(
-            f"{label}: not a CSV text file (binary or non-UTF-8 content at byte {exc.start})"
-        ) from exc
+    if not raw.isascii():
+        try:
+            raw.decode("utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise DataError(
+                f"{label}: not a CSV text file (binary or non-UTF-8 content at byte {exc.start})"
+            ) from exc
+    return raw
 
 
-def _parse_csv_text(text: str, label: str) -> pd.DataFrame:
-    """Parse CSV text with pandas after rejecting the common non-CSV inputs."""
-    head = text.lstrip("\ufeff \t\r\n")
+def _parse_csv(data: str | bytes, label: str) -> pd.DataFrame:
+    """Parse CSV text (str, or UTF-8 bytes) with pandas after rejecting the common non-CSV inputs."""
+    if isinstance(data, str):
+        head = data.lstrip("\ufeff \t\r\n")[:1]
+        buffer: IO[Any] = io.StringIO(data)
+        skip_spaces = True
+        iso_time: list[int] = []
+    else:
+        start = _LEADING_BLANK.match(data).end()
+        head = data[start:start + 1].decode("latin-1")
+        buffer = io.BytesIO(data)
+        skip_spaces = _spaces_after_separator(data)
+        iso_time = _iso_time_column(data, start)
     if not head:
         raise DataError(f"{label}: is empty (no header, no data)")
     if head.startswith("<"):
@@ -134,7 +166,10 @@ def _parse_csv_text(text: str, label: str) -> pd.DataFrame:
     if head.startswith(("{", "[")):
         raise DataError(f"{label}: not a CSV file (it looks like JSON)")
     try:
-        table = pd.read_csv(io.StringIO(text), skipinitialspace=True, low_memory=False)
+        # ISO times are parsed by the reader (a third of the cost of converting them afterwards); a column
+        # that does not parse stays text and gets the usual checks and messages in _time_to_ns
+        table = pd.read_csv(buffer, skipinitialspace=skip_spaces, low_memory=False,
+                            parse_dates=iso_time or None, date_format="ISO8601" if iso_time else None)
     except pd.errors.EmptyDataError as exc:
         raise DataError(f"{label}: is empty (no header, no data)") from exc
     except (pd.errors.ParserError, ValueError) as exc:
@@ -155,6 +190,46 @@ def _parse_csv_text(text: str, label: str) -> pd.DataFrame:
         found = ", ".join(repr(str(c)) for c in table.columns)
         raise DataError(f"{label}: has a header but no data rows (columns: {found})")
     return table
+
+
+def _iso_time_column(data: bytes, start: int) -> list[int]:
+    """``[position]`` of the time column when its first value is text (ISO times to parse while reading), else ``[]``.
+
+    Only for a plain header and first row (no quotes), so that the position is the one pandas sees.
+    """
+    ends = [data.find(b"\n", start)]
+    ends.append(data.find(b"\n", ends[0] + 1) if ends[0] >= 0 else -1)
+    if ends[1] < 0:
+        return []
+    header, first = data[start:ends[0]].rstrip(b"\r"), data[ends[0] + 1:ends[1]].rstrip(b"\r")
+    if b'"' in header or b'"' in first:
+        return []
+    keys = [n.strip().lower() for n in header.decode("utf-8", "replace").split(",")]
+    values = first.decode("utf-8", "replace").split(",")
+    if keys.count("time") != 1 or len(values) != len(keys):
+        return []
+    value = values[keys.index("time")]
+    return [] if not value.strip() or _is_number(value) else [keys.index("time")]
+
+
+def _spaces_after_separator(raw: bytes) -> bool:
+    """Whether pandas' ``skipinitialspace`` could change anything: a space or tab starting a field.
+
+    The option slows the parser by a third or more, and machine-written files
+    have no such spaces.  Conservative: a space after the end of a BOM counts too.
+    """
+    codes: np.ndarray | None = None
+    for char in (b" ", b"\t"):
+        if char not in raw:  # memchr: the usual case costs microseconds
+            continue
+        codes = np.frombuffer(raw, dtype=np.uint8) if codes is None else codes
+        at = np.flatnonzero(codes == char[0])
+        if at[0] == 0 or np.isin(codes[at - 1], _FIELD_STARTS).any():
+            return True
+    return False
+
+
+_FIELD_STARTS = np.frombuffer(b",\n\r\xbf", dtype=np.uint8)
 
 
 def _frame_parts(table: pd.DataFrame, label: str, is_frame: bool) -> tuple[dict[str, pd.Series], pd.Series, str]:
@@ -260,15 +335,18 @@ def _validate(
     if n < min_bars:
         raise DataError(f"{label}: only {n} bar{'s' if n != 1 else ''}; at least {min_bars} are needed")
 
-    if order is not None:
-        ns = ns[order]
-        values = {k: v[order] for k, v in values.items()}
-    return _build_frame(ns, values)
+    return _build_frame(ns if order is None else ns[order], values, order)
 
 
-def _build_frame(ns: np.ndarray, values: dict[str, np.ndarray]) -> pd.DataFrame:
-    frame = pd.DataFrame({c: np.array(values[c], dtype=np.float64, copy=True) for c in OHLCV_COLUMNS}, index=_index_from_ns(ns))
-    return frame
+def _build_frame(ns: np.ndarray, values: dict[str, np.ndarray], order: np.ndarray | None = None) -> pd.DataFrame:
+    """The canonical frame, its columns copied (and put in ``order``) once, straight into pandas' 2-D block."""
+    block = np.empty((len(OHLCV_COLUMNS), len(ns)), dtype=np.float64)
+    for row, col in zip(block, OHLCV_COLUMNS):
+        if order is None:
+            row[:] = values[col]
+        else:
+            np.take(values[col], order, out=row)
+    return pd.DataFrame(block.T, columns=list(OHLCV_COLUMNS), index=_index_from_ns(ns), copy=False)
 
 
 def _index_from_ns(ns: np.ndarray) -> pd.DatetimeIndex:
@@ -292,12 +370,15 @@ def _time_to_ns(values: pd.Series, col: str, label: str) -> np.ndarray:
     if pd.api.types.is_bool_dtype(dtype):
         raise DataError(f"{label}: column {col!r} holds booleans, expected UNIX seconds, milliseconds or ISO-8601 times",
                         column=col)
+    if pd.api.types.is_integer_dtype(dtype) and not isinstance(dtype, pd.api.extensions.ExtensionDtype):
+        return _numeric_time_to_ns(values.to_numpy(dtype=np.float64), values, col, label, values.to_numpy())
     if pd.api.types.is_numeric_dtype(dtype):
         return _numeric_time_to_ns(values.to_numpy(dtype=np.float64, na_value=np.nan), values, col, label)
 
     # text / object column: ISO-8601 strings, datetime objects, or numbers as text
-    raw = values.astype(object)
-    missing = np.flatnonzero(raw.isna().to_numpy())
+    missing = np.flatnonzero(values.isna().to_numpy())  # before the object copy: cheap on pandas' str dtype
+    # pandas' str dtype parses as fast as objects: converting it first would only add a copy
+    raw = values if isinstance(values.dtype, pd.StringDtype) else values.astype(object)
     if missing.size:
         raise DataError(f"{label}: missing time in column {col!r} at row {int(missing[0]) + 1}",
                         column=col, row=int(missing[0]) + 1)
@@ -351,7 +432,10 @@ def _raise_bad_time(label: str, raw: pd.Series, col: str, j: int, number_row: in
 
 
 def _parse_iso(values: pd.Series) -> pd.Series:
-    return pd.to_datetime(values, utc=True, errors="coerce", format="ISO8601")
+    # one conversion of pandas' str dtype to objects (to_datetime would make two); bar times are unique: no cache
+    arr = values.to_numpy(dtype=object) if isinstance(values.dtype, pd.StringDtype) else values
+    parsed = pd.to_datetime(arr, utc=True, errors="coerce", format="ISO8601", cache=False)
+    return pd.Series(parsed, index=values.index, copy=False)
 
 
 def _unparseable(label: str, value: Any, col: str, i: int) -> str:
@@ -361,7 +445,10 @@ def _unparseable(label: str, value: Any, col: str, i: int) -> str:
     )
 
 
-def _numeric_time_to_ns(num: np.ndarray, original: pd.Series, col: str, label: str) -> np.ndarray:
+def _numeric_time_to_ns(
+    num: np.ndarray, original: pd.Series, col: str, label: str, whole_numbers: np.ndarray | None = None
+) -> np.ndarray:
+    """Seconds or milliseconds (``num``; ``whole_numbers``: the same as int64 when the column is integer) -> ns."""
     nan = np.flatnonzero(~np.isfinite(num))
     if nan.size:
         i = int(nan[0])
@@ -385,6 +472,8 @@ def _numeric_time_to_ns(num: np.ndarray, original: pd.Series, col: str, label: s
             column=col, row=i + 1,
         )
     scale = _NS_PER_MS if is_ms[0] else _NS_PER_S
+    if whole_numbers is not None:  # exact, no rounding through float64 and no fraction to add
+        return whole_numbers.astype(np.int64) * scale
     whole = np.floor(num)
     ns = whole.astype(np.int64) * scale
     frac = num - whole

@@ -13,6 +13,7 @@ import pandas as pd
 
 from ..errors import DataError
 from ._load import OHLCV_COLUMNS, _NS_PER_S, _index_from_ns, load_ohlcv
+from ._validated import memo_of
 
 
 # ------------------------------------------------------------------ prepared window
@@ -123,6 +124,20 @@ def prepare(frame: pd.DataFrame, start: Any = None, end: Any = None, warmup_bars
     """
     if isinstance(warmup_bars, bool) or not isinstance(warmup_bars, (int, np.integer)) or warmup_bars < 0:
         raise DataError(f"warmup_bars must be an integer >= 0, got {warmup_bars!r}")
+    # a load_ohlcv frame unchanged since: the last window cut from it is reused (PreparedData is read-only)
+    memo = memo_of(frame)
+    if memo is None:
+        return _cut(frame, start, end, warmup_bars)
+    key = ("prepare", _to_utc(start, "start"), _to_utc(end, "end"), int(warmup_bars))
+    if key not in memo:
+        prepared = _cut(frame, start, end, warmup_bars)
+        memo.clear()  # one window kept: a million-bar window is 48 MB
+        memo[key] = prepared
+    return memo[key]
+
+
+def _cut(frame: pd.DataFrame, start: Any, end: Any, warmup_bars: int) -> PreparedData:
+    """:func:`prepare` itself: check the frame, find the window, copy it out."""
     if not isinstance(frame, pd.DataFrame) or not isinstance(frame.index, pd.DatetimeIndex):
         raise DataError("prepare() needs the DataFrame returned by load_ohlcv() (a DatetimeIndex named 'time')")
     missing = [c for c in OHLCV_COLUMNS if c not in frame.columns]
