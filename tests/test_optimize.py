@@ -511,7 +511,7 @@ CONFIG_ERRORS = [
     (dict(optimize_params=["maLength"], fixed_params={"maLength": 50}), {}, "both optimised and fixed"),
     (dict(worker_processes=0), {}, "worker_processes must be an integer from 1 to 32"),
     (dict(worker_processes=33), {}, "worker_processes must be an integer from 1 to 32"),
-    (dict(start_method="thread"), {}, "start_method must be one of spawn, forkserver, fork"),
+    (dict(start_method="thread"), {}, "start_method must be one of auto, spawn, forkserver, fork"),
     (dict(warmup_bars=-1), {}, "warmup_bars must be an integer >= 0"),
     (dict(min_profit="lots"), {}, "min_profit must be a number"),
     (dict(data=12345), {}, "data: expected a CSV path, bytes"),
