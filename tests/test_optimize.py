@@ -26,6 +26,7 @@ from merlin_kit.errors import ConfigError, OptimizationError
 from merlin_kit.optimize import OptimizationConfig, OptunaConfig, optimize, start_optimization
 from merlin_kit._platform import pid_alive
 from merlin_kit.optimize import journal_location, open_storage
+from merlin_kit.optimize._start import resolve_start_method
 from merlin_kit.optimize.config import ValidatedConfig, validate
 from merlin_kit.scoring import ScoreConfig, minmax_score
 
@@ -597,7 +598,9 @@ def test_validate_leaves_its_inputs_unchanged_and_returns_normalised_copies():
         checked = validate(opt, cfg)
         assert (opt, cfg) == before and type(getattr(cfg, name)) is float
         assert isinstance(checked, ValidatedConfig)
-        assert checked.opt == opt and checked.opt is not opt and checked.config is not cfg
+        # the copy's start method is resolved (auto -> forkserver or spawn); nothing else differs
+        assert checked.opt == dataclasses.replace(opt, start_method=resolve_start_method("auto"))
+        assert checked.opt is not opt and checked.config is not cfg
         value = getattr(checked.config, name)
         assert value == int(getattr(cfg, name)) and type(value) is int
         assert dataclasses.replace(checked.config, **{name: getattr(cfg, name)}) == cfg  # nothing else changed
