@@ -11,6 +11,7 @@ import multiprocessing.forkserver
 import os
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -99,3 +100,39 @@ def test_a_run_with_the_default_start_method_forks_its_workers_from_the_server(s
 @pytest.fixture
 def small_csv(write_sample_csv) -> Path:
     return write_sample_csv("small.csv", 3000)
+
+
+def test_eta_counts_from_the_first_finished_trial_not_from_the_compile_time():
+    """A cold first run spends seconds compiling kernels before its first trial; the ETA must not extrapolate
+    from them (the README's first command showed 326 s while compiling, for a run of seconds)."""
+    import datetime as dt
+
+    from optuna.distributions import IntDistribution
+    from optuna.trial import TrialState, create_trial
+
+    from merlin_kit.optimize._state import measure_progress, steady_rate
+
+    t0 = time.time() - 12.0
+
+    def done_at(seconds: float):
+        trial = create_trial(state=TrialState.COMPLETE, value=1.0, params={"x": 1},
+                             distributions={"x": IntDistribution(0, 2)})
+        trial.datetime_start = trial.datetime_complete = dt.datetime.fromtimestamp(t0 + seconds)
+        return trial
+
+    trials = []
+    for number, seconds in enumerate((10.0, 11.0, 12.0)):  # 10 s of start-up, then a trial a second
+        trial = done_at(seconds)
+        trial.number = number
+        trials.append(trial)
+    assert steady_rate(trials[:1]) is None
+    assert steady_rate(trials, now=t0 + 12.0) == pytest.approx(1.0)
+    progress = measure_progress(study_name="s", trials=trials, run_id="r", first_trial_number=0, direction="maximize",
+                                fixed_params={}, budget_mode="trials", budget=10, elapsed=12.0, workers=[],
+                                finished_run=False, worker_errors=[])
+    assert progress.finished == 3
+    assert progress.eta_seconds == pytest.approx(7.0, abs=0.5)  # 7 trials at ~1/s, not 7 / (3 / 12 s) = 28 s
+    none_yet = measure_progress(study_name="s", trials=trials[:1], run_id="r", first_trial_number=0,
+                                direction="maximize", fixed_params={}, budget_mode="trials", budget=10, elapsed=11.0,
+                                workers=[], finished_run=False, worker_errors=[])
+    assert none_yet.eta_seconds is None  # unknown, not minutes
