@@ -9,6 +9,7 @@ from __future__ import annotations
 import multiprocessing
 import multiprocessing.forkserver
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -21,6 +22,7 @@ from merlin_kit.errors import ConfigError
 from merlin_kit.optimize import OptimizationConfig, OptunaConfig, optimize
 from merlin_kit.optimize._start import resolve_start_method
 from merlin_kit.optimize.config import START_METHODS, validate
+from tests.conftest import REPO
 
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="resolves auto as Linux does")
 
@@ -136,3 +138,24 @@ def test_eta_counts_from_the_first_finished_trial_not_from_the_compile_time():
                                 direction="maximize", fixed_params={}, budget_mode="trials", budget=10, elapsed=11.0,
                                 workers=[], finished_run=False, worker_errors=[])
     assert none_yet.eta_seconds is None  # unknown, not minutes
+
+
+@pytest.mark.slow
+@pytest.mark.posix_only
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one CPU: the server compiles alone")
+def test_a_cold_cache_is_compiled_in_parallel_by_the_forkserver_preload(tmp_path):
+    """A fresh install (empty numba cache): the preload compiles its kernel groups in forked helpers, which
+    write numba's cache; afterwards the strategy's and every moving average's kernels are in it."""
+    cache = tmp_path / "numba-cache"
+    code = ("import logging, sys\n"
+            "logging.basicConfig(level=logging.INFO, stream=sys.stdout)\n"
+            "import merlin_kit.optimize._preload as p\n"
+            "print('cold after:', p.cache_is_cold())\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=str(REPO), timeout=600,
+                         env={**os.environ, "PYTHONPATH": str(REPO), "NUMBA_CACHE_DIR": str(cache)})
+    assert out.returncode == 0, out.stderr
+    assert "compiling the kernels in 2 processes" in out.stdout, out.stdout
+    assert "cold after: False" in out.stdout
+    assert "warm-up failed" not in out.stdout + out.stderr and "helper failed" not in out.stdout + out.stderr
+    indexes = {p.name.split("-")[0] for p in cache.rglob("*.nbi")}
+    assert {"s01_trailing_ma._s01_kernel", "_moving_averages._alma_kernel", "_moving_averages._kama_kernel"} <= indexes
