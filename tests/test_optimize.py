@@ -287,7 +287,8 @@ def test_spawned_workers_skip_interpreter_teardown(small_csv, tmp_path, monkeypa
     """Everything is in storage when a worker's loop ends: it leaves with os._exit (no ~0.3 s teardown)."""
     marker = tmp_path / "teardown.txt"
     monkeypatch.setenv("MERLIN_TEST_TEARDOWN_FILE", str(marker))
-    run = optimize(make(small_csv, strategy="tests._strategies:TeardownProbeS01"),
+    # spawn: a forkserver's workers would not see the variable set here (they inherit the server's environment)
+    run = optimize(make(small_csv, strategy="tests._strategies:TeardownProbeS01", start_method="spawn"),
                    OptunaConfig(n_trials=6, sampler="random", seed=6))
     assert run.summary.completed_trials + run.summary.pruned_trials == 6
     assert [r.exitcode for r in run.summary.worker_reports] == [0, 0]
@@ -381,8 +382,10 @@ def test_strategy_raising_in_a_trial_fails_only_that_trial(small_csv):
 def test_every_worker_failing_raises_with_traceback(small_csv, monkeypatch):
     monkeypatch.setenv("MERLIN_TEST_PARENT_PID", str(os.getpid()))
     with pytest.raises(OptimizationError, match="every worker failed") as info:
+        # spawn: a forkserver's workers see the server's environment, not the variable this test sets
         optimize(OptimizationConfig(data=str(small_csv), strategy="tests._strategies:ChildCrashS01", worker_processes=2,
-                                    optimize_params=FEW, warmup_bars=200), OptunaConfig(n_trials=5, sampler="random"))
+                                    optimize_params=FEW, warmup_bars=200, start_method="spawn"),
+                 OptunaConfig(n_trials=5, sampler="random"))
     assert "worker cannot construct this strategy" in str(info.value)
     assert "Traceback" in str(info.value)
 
