@@ -527,7 +527,8 @@ def build_parser() -> argparse.ArgumentParser:
     op.add_argument("--study", help="study name (an existing study is resumed)")
     op.add_argument("--out", help="run folder (default ./merlin_runs/<study>)")
     op.add_argument("--no-save-study", action="store_true", help="discard the study journal after the run")
-    op.add_argument("--start-method", default="spawn", help="spawn (default), forkserver or fork")
+    op.add_argument("--start-method", default="auto",
+                    help="auto (default: forkserver on Linux/macOS, spawn on Windows), spawn, forkserver or fork")
     op.add_argument("--holdout", metavar="DAYS",
                     help="keep the last DAYS (e.g. 30d) out of the optimisation and test the top 20 results on "
                          "them (table, holdout.csv)")

@@ -21,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from merlin_kit.optimize._start import resolve_start_method
 from tests.conftest import REPO
 
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}
@@ -89,7 +90,8 @@ def test_readme_first_command_through_the_console_script(tmp_path):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["total_trials"] == 300 and summary["study_name"] == run_dir.name
     assert summary["workers"] == max(1, os.cpu_count() or 1)  # default: one worker per CPU core
-    assert summary["start_method"] == "spawn" and summary["stop_reason"] == "budget reached"
+    # default start method auto: forkserver here (Linux/macOS), spawn on Windows
+    assert summary["start_method"] == resolve_start_method("auto") and summary["stop_reason"] == "budget reached"
     assert len(journal_trials(run_dir / "study.journal", run_dir.name)) == 300
 
 

@@ -298,8 +298,9 @@ def test_local_workers_and_a_remote_machine_share_a_database_budget(rdb_cluster,
     monkeypatch.setenv("MERLIN_TEST_GATE_FILE", str(c.tmp_path / "remote-ran-a-trial"))
     monkeypatch.setenv("MERLIN_TEST_REMOTE_HOST", "machine-b")
     monkeypatch.setenv("MERLIN_TEST_PARENT_PID", str(os.getpid()))
+    # spawn: the workers must see the gate variables set here (a forkserver's workers inherit the server's)
     opt = OptimizationConfig(data=str(data_csv), strategy="tests._strategies:RemoteFirstS01", worker_processes=2,
-                             optimize_params=PARAMS, warmup_bars=200)
+                             optimize_params=PARAMS, warmup_bars=200, start_method="spawn")
     run = start_optimization(opt, OptunaConfig(n_trials=n, sampler="random", seed=2, study_name=c.study_name,
                                                storage=c.location))
     c.runs.append(run)

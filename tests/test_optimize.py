@@ -26,6 +26,7 @@ from merlin_kit.errors import ConfigError, OptimizationError
 from merlin_kit.optimize import OptimizationConfig, OptunaConfig, optimize, start_optimization
 from merlin_kit._platform import pid_alive
 from merlin_kit.optimize import journal_location, open_storage
+from merlin_kit.optimize._start import resolve_start_method
 from merlin_kit.optimize.config import ValidatedConfig, validate
 from merlin_kit.scoring import ScoreConfig, minmax_score
 
@@ -286,7 +287,8 @@ def test_spawned_workers_skip_interpreter_teardown(small_csv, tmp_path, monkeypa
     """Everything is in storage when a worker's loop ends: it leaves with os._exit (no ~0.3 s teardown)."""
     marker = tmp_path / "teardown.txt"
     monkeypatch.setenv("MERLIN_TEST_TEARDOWN_FILE", str(marker))
-    run = optimize(make(small_csv, strategy="tests._strategies:TeardownProbeS01"),
+    # spawn: a forkserver's workers would not see the variable set here (they inherit the server's environment)
+    run = optimize(make(small_csv, strategy="tests._strategies:TeardownProbeS01", start_method="spawn"),
                    OptunaConfig(n_trials=6, sampler="random", seed=6))
     assert run.summary.completed_trials + run.summary.pruned_trials == 6
     assert [r.exitcode for r in run.summary.worker_reports] == [0, 0]
@@ -380,8 +382,10 @@ def test_strategy_raising_in_a_trial_fails_only_that_trial(small_csv):
 def test_every_worker_failing_raises_with_traceback(small_csv, monkeypatch):
     monkeypatch.setenv("MERLIN_TEST_PARENT_PID", str(os.getpid()))
     with pytest.raises(OptimizationError, match="every worker failed") as info:
+        # spawn: a forkserver's workers see the server's environment, not the variable this test sets
         optimize(OptimizationConfig(data=str(small_csv), strategy="tests._strategies:ChildCrashS01", worker_processes=2,
-                                    optimize_params=FEW, warmup_bars=200), OptunaConfig(n_trials=5, sampler="random"))
+                                    optimize_params=FEW, warmup_bars=200, start_method="spawn"),
+                 OptunaConfig(n_trials=5, sampler="random"))
     assert "worker cannot construct this strategy" in str(info.value)
     assert "Traceback" in str(info.value)
 
@@ -511,7 +515,7 @@ CONFIG_ERRORS = [
     (dict(optimize_params=["maLength"], fixed_params={"maLength": 50}), {}, "both optimised and fixed"),
     (dict(worker_processes=0), {}, "worker_processes must be an integer from 1 to 32"),
     (dict(worker_processes=33), {}, "worker_processes must be an integer from 1 to 32"),
-    (dict(start_method="thread"), {}, "start_method must be one of spawn, forkserver, fork"),
+    (dict(start_method="thread"), {}, "start_method must be one of auto, spawn, forkserver, fork"),
     (dict(warmup_bars=-1), {}, "warmup_bars must be an integer >= 0"),
     (dict(min_profit="lots"), {}, "min_profit must be a number"),
     (dict(data=12345), {}, "data: expected a CSV path, bytes"),
@@ -597,7 +601,9 @@ def test_validate_leaves_its_inputs_unchanged_and_returns_normalised_copies():
         checked = validate(opt, cfg)
         assert (opt, cfg) == before and type(getattr(cfg, name)) is float
         assert isinstance(checked, ValidatedConfig)
-        assert checked.opt == opt and checked.opt is not opt and checked.config is not cfg
+        # the copy's start method is resolved (auto -> forkserver or spawn); nothing else differs
+        assert checked.opt == dataclasses.replace(opt, start_method=resolve_start_method("auto"))
+        assert checked.opt is not opt and checked.config is not cfg
         value = getattr(checked.config, name)
         assert value == int(getattr(cfg, name)) and type(value) is int
         assert dataclasses.replace(checked.config, **{name: getattr(cfg, name)}) == cfg  # nothing else changed

@@ -322,7 +322,8 @@ def test_cli_console_fix_is_harmless_on_captured_streams(capsys):
     assert isinstance(io.StringIO(), io.TextIOBase)
 
 
-def test_a_failed_process_start_leaves_no_worker_and_no_temp_folder(tmp_path, monkeypatch, data_csv):
+@pytest.mark.parametrize("method", ["spawn", pytest.param("forkserver", marks=pytest.mark.posix_only)])
+def test_a_failed_process_start_leaves_no_worker_and_no_temp_folder(tmp_path, monkeypatch, data_csv, method):
     import multiprocessing
     import multiprocessing.context
     import tempfile
@@ -330,7 +331,9 @@ def test_a_failed_process_start_leaves_no_worker_and_no_temp_folder(tmp_path, mo
     from merlin_kit.optimize._preflight import RUN_TMP_PREFIX
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
-    real_start, started = multiprocessing.context.SpawnProcess.start, []
+    process_class = {"spawn": multiprocessing.context.SpawnProcess,
+                     "forkserver": getattr(multiprocessing.context, "ForkServerProcess", None)}[method]
+    real_start, started = process_class.start, []
 
     def start(self):
         if started:
@@ -338,10 +341,11 @@ def test_a_failed_process_start_leaves_no_worker_and_no_temp_folder(tmp_path, mo
         started.append(self)
         real_start(self)
 
-    monkeypatch.setattr(multiprocessing.context.SpawnProcess, "start", start)
+    monkeypatch.setattr(process_class, "start", start)
     with pytest.raises(OSError, match="Too many open files"):
         start_optimization(OptimizationConfig(data=str(data_csv), worker_processes=3, optimize_params=PARAMS,
-                                              warmup_bars=200), OptunaConfig(n_trials=5, output_dir=tmp_path / "r"))
+                                              warmup_bars=200, start_method=method),
+                           OptunaConfig(n_trials=5, output_dir=tmp_path / "r"))
     assert len(started) == 1 and not started[0].is_alive()
     assert not multiprocessing.active_children()
     assert not list(tmp_path.glob(f"{RUN_TMP_PREFIX}*"))

@@ -32,6 +32,7 @@ import merlin_kit as mk
 from merlin_kit.errors import ConfigError, StrategyError
 from merlin_kit.optimize import OptimizationConfig, OptunaConfig, optimize
 from merlin_kit.optimize._runconfig import strategy_from_ref, strategy_to_ref
+from merlin_kit.optimize._start import resolve_start_method
 from merlin_kit.optimize._trust import TrustPolicy
 from merlin_kit.strategies import (
     S01TrailingMA, get_strategy, list_strategies, refresh_plugins, register_strategy, unregister_strategy,
@@ -407,11 +408,13 @@ def test_notebook_is_committed_without_outputs():
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("method", ["spawn", "forkserver"])
+@pytest.mark.parametrize("method", ["auto", "spawn", "forkserver"])
 def test_notebook_strategy_optimised_with_two_workers(small_csv, tmp_path, method):
-    """The strategy class is defined in a notebook cell; 2 workers of ``method`` optimise it (papermill)."""
+    """The strategy class is defined in a notebook cell; 2 workers of ``method`` optimise it (papermill).
+
+    ``auto`` (the default) is forkserver here and spawn on Windows: the summary names the method it resolved to."""
     papermill = pytest.importorskip("papermill")
-    if method not in multiprocessing.get_all_start_methods():
+    if method != "auto" and method not in multiprocessing.get_all_start_methods():
         pytest.skip(f"start method {method!r} is not available on this platform")
     run_dir = tmp_path / "run"
     out = tmp_path / "out.ipynb"
@@ -427,7 +430,8 @@ def test_notebook_strategy_optimised_with_two_workers(small_csv, tmp_path, metho
     assert summary["completed_trials"] == n_trials
     assert summary["failed_trials"] == 0
     assert summary["workers"] == 2 and summary["multiprocess_mode"] is True
-    assert summary["start_method"] == method
+    resolved = resolve_start_method(method)
+    assert summary["start_method"] == resolved
     assert [w["exitcode"] for w in summary["worker_reports"]] == [0, 0]
     assert sum(w["trials"] or 0 for w in summary["worker_reports"]) == n_trials
     results = (run_dir / "results.csv").read_text().splitlines()
@@ -437,7 +441,7 @@ def test_notebook_strategy_optimised_with_two_workers(small_csv, tmp_path, metho
         "".join(o.get("text", "")) for c in json.loads(out.read_text())["cells"] if c["cell_type"] == "code"
         for o in c.get("outputs", []) if o.get("output_type") == "stream"
     )
-    assert f"'start_method': '{method}'" in text
+    assert f"'start_method': '{resolved}'" in text
     # the notebook's last cell: a strategy using an open notebook file fails before workers start
     assert "StrategyError: strategy <Strategy ma_cross_atr_logging> cannot be sent to worker processes" in text
     assert "open them inside run()" in text

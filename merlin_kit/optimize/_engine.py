@@ -43,6 +43,7 @@ from ._liveness import LocalWorker, RunLease, StaleTrialReaper, end_processes, h
 from ._preflight import check_strategy, choose_storage, default_study_name, make_run_tmpdir, save_window_for_workers
 from ._results import OptimizationResult, build_results, build_summary, check_outcome, run_trials_of
 from ._runconfig import RunConfig, previous_run_config, resume_differences, store_run_config, strategy_to_ref
+from ._start import start_server_early, worker_context
 from ._state import Progress, RunSummary, measure_progress
 from ._storage import StorageLocation, StorageUnavailableError, in_memory_copy, storage_unavailable
 from ._trust import run_trust_key
@@ -94,6 +95,8 @@ class OptimizationRun:
         #: the workers go on to a next study once this run's budget is spent (:mod:`._chain`)
         self._keep_workers = keep_workers
         try:
+            if self.opt.worker_processes > 1:  # the server imports and warms up while _setup parses the data
+                start_server_early(self.opt.start_method)
             self._setup()
         except BaseException:
             self._cleanup()
@@ -206,10 +209,7 @@ class OptimizationRun:
                                                  name="merlin-worker-0")
                 worker.thread.start()
         elif not adopted and n > 1:
-            ctx = multiprocessing.get_context(self.opt.start_method)
-            if self.opt.start_method == "forkserver":
-                # a no-op once the server runs: its first start decides what it preloads
-                ctx.set_forkserver_preload(["__main__", "merlin_kit.optimize._preload"])
+            ctx = worker_context(self.opt.start_method)  # resolved by validate(): never "auto" here
             for i in range(n):
                 proc = ctx.Process(target=run_worker, args=(self.location, self.study_name, i, os.getpid()),
                                    kwargs={"trust_key": self._trust_key}, name=f"merlin-worker-{i}", daemon=True)

@@ -9,6 +9,7 @@ running; new code reads attributes.
 
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
@@ -70,6 +71,7 @@ class Progress(_Snapshot):
     #: seconds since the run started
     elapsed: float
     trials_per_second: float
+    #: trials budget: the trials left at the rate since the first finished trial (None before the second)
     eta_seconds: float | None
     workers: list[WorkerProgress]
     #: whether the run has finished (results ready)
@@ -136,6 +138,19 @@ class RunSummary(_Snapshot):
     warnings: list[str] = field(default_factory=list)
 
 
+def steady_rate(finished: Sequence[FrozenTrial], now: float | None = None) -> float | None:
+    """Trials/s from the run's first finished trial until now; ``None`` before the second one.
+
+    The time before the first trial (process start-up, numba compiling the kernels on a fresh install) is
+    not trial time: an ETA extrapolated from it showed minutes for a run of seconds.
+    """
+    ends = [t.datetime_complete.timestamp() for t in finished if t.datetime_complete is not None]
+    if len(ends) < 2:
+        return None
+    span = (time.time() if now is None else now) - min(ends)
+    return (len(ends) - 1) / span if span > 0 else None
+
+
 def measure_progress(*, study_name: str, trials: Sequence[FrozenTrial], run_id: str, first_trial_number: int,
                      direction: str,
                      fixed_params: dict[str, Any], budget_mode: str, budget: float, elapsed: float,
@@ -153,7 +168,8 @@ def measure_progress(*, study_name: str, trials: Sequence[FrozenTrial], run_id: 
     since: float | None = None
     if budget_mode == "trials":
         done = float(n_fin)
-        eta = (budget - n_fin) / rate if rate > 0 else None
+        steady = steady_rate(finished)
+        eta = (budget - n_fin) / steady if steady else None
     elif budget_mode == "time":
         done = min(elapsed, budget)
         eta = max(0.0, budget - elapsed)

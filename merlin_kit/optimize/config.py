@@ -26,6 +26,7 @@ from ..metrics import LOWER_IS_BETTER, METRIC_NAMES
 from ..scoring import ScoreConfig
 from ..strategies import Strategy, get_strategy
 from ._samplers import check_sampler
+from ._start import resolve_start_method
 
 MAX_WORKERS = 32
 BUDGET_MODES = ("trials", "time", "convergence")
@@ -37,7 +38,8 @@ UNSUPPORTED_PRUNERS = {
     "patient": "each trial is one backtest that reports one value, so there are no steps to be patient over "
                "(optuna's PatientPruner would never prune)",
 }
-START_METHODS = ("spawn", "forkserver", "fork")
+#: ``auto`` (the default): forkserver where the platform has it, spawn on Windows (:mod:`._start`)
+START_METHODS = ("auto", "spawn", "forkserver", "fork")
 #: default limit of the test backtest run before workers start (OptimizationConfig.max_backtest_seconds)
 DEFAULT_MAX_BACKTEST_SECONDS = 30.0
 #: target aliases of the reference system -> metric name (``score`` is the composite score)
@@ -109,6 +111,8 @@ class OptimizationConfig:
     STRATEGY`` lists it).  ``extend_defaults=True`` optimises the default set
     *plus* the names in ``param_ranges`` (the others keep their defaults).
     ``fixed_params``: values of parameters that are not optimised.
+    ``start_method``: how worker processes start; ``auto`` (default) is
+    forkserver on Linux/macOS and spawn on Windows (:mod:`._start`).
     ``min_profit``: trials whose net profit (%) is below it are PRUNED.
     ``max_backtest_seconds``: the strategy's test backtest (one run in the
     calling process with the defaults and ``fixed_params``, before any worker
@@ -127,7 +131,7 @@ class OptimizationConfig:
     worker_processes: int = 1
     score: ScoreConfig | Mapping[str, Any] | None = None
     min_profit: float | None = None
-    start_method: str = "spawn"
+    start_method: str = "auto"
     max_backtest_seconds: float | None = DEFAULT_MAX_BACKTEST_SECONDS
     extend_defaults: bool = False
 
@@ -345,17 +349,18 @@ def validate(opt: OptimizationConfig, optuna_cfg: OptunaConfig) -> ValidatedConf
     if opt.start_method not in START_METHODS:
         raise ConfigError(f"start_method must be one of {', '.join(START_METHODS)}, got {opt.start_method!r}",
                           field="start_method")
-    if opt.start_method == "fork" and is_macos():
+    start_method = resolve_start_method(opt.start_method)
+    if start_method == "fork" and is_macos():
         raise ConfigError("start_method 'fork' is unsafe on macOS (system frameworks crash in a forked child, "
                           "which is why Python's default there is spawn); use spawn or forkserver",
                           field="start_method")
-    if opt.start_method == "forkserver" and is_macos() and not forkserver_path_fits():
+    if start_method == "forkserver" and is_macos() and not forkserver_path_fits():
         raise ConfigError(f"start_method 'forkserver': the temp folder {tempfile.gettempdir()!r} is too long for the "
                           "server's socket path on macOS (104 bytes); set TMPDIR=/tmp or use spawn",
                           field="start_method")
-    if opt.start_method not in multiprocessing.get_all_start_methods():
+    if start_method not in multiprocessing.get_all_start_methods():
         raise ConfigError(
-            f"start_method {opt.start_method!r} is not available on this platform; available: {', '.join(multiprocessing.get_all_start_methods())}",
+            f"start_method {start_method!r} is not available on this platform; available: {', '.join(multiprocessing.get_all_start_methods())}",
             field="start_method",
         )
     if opt.max_backtest_seconds is not None and (not _is_number(opt.max_backtest_seconds) or opt.max_backtest_seconds <= 0):
@@ -427,5 +432,5 @@ def validate(opt: OptimizationConfig, optuna_cfg: OptunaConfig) -> ValidatedConf
                 "SQLite cannot be shared safely by several processes; use worker_processes=1, "
                 "a journal file path (default), or a PostgreSQL/MySQL/Redis URL",
             )
-    return ValidatedConfig(opt=replace(opt), config=replace(cfg, **normalised), strategy=strategy, space=dims,
-                           score=score)
+    return ValidatedConfig(opt=replace(opt, start_method=start_method), config=replace(cfg, **normalised),
+                           strategy=strategy, space=dims, score=score)

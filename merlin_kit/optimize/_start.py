@@ -1,0 +1,66 @@
+"""How worker processes start: the ``auto`` start method and the warm forkserver.
+
+``spawn`` makes every worker pay the imports and numba's kernel loading (~1.3 s)
+before its first trial, which caps a short run's parallel efficiency near 0.6
+with two workers.  A ``forkserver`` pays that once, in a server that lives as
+long as the notebook kernel or script, and forks warm workers in milliseconds.
+So the default, ``auto``, is ``forkserver`` wherever the platform has it
+(Linux, macOS) and ``spawn`` on Windows, which has no fork.  On macOS the
+server's socket path must fit 104 bytes: with a temp folder too long for it,
+``auto`` takes ``spawn`` (an explicit ``forkserver`` is refused by
+:func:`~.config.validate` with the remedy).
+
+:func:`start_server_early` starts the server as soon as a run is validated,
+before the parent parses the data file: the server's imports and kernel
+warm-up (:mod:`._preload`) then overlap the parent's data load and test
+backtest instead of following them.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import multiprocessing.context
+import multiprocessing.forkserver
+
+from .._platform import forkserver_path_fits, is_macos, is_windows
+
+log = logging.getLogger(__name__)
+
+AUTO = "auto"
+#: what a forkserver imports once for all its workers (the entry point's module and the kernels)
+FORKSERVER_PRELOAD = ["__main__", "merlin_kit.optimize._preload"]
+
+
+def resolve_start_method(method: str) -> str:
+    """The start method a run uses: ``auto`` resolved for this platform, any other name as given."""
+    if method != AUTO:
+        return method
+    if is_windows() or "forkserver" not in multiprocessing.get_all_start_methods():
+        return "spawn"
+    if is_macos() and not forkserver_path_fits():
+        log.info("start_method auto: the temp folder is too long for a forkserver socket on macOS; using spawn")
+        return "spawn"
+    return "forkserver"
+
+
+def worker_context(method: str) -> multiprocessing.context.BaseContext:
+    """The multiprocessing context of ``method`` (resolved); a forkserver's preload is set before it first starts."""
+    ctx = multiprocessing.get_context(method)
+    if method == "forkserver":
+        # a no-op once the server runs: its first start decides what it preloads
+        ctx.set_forkserver_preload(FORKSERVER_PRELOAD)
+    return ctx
+
+
+def start_server_early(method: str) -> None:
+    """Start the forkserver now (if ``method`` is forkserver) without waiting for its preload.
+
+    ``ensure_running`` launches the server and returns at once; the server
+    imports and warms the kernels while the caller goes on preparing the data.
+    A server already running (a notebook's earlier run) is reused as it is.
+    """
+    if method != "forkserver":
+        return
+    worker_context(method)
+    multiprocessing.forkserver.ensure_running()
