@@ -22,7 +22,9 @@ import pytest
 from optuna.trial import TrialState
 
 from merlin_kit.errors import ConfigError
-from merlin_kit.optimize import OptimizationConfig, OptunaConfig, hypervolume, optimize, parse_objectives
+from merlin_kit.optimize import (
+    OptimizationConfig, OptunaConfig, close_storage, hypervolume, open_storage, optimize, parse_objectives,
+)
 from merlin_kit.optimize._attrs import METRICS_ATTR, OWNER_ATTR, converged_attr
 from merlin_kit.optimize._objectives import reference_point, trials_since_hv_gain
 from merlin_kit.optimize.config import validate
@@ -233,8 +235,11 @@ def test_two_objectives_on_postgresql(small_csv, tmp_path):
         trials = run.study.get_trials(deepcopy=False)
         assert sum(t.state.is_finished() for t in trials) == 16
         assert {r.trial_number for r in run.results if r.pareto} == _brute_front(trials, "total_trades >= 25")
-        assert optuna.load_study(study_name=name, storage=url).metric_names == ["net_profit_pct", "max_drawdown_pct"]
+        storage = open_storage(url)
+        assert optuna.load_study(study_name=name, storage=storage).metric_names == [
+            "net_profit_pct", "max_drawdown_pct"]
     finally:
-        storage = optuna.storages.RDBStorage(url)
-        optuna.delete_study(study_name=name, storage=storage)
-        storage.engine.dispose()
+        storage = open_storage(url)
+        if name in {s.study_name for s in storage.get_all_studies()}:
+            optuna.delete_study(study_name=name, storage=storage)
+        close_storage(storage)
