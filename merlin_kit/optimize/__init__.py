@@ -15,7 +15,7 @@ from ._constraints import Constraint, parse_constraints
 from ._engine import OptimizationRun, optimize, start_optimization
 from ._objectives import Objective, hypervolume, parse_objectives
 from ._preflight import DEFAULT_RUNS_DIR, default_run_dir, default_study_name, runs_root
-from ._results import OptimizationResult
+from ._results import OptimizationResult, pareto_points
 from ._state import Progress, RunSummary, WorkerProgress, WorkerReport
 from ._storage import JOURNAL_NAME, StorageLocation, close_storage, journal_location, open_storage, redact
 from ._worker import check_join, default_worker_id, run_worker
@@ -23,7 +23,7 @@ from .config import OptimizationConfig, OptunaConfig, ParamRange
 from .report import progress_text, results_table, summary_lines
 
 __all__ = [
-    "Constraint", "Objective", "hypervolume", "parse_constraints", "parse_objectives",
+    "Constraint", "Objective", "hypervolume", "pareto_points", "parse_constraints", "parse_objectives",
     "DEFAULT_RUNS_DIR", "JOURNAL_NAME", "OptimizationConfig", "OptimizationResult", "OptimizationRun", "OptunaConfig", "ParamRange",
     "Progress", "RunSummary", "StorageLocation", "WorkerProgress", "WorkerReport", "check_join", "close_storage",
     "default_worker_id",

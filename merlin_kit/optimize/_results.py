@@ -253,3 +253,20 @@ def check_outcome(summary: RunSummary, run_trials: Sequence[FrozenTrial], *, sto
             f"all {len(finished)} trials failed; first failure (trial {first_fail.number}): "
             f"{first_fail.user_attrs.get(ERROR_ATTR)}\n{first_fail.user_attrs.get(TRACEBACK_ATTR, '')}"
         )
+
+
+def pareto_points(trials: Iterable[FrozenTrial], objectives: Sequence[Objective],
+                  constraints: Sequence[Constraint] = ()) -> list[dict[str, Any]]:
+    """What a Pareto chart draws, live or finished: each COMPLETE trial's ``trial``, ``values``,
+    ``feasible``, ``violation`` and ``pareto`` (non-dominated among the feasible ones)."""
+    points = []
+    for t in trials:
+        if t.state != TrialState.COMPLETE or not t.values or len(t.values) != len(objectives):
+            continue
+        violation = total_violation(trial_violations(constraints, t)) if constraints else 0.0
+        points.append({"trial": t.number, "values": list(t.values), "feasible": violation == 0,
+                       "violation": violation, "pareto": False})
+    pool = [p for p in points if p["feasible"] and all(math.isfinite(v) for v in p["values"])]
+    for i in pareto_indices([losses(p["values"], objectives) for p in pool]):
+        pool[i]["pareto"] = True
+    return points

@@ -84,6 +84,9 @@ def summary_lines(run: "OptimizationRun") -> list[str]:
         names = {d.name for d in run.space}
         lines.append(f"Best {target} {fmt_value(value)} (trial {best.trial_number}, {run.direction}) with "
                      + ", ".join(f"{k}={fmt_value(v)}" for k, v in best.params.items() if k in names))
+        if len(run.objectives) > 1:
+            lines[-1] += (f"; Pareto front: {sum(r.pareto for r in run.results)} trials, best {target} first "
+                          f"({', '.join(f'{o.metric} {o.direction}' for o in run.objectives)})")
     else:
         lines.append("No complete trial.")
     for w in s.worker_reports:
