@@ -243,3 +243,21 @@ def test_two_objectives_on_postgresql(small_csv, tmp_path):
         if name in {s.study_name for s in storage.get_all_studies()}:
             optuna.delete_study(study_name=name, storage=storage)
         close_storage(storage)
+
+
+def test_panel_objectives_and_constraints_round_trip_and_show_errors_beside_the_target():
+    from merlin_kit.notebook import ConfigPanel
+
+    panel = ConfigPanel(OptimizationConfig(), OptunaConfig(objectives=[("net_profit", "max"), ("sharpe", "min")],
+                                                           constraints=["total_trades >= 30"]))
+    assert panel.target.value == "net_profit" and panel.objectives.more.value == ("sharpe_ratio:min",)
+    _, cfg = panel.config()
+    assert [(o.metric, o.direction) for o in parse_objectives(cfg.objectives)] == [
+        ("net_profit_pct", "maximize"), ("sharpe_ratio", "minimize")]
+    assert list(cfg.constraints) == ["total_trades >= 30"]
+    panel.objectives.constraints.value = "total_trades => 3"
+    panel.validate()
+    assert "OP one of >=, <=, >, <" in panel.errors["target"]
+    panel.objectives.constraints.value = ""
+    panel.objectives.more.value = ()
+    assert panel.config()[1].objectives is None  # one objective again: the target
