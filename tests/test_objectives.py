@@ -261,3 +261,17 @@ def test_panel_objectives_and_constraints_round_trip_and_show_errors_beside_the_
     panel.objectives.constraints.value = ""
     panel.objectives.more.value = ()
     assert panel.config()[1].objectives is None  # one objective again: the target
+
+
+def test_resuming_a_study_with_other_objectives_or_constraints_is_refused(small_csv, tmp_path):
+    storage = str(tmp_path / "study.journal")
+    base = dict(n_trials=3, sampler="random", seed=1, storage=storage, study_name="mo-resume")
+    optimize(make(small_csv, 1), OptunaConfig(objectives=TWO, constraints=["total_trades >= 10"], **base))
+    with pytest.raises(ConfigError, match="direction") as info:  # the study's directions differ
+        optimize(make(small_csv, 1), OptunaConfig(target="net_profit", **base))
+    assert info.value.field == "study_name"
+    with pytest.raises(ConfigError, match="constraints") as info:
+        optimize(make(small_csv, 1), OptunaConfig(objectives=TWO, constraints=["total_trades >= 20"], **base))
+    assert info.value.field == "study_name"
+    resumed = optimize(make(small_csv, 1), OptunaConfig(objectives=TWO, constraints=["total_trades >= 10"], **base))
+    assert resumed.summary.study_trials == 6
