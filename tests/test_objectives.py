@@ -75,6 +75,9 @@ def test_multi_objective_refuses_pruning_and_min_profit_and_checks_hv_reference(
     with pytest.raises(ConfigError, match="2 finite numbers") as info:
         validate(OptimizationConfig(), OptunaConfig(objectives=TWO, hv_reference=[1.0]))
     assert info.value.field == "hv_reference"
+    with pytest.raises(ConfigError, match="both given") as info:
+        validate(OptimizationConfig(), OptunaConfig(target="romad", objectives=TWO))
+    assert info.value.field == "objectives"
     checked = validate(OptimizationConfig(), OptunaConfig(objectives=["net_profit:max", "max_drawdown:min"]))
     assert checked.config.objectives == [["net_profit", "maximize"], ["max_drawdown", "minimize"]]
 

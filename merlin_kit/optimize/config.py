@@ -203,6 +203,10 @@ def check_objectives(cfg: OptunaConfig, min_profit: float | None) -> dict[str, A
         return out
     objectives = parse_objectives(cfg.objectives)
     out["objectives"] = [[o.name, o.direction] for o in objectives]
+    if cfg.target != "score" and target_metric(cfg.target) != objectives[0].metric:
+        raise ConfigError(f"target {cfg.target!r} and objectives are both given; the first objective "
+                          f"({objectives[0].name!r}) is the primary one: leave target out, or list it first",
+                          field="objectives")
     if len(objectives) > 1:
         if cfg.pruner != "none":
             raise ConfigError(f"pruner {cfg.pruner!r}: a multi-objective study cannot prune (Optuna has no "
