@@ -195,9 +195,9 @@ def check_objectives(cfg: OptunaConfig, min_profit: float | None) -> dict[str, A
     from ._constraints import parse_constraints
     from ._objectives import parse_objectives
 
-    out: dict[str, Any] = {"constraints": [c.text for c in parse_constraints(cfg.constraints)]}
+    constraints = [c.text for c in parse_constraints(cfg.constraints)]
+    out: dict[str, Any] = {"constraints": constraints} if constraints else {}
     if cfg.objectives is None:
-        out["objectives"] = None
         if cfg.hv_reference is not None:
             raise ConfigError("hv_reference needs objectives (two or more)", field="hv_reference")
         return out
