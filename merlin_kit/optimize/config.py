@@ -180,11 +180,6 @@ class OptunaConfig:
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
 
-    @property
-    def multi_objective(self) -> bool:
-        return bool(self.objectives) and len(self.objectives) > 1
-
-
 def check_objectives(cfg: OptunaConfig, min_profit: float | None) -> dict[str, Any]:
     """``objectives``, ``constraints`` and ``hv_reference`` checked; their normalised JSON-ready form.
 
