@@ -8,6 +8,7 @@ processes sharing a journal; and a run on PostgreSQL.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import os
@@ -181,7 +182,9 @@ def test_front_in_results_is_the_non_dominated_feasible_set(small_csv, tmp_path)
 def test_hypervolume_convergence_stops_both_workers(small_csv):
     patience = 8
     reference = [-100.0, 100.0]  # net profit -100 %, drawdown 100 %: every trial lies inside
-    run = optimize(make(small_csv), OptunaConfig(
+    # trials of ~0.25 s: both workers are running before the run can converge
+    slow = dataclasses.replace(make(small_csv), strategy="tests._strategies:SlowS01")
+    run = optimize(slow, OptunaConfig(
         objectives=TWO, budget_mode="convergence", convergence_patience=patience, n_trials=None,
         sampler="random", seed=3, hv_reference=reference))
     from optuna._hypervolume import compute_hypervolume
