@@ -137,6 +137,14 @@ def print_results_table(run: Any, top: int = 10) -> None:
     if table.empty:
         print("No finished trials.")
         return
+    if len(run.objectives) > 1:
+        front = table[table["pareto"].astype(bool)]
+        print(f"Pareto front: {len(front)} distinct parameter sets, best {run.objectives[0].metric} first "
+              f"(objectives: {', '.join(f'{o.metric} ({o.direction})' for o in run.objectives)}"
+              + (f"; constraints: {', '.join(c.text for c in run.constraints)}" if run.constraints else "") + ")")
+        width = shutil.get_terminal_size((0, 0)).columns or None
+        print(front.to_string(index=False, float_format=lambda x: f"{x:.4g}", line_width=width))
+        print()
     print(f"Top {min(top, len(table))} of {len(table)} distinct parameter sets ({len(run.results)} results; "
           f"'trials': how many trials had that set; target: {run.config.target}, {run.direction})")
     width = shutil.get_terminal_size((0, 0)).columns or None  # a terminal: wrap columns to its width

@@ -251,8 +251,8 @@ def cmd_optimize(args: argparse.Namespace) -> int:
         opt = replace(opt, end=opt_end)
     cfg = OptunaConfig(
         target=args.target, **_sampler_config(args), study_name=study_name, storage=args.storage,
-        pruner=args.pruner, save_study=not args.no_save_study,
-        output_dir=args.out or default_run_dir(study_name), **budget,
+        pruner=args.pruner, save_study=not args.no_save_study, objectives=args.objectives,
+        constraints=args.constraint or (), output_dir=args.out or default_run_dir(study_name), **budget,
     )
     # Ctrl-C, SIGTERM, SIGHUP: a graceful stop (results written, workers stopped, temp folder removed),
     # then exit 128 + the signal (130, 143, 129)
@@ -523,6 +523,11 @@ def build_parser() -> argparse.ArgumentParser:
                     help="none (default), median or percentile: a trial whose value is below the median (or the "
                     "25th percentile) of earlier trials' values is marked PRUNED")
     op.add_argument("--min-profit", type=float, help="prune trials whose net profit %% is below this")
+    op.add_argument("--objectives", metavar="M:DIR,...",
+                    help="2-6 objectives, e.g. net_profit_pct:max,max_drawdown_pct:min (replaces --target; "
+                         "the first is primary)")
+    op.add_argument("--constraint", action="append", metavar="'METRIC OP N'",
+                    help="a constraint on any metric, e.g. 'total_trades >= 30' (OP: >= <= > <); repeatable")
     op.add_argument("--storage", help="journal file path or postgresql:// mysql:// redis:// URL (default: the run folder)")
     op.add_argument("--study", help="study name (an existing study is resumed)")
     op.add_argument("--out", help="run folder (default ./merlin_runs/<study>)")

@@ -139,6 +139,22 @@ def test_02_optimize_time_budget(tmp_path, small_csv):
     assert f"Saved {summary['total_trials']} results" in text_of(nb)
 
 
+def test_02_optimize_multi_objective(tmp_path, small_csv):
+    out_dir = tmp_path / "pareto"
+    nb = execute("02_optimize", tmp_path, data_path=str(small_csv), warmup_bars=200, n_trials=12, workers=2,
+                 seed=3, sampler="random", objectives=["net_profit_pct:max", "max_drawdown_pct:min"],
+                 constraints=["total_trades >= 20"], output_dir=str(out_dir),
+                 optimize_params=["closeCountLong", "stopLongX"], top=2)
+    csv = pd.read_csv(out_dir / "results.csv")
+    assert len(csv) == 12 and list(csv.columns[:2]) == ["net_profit_pct", "max_drawdown_pct"]
+    assert {"pareto", "feasible", "violation", "violation: total_trades >= 20"} <= set(csv.columns)
+    summary = json.loads((out_dir / "summary.json").read_text())
+    assert summary["objectives"] == [["net_profit_pct", "maximize"], ["max_drawdown_pct", "minimize"]]
+    assert [p["trial"] for p in summary["pareto_front"]] == list(csv.loc[csv["pareto"], "trial"])
+    assert "Pareto front" in (out_dir / "report.html").read_text()
+    assert "Pareto front:" in text_of(nb)  # the summary line names the front
+
+
 def _port_open(url: str) -> bool:
     host, port = url.split("//")[1].split("/")[0].split(":")
     with socket.socket() as s:

@@ -25,6 +25,8 @@ SUMMARY_KEYS = {
     "pruned_trials", "failed_trials", "study_trials", "best_trial_number", "best_value", "best_objective",
     "best_params", "optimization_time_seconds", "trials_per_second", "workers", "worker_reports", "storage",
     "multiprocess_mode", "start_method", "sampler", "stop_reason", "warnings",
+    # added with multi-objective runs (0.1 readers ignore them)
+    "objectives", "constraints", "feasible_trials", "pareto_front",
 }
 WORKER_REPORT_KEYS = {"id", "pid", "exitcode", "trials", "failed", "last_error", "traceback"}
 PROGRESS_KEYS = {

@@ -18,7 +18,8 @@ import pandas as pd
 
 from ..data import SAMPLE_SOURCE, is_sample
 from ..errors import ConfigError
-from ..metrics import METRIC_NAMES
+from ..metrics import LOWER_IS_BETTER, METRIC_NAMES
+from ..optimize import parse_objectives
 from ..optimize.config import BUDGET_MODES, TARGET_ALIASES
 from ..scoring import DEFAULT_BOUNDS, DEFAULT_WEIGHTS, SCORE_METRICS, ScoreConfig, parse_score_bounds
 from ..strategies import Param
@@ -268,6 +269,52 @@ class ScoreWeightsInput:
 
 def _bounds_text(bounds: tuple[float, float]) -> str:
     return f"{bounds[0]:g}:{bounds[1]:g}"
+
+
+class ObjectivesInput:
+    """More objectives beside the Target (a multi-objective run: its Pareto front) and constraints, compactly.
+
+    The Target dropdown stays the primary objective (in its natural direction); ``more`` adds
+    objectives, each metric offered in both directions (``metric:max`` / ``metric:min``);
+    ``constraints`` takes one ``metric OP number`` per line.  Their errors show beside the Target.
+    """
+
+    def __init__(self, on_change: Callable[..., None]) -> None:
+        options = []
+        for m in ("score", *METRIC_NAMES):
+            natural = "min" if m in LOWER_IS_BETTER else "max"
+            other = "max" if natural == "min" else "min"
+            options += [(f"{m} ({natural})", f"{m}:{natural}"), (f"{m} ({other})", f"{m}:{other}")]
+        self.more = W.SelectMultiple(options=options, value=(), rows=4, description="More objectives",
+                                     style={"description_width": LABEL_WIDTH}, layout=W.Layout(width="460px"))
+        self.constraints = W.Textarea(value="", rows=2, description="Constraints",
+                                      placeholder="one per line: total_trades >= 30",
+                                      style={"description_width": LABEL_WIDTH}, layout=W.Layout(width="460px"))
+        self.box = W.VBox([self.more, self.constraints])
+        for w in (self.more, self.constraints):
+            w.observe(on_change, names="value")
+
+    def values(self, target: str) -> dict[str, Any]:
+        """``objectives`` (None for one objective: the target) and ``constraints`` of an OptunaConfig."""
+        lines = [line.strip() for line in self.constraints.value.splitlines() if line.strip()]
+        more = list(self.more.value)
+        return {"objectives": [target, *more] if more else None, "constraints": lines}
+
+    def set(self, cfg: Any, target: W.Dropdown) -> None:
+        """Show an OptunaConfig's objectives (the first one in ``target``) and constraints."""
+        self.constraints.value = "\n".join(cfg.constraints or ())
+        self.more.value = ()
+        if cfg.objectives is None:
+            return
+        try:
+            objectives = parse_objectives(cfg.objectives)
+        except ConfigError:  # shown by the panel's validation of the carried config
+            return
+        first = objectives[0].name
+        if first not in [v for _, v in target.options]:
+            target.options = [*target.options, (first, first)]
+        target.value = first
+        self.more.value = tuple(f"{o.metric}:{o.direction[:3]}" for o in objectives[1:])
 
 
 class BudgetInput:

@@ -29,6 +29,12 @@ def _layout(fig: go.Figure, title: str, height: int = 360) -> go.Figure:
     return fig
 
 
+def first_value(t: Any) -> float | None:
+    """A trial's (first) objective value: multi-objective trials have no ``.value``, only ``.values``."""
+    values = getattr(t, "values", None)
+    return values[0] if values else getattr(t, "value", None)
+
+
 def running_best(values: Sequence[float], direction: str) -> list[float]:
     """Best value so far after each trial (``direction`` is maximize or minimize)."""
     out: list[float] = []
@@ -42,10 +48,7 @@ def running_best(values: Sequence[float], direction: str) -> list[float]:
 
 def history_data(trials: Iterable[Any], direction: str) -> tuple[list[int], list[float], list[float]]:
     """(trial numbers, objective values, running best) of the COMPLETE trials with a finite value."""
-    pairs = sorted(
-        (t.number, float(t.value)) for t in trials
-        if getattr(t.state, "name", t.state) == "COMPLETE" and t.value is not None and math.isfinite(t.value)
-    )
+    pairs = sorted((t.number, float(first_value(t))) for t in _complete(trials))
     numbers = [n for n, _ in pairs]
     values = [v for _, v in pairs]
     return numbers, values, running_best(values, direction)
@@ -65,10 +68,8 @@ def history_figure(trials: Iterable[Any] = (), direction: str = "maximize", metr
 
 def parallel_dimensions(trials: Iterable[Any], space: Sequence[Any], metric: str = "objective") -> tuple[list[dict], list[float]]:
     """Parallel-coordinates dimensions (one per parameter, objective last) of the COMPLETE trials."""
-    rows = [t for t in trials if getattr(t.state, "name", t.state) == "COMPLETE" and t.value is not None
-            and math.isfinite(t.value)]
-    rows.sort(key=lambda t: t.number)
-    values = [float(t.value) for t in rows]
+    rows = sorted(_complete(trials), key=lambda t: t.number)
+    values = [float(first_value(t)) for t in rows]
     dims: list[dict] = []
     for dim in space:
         raw = [t.params.get(dim.name) for t in rows]
@@ -90,8 +91,8 @@ MAX_PARALLEL_LINES = 500
 
 
 def _complete(trials: Iterable[Any]) -> list[Any]:
-    return [t for t in trials if getattr(t.state, "name", t.state) == "COMPLETE" and t.value is not None
-            and math.isfinite(t.value)]
+    return [t for t in trials if getattr(t.state, "name", t.state) == "COMPLETE" and first_value(t) is not None
+            and math.isfinite(first_value(t))]
 
 
 def parallel_sample(trials: Iterable[Any], direction: str = "maximize", limit: int = MAX_PARALLEL_LINES) -> list[Any]:
@@ -99,7 +100,7 @@ def parallel_sample(trials: Iterable[Any], direction: str = "maximize", limit: i
     done = sorted(_complete(trials), key=lambda t: t.number)
     if len(done) <= limit:
         return done
-    ranked = sorted(done, key=lambda t: t.value, reverse=direction == "maximize")
+    ranked = sorted(done, key=first_value, reverse=direction == "maximize")
     top = ranked[: limit // 10]
     chosen = {t.number for t in top}
     rest = [t for t in done if t.number not in chosen]
@@ -217,11 +218,13 @@ def param_importances(study: Any, min_trials: int = MIN_TRIALS_FOR_IMPORTANCE) -
         return None, f"importances unavailable: {exc}"
     if len(complete) < min_trials:
         return None, f"parameter importances need at least {min_trials} complete trials (have {len(complete)})"
-    values = {t.value for t in complete}
+    values = {first_value(t) for t in complete}
     if len(values) < 2:
         return None, "every trial has the same objective: importances are undefined"
+    # several objectives: importances for the primary (first) one
+    target = (lambda t: t.values[0]) if len(study.directions) > 1 else None
     try:
-        imp = optuna.importance.get_param_importances(study)
+        imp = optuna.importance.get_param_importances(study, target=target)
     except Exception as exc:  # optuna raises for single-valued parameters, dynamic spaces, ...
         return None, f"importances unavailable: {type(exc).__name__}: {exc}"
     return {k: float(v) for k, v in imp.items()}, ""

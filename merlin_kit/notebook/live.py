@@ -31,6 +31,7 @@ from ..optimize.report import (
 )
 from . import figures
 from ._lifecycle import claim_cell
+from .pareto import pareto_figure, run_pareto_points, update_pareto_widget
 from ._refresh import RefreshLoop
 from .results import run_figures, show_static
 
@@ -153,13 +154,17 @@ class LiveMonitor(RefreshLoop):
         self.parallel = go.FigureWidget(figures.parallel_figure((), run.space, metric, run.direction))
         self.final_box = W.VBox([])
         self.figures = {"history": self.history, "parallel": self.parallel}
-        for fw in (self.history, self.parallel):
+        # several objectives: the Pareto front (scatter, or parallel coordinates beyond two) comes first
+        self.pareto = (go.FigureWidget(pareto_figure([], run.objectives)) if len(run.objectives) > 1 else None)
+        if self.pareto is not None:
+            self.figures = {"pareto": self.pareto, **self.figures}
+        for fw in self.figures.values():
             fw.layout.autosize = True
         self.widget = W.VBox([
             self.title,
             W.HBox([self.progress_bar, self.progress_label]),
             self.status, self.best_label, self.rate_label, self.workers_label, self.errors_label,
-            self.history, self.parallel, self.final_box,
+            *self.figures.values(), self.final_box,
         ], layout=W.Layout(width="100%"))
         self.widget.add_class("merlin-live-monitor")
 
@@ -236,6 +241,8 @@ class LiveMonitor(RefreshLoop):
             self._update_charts(trials)
 
     def _update_charts(self, trials: list[Any]) -> None:
+        if self.pareto is not None:
+            update_pareto_widget(self.pareto, run_pareto_points(self.run, trials), self.run.objectives)
         numbers, values, best = figures.history_data(trials, self.run.direction)
         with self.history.batch_update():
             self.history.data[0].x = numbers

@@ -16,7 +16,9 @@ from typing import Any
 import plotly.graph_objects as go
 
 from ..optimize.report import results_table, summary_lines, target_column
+from ..optimize import pareto_points
 from . import figures
+from .pareto import pareto_figure
 
 #: the renderer of static figures (papermill / nbclient / no widgets): the figure JSON only, which
 #: JupyterLab draws natively and which keeps executed notebooks small
@@ -57,7 +59,9 @@ def best_backtest(run: Any) -> Any | None:
 def run_figures(run: Any, *, top: int = 5) -> dict[str, go.Figure]:
     """Every figure of a finished run: history, parallel, equity (best), importances, comparison."""
     trials = _run_trials(run)
-    figs = {
+    figs = {} if len(run.objectives) < 2 else {
+        "pareto": pareto_figure(pareto_points(run.run_trials(), run.objectives, run.constraints), run.objectives)}
+    figs |= {
         "history": figures.history_figure(trials, run.direction, target_column(run)),
         "parallel": figures.parallel_figure(trials, run.space, target_column(run), run.direction),
     }
@@ -86,6 +90,7 @@ class _ResultTrial:
         self.number = r.trial_number
         self.state = r.state
         self.value = r.objective
+        self.values = r.values
         self.params = r.params
 
 

@@ -25,7 +25,8 @@ from ..optimize import OptimizationConfig, OptunaConfig, start_optimization
 from ..optimize.config import PRUNERS, SAMPLERS, build_search_space, optimized_names, validate
 from ..strategies import Strategy, get_strategy, list_strategies
 from .controls import (  # is_visible: re-exported, the panel's tests and notebooks import it from here
-    ERR_STYLE, LABEL_WIDTH, BudgetInput, DataSourceInput, FieldError, ParamRow, ScoreWeightsInput, WindowInput,
+    ERR_STYLE, LABEL_WIDTH, BudgetInput, DataSourceInput, FieldError, ObjectivesInput, ParamRow, ScoreWeightsInput,
+    WindowInput,
     _err_html, _label, _show, error_markup, is_visible, target_options,
 )
 from ._lifecycle import claim_cell, close_tree
@@ -40,6 +41,7 @@ _PANEL_FIELD = {
     "target": "target", "budget_mode": "budget", "n_trials": "budget", "time_limit": "budget",
     "convergence_patience": "budget", "worker_processes": "workers", "sampler": "sampler", "pruner": "sampler",
     "n_startup_trials": "sampler", "pruner_warmup_trials": "sampler", "sampler_options": "sampler",
+    "objectives": "target", "constraints": "target", "hv_reference": "target",
     "seed": "seed", "study_name": "study_name", "storage": "output", "output_dir": "output",
     "is_days": "walkforward", "oos_days": "walkforward",
 }
@@ -113,6 +115,7 @@ class ConfigPanel(W.VBox):
         self.target = W.Dropdown(options=target_options(), value="score", description="Target", style=label,
                                  layout=wide())
         self.target_error = _err_html()
+        self.objectives = ObjectivesInput(self._changed)  # more objectives (a Pareto front) and constraints
         self.score_input = sc = ScoreWeightsInput(self._changed)
         self.score_weights, self.score_box, self.score_error = sc.sliders, sc.box, sc.error
         self.budget = b = BudgetInput(self._changed)
@@ -179,7 +182,7 @@ class ConfigPanel(W.VBox):
             self.params_box, self.params_error,
             section("Objective and budget"),
             W.HBox([self.target, self.target_error]),
-            self.score_box,
+            self.objectives.box, self.score_box,
             W.HBox([_label("Budget"), self.budget_mode]),
             W.HBox([self.n_trials, self.time_limit, self.patience, self.budget_error]),
             section("Execution"),
@@ -275,7 +278,7 @@ class ConfigPanel(W.VBox):
             worker_processes=int(self.workers.value), score=self.score_input.score(), **self._carry_opt,
         )
         cfg = OptunaConfig(
-            target=self.target.value, **self.budget.values(), sampler=self.sampler.value, pruner=self.pruner.value, seed=self._seed(),
+            target=self.target.value, **self.objectives.values(self.target.value), **self.budget.values(), sampler=self.sampler.value, pruner=self.pruner.value, seed=self._seed(),
             study_name=self.study_name.value.strip() or None, save_study=bool(self.save_study.value),
             output_dir=(self.output_dir.value.strip() or None) if self.save_study.value else self._carry_cfg.get("output_dir"),
             **{k: v for k, v in self._carry_cfg.items()
@@ -312,6 +315,7 @@ class ConfigPanel(W.VBox):
             if cfg.target not in [v for _, v in self.target.options]:
                 self.target.options = [*self.target.options, (cfg.target, cfg.target)]
             self.target.value = cfg.target
+            self.objectives.set(cfg, self.target)
             self.budget.set(cfg)
             self.sampler.value = cfg.sampler if cfg.sampler in SAMPLERS else "tpe"
             self.pruner.value = cfg.pruner if cfg.pruner in PRUNERS else "none"
@@ -320,7 +324,8 @@ class ConfigPanel(W.VBox):
             self.save_study.value = bool(cfg.save_study)
             self.output_dir.value = "" if cfg.output_dir is None else os.fspath(cfg.output_dir)
             self._carry_cfg = {f.name: getattr(cfg, f.name) for f in fields(cfg) if f.name in
-                               ("n_startup_trials", "pruner_warmup_trials", "storage", "sampler_options")}
+                               ("n_startup_trials", "pruner_warmup_trials", "storage", "sampler_options",
+                                "hv_reference")}
             self._options_of = cfg.sampler  # the loaded sampler_options belong to this sampler
             if not cfg.save_study and cfg.output_dir is not None:
                 self._carry_cfg["output_dir"] = cfg.output_dir

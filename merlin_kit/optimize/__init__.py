@@ -7,12 +7,15 @@ queue, watching, finishing), ``_worker`` (what a worker process runs), ``_sample
 (global budgets through the storage), ``_liveness`` (heartbeats, dead workers),
 ``_storage`` (locations and Optuna storages), ``_journal`` (the journal file backend), ``_runconfig`` (the run's config in the
 study), ``_attrs`` (the study's attribute keys), ``_state`` (progress and summary
-snapshots), ``_results`` (results rebuilt from the study), ``report`` (text and tables).
+snapshots), ``_results`` (results rebuilt from the study), ``report`` (text and tables),
+``_objectives`` (objectives, Pareto front, hypervolume), ``_constraints`` (constraints on metrics).
 """
 
+from ._constraints import Constraint, parse_constraints
 from ._engine import OptimizationRun, optimize, start_optimization
+from ._objectives import Objective, hypervolume, parse_objectives
 from ._preflight import DEFAULT_RUNS_DIR, default_run_dir, default_study_name, runs_root
-from ._results import OptimizationResult
+from ._results import OptimizationResult, pareto_points
 from ._samplers import OPTIONS as SAMPLER_OPTIONS
 from ._samplers import check_sampler
 from ._state import Progress, RunSummary, WorkerProgress, WorkerReport
@@ -22,6 +25,7 @@ from .config import OptimizationConfig, OptunaConfig, ParamRange
 from .report import progress_text, results_table, summary_lines
 
 __all__ = [
+    "Constraint", "Objective", "hypervolume", "pareto_points", "parse_constraints", "parse_objectives",
     "DEFAULT_RUNS_DIR", "JOURNAL_NAME", "OptimizationConfig", "OptimizationResult", "OptimizationRun", "OptunaConfig", "ParamRange",
     "Progress", "RunSummary", "SAMPLER_OPTIONS", "check_sampler", "StorageLocation", "WorkerProgress", "WorkerReport", "check_join", "close_storage",
     "default_worker_id",

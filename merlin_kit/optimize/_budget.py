@@ -8,8 +8,9 @@
 * ``time``: no trial starts after the run's deadline (an absolute time stored
   in the study);
 * ``convergence``: no trial starts once ``convergence_patience`` consecutive
-  finished trials of this run have not improved on the best value
-  (:func:`trials_since_improvement`).
+  finished trials of this run have not improved on the best feasible value
+  (:func:`trials_since_improvement`), or, with several objectives, not grown
+  the feasible front's hypervolume (:func:`trials_without_progress`).
 
 The parent (which fills the queue and watches) and the workers (which claim
 and count) both use this module, so both read the budget the same way.
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import math
 import threading
+from typing import Callable, Sequence
 
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
@@ -26,6 +28,8 @@ from optuna.storages import BaseStorage
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from ._attrs import CANCELLED_ATTR, ERROR_ATTR, OWNER_ATTR, counts_towards_budget, queued_attr
+from ._constraints import Constraint, trial_feasible
+from ._objectives import Objective, losses, trials_since_hv_gain
 
 #: WAITING trials kept queued ahead of the workers on a database (at least; more at high trial rates)
 RDB_QUEUE_WINDOW = 16
@@ -40,12 +44,13 @@ def is_better(value: float, best: float | None, direction: str) -> bool:
     return value > best if direction == "maximize" else value < best
 
 
-def best_trial(trials: list[FrozenTrial], direction: str) -> FrozenTrial | None:
-    """The COMPLETE trial with the best value (the earliest on ties)."""
+def best_trial(trials: list[FrozenTrial], direction: str,
+               feasible: Callable[[FrozenTrial], bool] | None = None) -> FrozenTrial | None:
+    """The COMPLETE (and ``feasible``) trial with the best (first) value, the earliest on ties."""
     best = None
     for t in trials:
-        if t.state == TrialState.COMPLETE and t.value is not None and (
-                best is None or is_better(t.value, best.value, direction)):
+        if t.state == TrialState.COMPLETE and t.values and (feasible is None or feasible(t)) and (
+                best is None or is_better(t.values[0], best.values[0], direction)):
             best = t
     return best
 
@@ -65,19 +70,45 @@ def belongs_to_run(t: FrozenTrial, run_id: str, first_trial_number: int) -> bool
     return t.number >= first_trial_number and not t.user_attrs.get(CANCELLED_ATTR)
 
 
-def trials_since_improvement(trials: list[FrozenTrial], run_id: str, first_trial_number: int, direction: str) -> int:
-    """Finished trials of this run since the best value of the whole study last improved."""
+def trials_since_improvement(trials: list[FrozenTrial], run_id: str, first_trial_number: int, direction: str,
+                             feasible: Callable[[FrozenTrial], bool] | None = None) -> int:
+    """Finished trials of this run since the best (``feasible``) value of the whole study last improved."""
     best: float | None = None
     since = 0
     for t in sorted(trials, key=lambda t: t.number):
         if not counts_towards_budget(t):
             continue
-        improved = t.state == TrialState.COMPLETE and t.value is not None and is_better(t.value, best, direction)
+        improved = (t.state == TrialState.COMPLETE and bool(t.values) and (feasible is None or feasible(t))
+                    and is_better(t.values[0], best, direction))
         if improved:
-            best = t.value
+            best = t.values[0]
         if belongs_to_run(t, run_id, first_trial_number):
             since = 0 if improved else since + 1
     return since
+
+
+def trials_without_progress(trials: list[FrozenTrial], run_id: str, first_trial_number: int,
+                            objectives: Sequence[Objective], constraints: Sequence[Constraint] = (),
+                            hv_reference: Sequence[float] | None = None) -> int:
+    """The convergence count: trials of this run since the study last made progress.
+
+    One objective: since the best feasible value improved.  Several: since the
+    hypervolume of the study's feasible front grew (:func:`~._objectives.trials_since_hv_gain`;
+    ``hv_reference`` in the objectives' own units).  Read from the storage by every
+    worker alike, so the count is global across workers and machines.
+    """
+    feasible = (lambda t: trial_feasible(constraints, t)) if constraints else None
+    if len(objectives) == 1:
+        return trials_since_improvement(trials, run_id, first_trial_number, objectives[0].direction, feasible)
+    entries = []
+    for t in sorted(trials, key=lambda t: t.number):
+        if not counts_towards_budget(t):
+            continue
+        ok = t.state == TrialState.COMPLETE and bool(t.values) and (feasible is None or feasible(t))
+        entries.append((belongs_to_run(t, run_id, first_trial_number), ok,
+                        losses(t.values, objectives) if ok else None))
+    reference = None if hv_reference is None else losses(hv_reference, objectives)
+    return trials_since_hv_gain(entries, reference)[0]
 
 
 def waiting_trials(storage: BaseStorage, study_id: int) -> list[FrozenTrial]:

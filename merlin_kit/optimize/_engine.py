@@ -48,7 +48,9 @@ from ._state import Progress, RunSummary, measure_progress
 from ._storage import StorageLocation, StorageUnavailableError, in_memory_copy, storage_unavailable
 from ._trust import run_trust_key
 from ._worker import WorkerLoop, run_worker
-from .config import OptimizationConfig, OptunaConfig, target_direction, target_metric, validate
+from ._constraints import parse_constraints
+from ._objectives import open_study, run_objectives
+from .config import OptimizationConfig, OptunaConfig, validate
 from .report import results_table
 
 log = logging.getLogger("merlin_kit.optimize")
@@ -71,8 +73,10 @@ class OptimizationRun:
         plain_optuna_logs()
         self.opt, self.config = checked.opt, checked.config
         self.strategy, self.space, self.score_config = checked.strategy, checked.space, checked.score
-        self.metric = target_metric(self.config.target)
-        self.direction = target_direction(self.config.target)
+        #: the first objective is the primary one: ``metric``/``direction`` (``run.best``, sorting) are its
+        self.objectives = run_objectives(self.config)
+        self.constraints = parse_constraints(self.config.constraints)
+        self.metric, self.direction = self.objectives[0].metric, self.objectives[0].direction
         self.run_id = uuid.uuid4().hex[:12]
         self.study_name = self.config.study_name or default_study_name(self.strategy.id)
         self._tmpdir = make_run_tmpdir()  # records its owner; removes the folders of killed runs first
@@ -120,17 +124,7 @@ class OptimizationRun:
         location, self.run_dir = choose_storage(cfg, self.study_name, self._tmpdir)
         self.storage_location = location
         storage = location.open()
-        try:
-            study = optuna.create_study(
-                study_name=self.study_name, storage=storage, direction=self.direction, load_if_exists=True
-            )
-        except ValueError as exc:  # optuna raises ValueError for direction mismatches on resume
-            raise ConfigError(f"study {self.study_name!r}: {exc}", field="study_name") from None
-        if study.direction.name.lower() != self.direction:
-            raise ConfigError(
-                f"study {self.study_name!r} exists with direction {study.direction.name.lower()}, but target "
-                f"{cfg.target!r} needs {self.direction}; use another study_name", field="study_name"
-            )
+        study = open_study(self.study_name, storage, self.objectives)
         self._storage = storage
         self._study = study
         self._study_id = storage.get_study_id_from_name(self.study_name)
@@ -397,7 +391,8 @@ class OptimizationRun:
             fixed_params=self.run_config.fixed_params, budget_mode=cfg.budget_mode,
             budget=float(budget[cfg.budget_mode] or 0), elapsed=time.time() - self._started,
             workers=[(w.worker_id, w.pid, w.alive(), w.exitcode) for w in self.workers],
-            finished_run=self._done.is_set(), worker_errors=crashed,
+            finished_run=self._done.is_set(), worker_errors=crashed, objectives=self.objectives,
+            constraints=self.constraints, hv_reference=cfg.hv_reference,
         )
         with self._lock:
             self._progress = progress
@@ -479,7 +474,8 @@ class OptimizationRun:
     def _collect_results(self) -> None:
         trials = self._storage.get_all_trials(self._study_id, deepcopy=False)
         self.results = build_results(trials, fixed_params=self.run_config.fixed_params, score=self.score_config,
-                                     metric=self.metric, direction=self.direction, run=self)
+                                     metric=self.metric, direction=self.direction, run=self,
+                                     objectives=self.objectives, constraints=self.constraints)
         self.summary = build_summary(self, trials, self._worker_statuses(), time.time() - self._started,
                                      self._stop_reason)
         check_outcome(self.summary, run_trials_of(trials, self.run_id, self.run_config.first_trial_number),
@@ -513,6 +509,8 @@ class OptimizationRun:
 
     @property
     def best(self) -> OptimizationResult | None:
+        """The feasible Pareto front's best trial by the primary (first) objective; with one objective, the best
+        feasible trial; when no trial is feasible, the complete one with the least violation (see sort_results)."""
         complete = [r for r in self.results if r.state == "COMPLETE"]
         return complete[0] if complete else None
 

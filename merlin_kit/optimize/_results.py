@@ -23,6 +23,8 @@ from ._attrs import (
     ERROR_ATTR, METRICS_ATTR, OWNER_ATTR, PRUNE_REASON_ATTR, TRACEBACK_ATTR, counts_towards_budget,
 )
 from ._budget import belongs_to_run
+from ._constraints import Constraint, total_violation, trial_violations
+from ._objectives import Objective, losses, pareto_indices
 from ._state import RunSummary, WorkerReport
 
 if TYPE_CHECKING:
@@ -52,6 +54,15 @@ class OptimizationResult:
     error: str | None = None
     prune_reason: str | None = None
     run_id: str | None = None
+    #: every objective's value as the sampler saw it (COMPLETE trials; ``objective`` is the first)
+    values: list[float] | None = None
+    #: one violation per constraint, computed from the stored metrics (<= 0: satisfied)
+    constraint_values: list[float] = field(default_factory=list)
+    #: sum of the positive violations (0: feasible)
+    violation: float = 0.0
+    feasible: bool = True
+    #: on the Pareto front: non-dominated among the feasible COMPLETE trials (one objective: the best value)
+    pareto: bool = False
 
     run: "OptimizationRun | None" = field(default=None, repr=False, compare=False)
 
@@ -80,10 +91,13 @@ class OptimizationResult:
 
 
 def build_results(trials: Iterable[FrozenTrial], *, fixed_params: dict[str, Any], score: ScoreConfig, metric: str,
-                  direction: str, run: "OptimizationRun | None" = None) -> list[OptimizationResult]:
+                  direction: str, run: "OptimizationRun | None" = None, objectives: Sequence[Objective] = (),
+                  constraints: Sequence[Constraint] = ()) -> list[OptimizationResult]:
     """Every finished trial as a result, scored post hoc, filtered by ``min_score`` and sorted best first.
 
-    Queued trials that a run retired unrun (``merlin.cancelled``) are not results.
+    Queued trials that a run retired unrun (``merlin.cancelled``) are not results.  With
+    ``constraints`` each result carries its violations (from its stored metrics) and
+    ``feasible``; ``pareto`` marks the front (:func:`mark_front`); see :func:`sort_results`.
     """
     results: list[OptimizationResult] = []
     for t in trials:
@@ -95,31 +109,61 @@ def build_results(trials: Iterable[FrozenTrial], *, fixed_params: dict[str, Any]
             state=t.state.name,
             params={**fixed_params, **t.params},
             metrics=dict(t.user_attrs.get(METRICS_ATTR) or {}),
-            objective=t.value if t.state == TrialState.COMPLETE else None,
+            objective=t.values[0] if t.state == TrialState.COMPLETE and t.values else None,
             score=None,
             worker=owner.get("worker"),
             error=t.user_attrs.get(ERROR_ATTR),
             prune_reason=t.user_attrs.get(PRUNE_REASON_ATTR),
             run_id=owner.get("run"),
+            values=list(t.values) if t.state == TrialState.COMPLETE and t.values else None,
             run=run,
         ))
+        if constraints:
+            r = results[-1]
+            r.constraint_values = trial_violations(constraints, t)
+            r.violation = total_violation(r.constraint_values)
+            r.feasible = r.violation == 0
     complete = [r for r in results if r.state == "COMPLETE" and r.metrics]
     for r, s in zip(complete, score_all([r.metrics for r in complete], score)):
         r.score = s
     if score.min_score is not None:
         results = [r for r in results if r.score is None or r.score >= score.min_score]
+    mark_front(results, list(objectives) or [Objective(metric, metric, direction)], metric)
     return sort_results(results, metric, direction)
 
 
+def _primary(r: OptimizationResult, metric: str, several: bool) -> float | None:
+    """The value a result ranks by: the first objective as told (several), else the target (post-hoc score)."""
+    return r.values[0] if several and r.values else r.target_value(metric)
+
+
+def mark_front(results: list[OptimizationResult], objectives: Sequence[Objective], metric: str) -> None:
+    """Set ``pareto`` on the non-dominated feasible COMPLETE results (one objective: those with the best value)."""
+    several = len(objectives) > 1
+    pool = [r for r in results if r.state == "COMPLETE" and r.feasible and (r.values if several else
+                                                                            _primary(r, metric, False) is not None)]
+    points = [losses(r.values if several else [_primary(r, metric, False)], objectives) for r in pool]
+    for i in pareto_indices(points):
+        pool[i].pareto = True
+
+
 def sort_results(results: Iterable[OptimizationResult], metric: str, direction: str) -> list[OptimizationResult]:
-    """COMPLETE first, best target first (post-hoc score for the score target), then PRUNED, then FAIL."""
-    order = {"COMPLETE": 0, "PRUNED": 1, "FAIL": 2}
+    """Best first: the Pareto front, then the other feasible COMPLETE results, by the primary objective (the
+    post-hoc score for the ``score`` target of a one-objective run); then infeasible COMPLETE results, least
+    violation first; then PRUNED, then FAIL.  So ``results[0]`` (``run.best``) is the front's best by the
+    primary objective, or, when no trial is feasible, the complete trial that violates its constraints least."""
+    results = list(results)
+    several = any(r.values and len(r.values) > 1 for r in results)
     sign = -1.0 if direction == "maximize" else 1.0
 
-    def key(r: OptimizationResult) -> tuple[int, float, int]:
-        value = r.target_value(metric)
+    def key(r: OptimizationResult) -> tuple[int, float, float, int]:
+        value = _primary(r, metric, several)
         v = sign * value if value is not None and math.isfinite(value) else math.inf
-        return order.get(r.state, 3), v, r.trial_number
+        if r.state == "COMPLETE":
+            group = (0 if r.pareto else 1) if r.feasible else 2
+        else:
+            group = {"PRUNED": 3, "FAIL": 4}.get(r.state, 5)
+        return group, r.violation if group == 2 else 0.0, v, r.trial_number
 
     return sorted(results, key=key)
 
@@ -170,6 +214,11 @@ def build_summary(run: "OptimizationRun", trials: Sequence[FrozenTrial], worker_
         sampler=run.config.sampler,
         stop_reason=stop_reason or natural_stop_reason(run.config, len(run_trials)),
         warnings=warnings,
+        objectives=[[o.metric, o.direction] for o in run.objectives],
+        constraints=[c.text for c in run.constraints],
+        feasible_trials=sum(r.state == "COMPLETE" and r.feasible for r in run.results),
+        pareto_front=[{"trial": r.trial_number, "values": r.values, "params": r.params}
+                      for r in run.results if r.pareto],
     )
 
 
@@ -211,3 +260,20 @@ def check_outcome(summary: RunSummary, run_trials: Sequence[FrozenTrial], *, sto
             f"all {len(finished)} trials failed; first failure (trial {first_fail.number}): "
             f"{first_fail.user_attrs.get(ERROR_ATTR)}\n{first_fail.user_attrs.get(TRACEBACK_ATTR, '')}"
         )
+
+
+def pareto_points(trials: Iterable[FrozenTrial], objectives: Sequence[Objective],
+                  constraints: Sequence[Constraint] = ()) -> list[dict[str, Any]]:
+    """What a Pareto chart draws, live or finished: each COMPLETE trial's ``trial``, ``values``,
+    ``feasible``, ``violation`` and ``pareto`` (non-dominated among the feasible ones)."""
+    points = []
+    for t in trials:
+        if t.state != TrialState.COMPLETE or not t.values or len(t.values) != len(objectives):
+            continue
+        violation = total_violation(trial_violations(constraints, t)) if constraints else 0.0
+        points.append({"trial": t.number, "values": list(t.values), "feasible": violation == 0,
+                       "violation": violation, "pareto": False})
+    pool = [p for p in points if p["feasible"] and all(math.isfinite(v) for v in p["values"])]
+    for i in pareto_indices([losses(p["values"], objectives) for p in pool]):
+        pool[i]["pareto"] = True
+    return points

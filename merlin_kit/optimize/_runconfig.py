@@ -20,6 +20,8 @@ from ..errors import ConfigError, DataError, StrategyError
 from ..scoring import ScoreConfig
 from ..strategies import Strategy, get_strategy, is_registered_id
 from ._attrs import CONFIG_ATTR
+from ._constraints import Constraint, parse_constraints
+from ._objectives import Objective, run_objectives
 from ._liveness import host_id
 from ._trust import TrustPolicy, sign_pickle, sign_spec, warn_secret_globals
 from .config import OptunaConfig, SearchDim
@@ -58,6 +60,15 @@ class RunConfig:
     local_copy: dict[str, str] | None = None
     #: the strategy's id (compared on resume without loading a stored strategy)
     strategy_id: str = ""
+
+    @property
+    def objectives(self) -> list[Objective]:
+        """The run's objectives (one: the target); the first is :attr:`metric` / :attr:`direction`."""
+        return run_objectives(self.optuna)
+
+    @property
+    def constraints(self) -> list[Constraint]:
+        return parse_constraints(self.optuna.constraints)
 
     # -- what the worker rebuilds ----------------------------------------
     def load_strategy(self, trust: TrustPolicy | None = None) -> Strategy:
@@ -192,6 +203,9 @@ def resume_differences(previous: RunConfig, new: RunConfig) -> list[str]:
             diffs.append(f"search space of {name!r}: {_dim_label(a)} -> {_dim_label(b)}")
     differ("fixed_params", previous.fixed_params, new.fixed_params)
     differ("target", previous.metric, new.metric)
+    differ("objectives", [(o.metric, o.direction) for o in previous.objectives],
+           [(o.metric, o.direction) for o in new.objectives])
+    differ("constraints", [c.text for c in previous.constraints], [c.text for c in new.constraints])
     differ("min_profit", previous.min_profit, new.min_profit)
     if new.metric == "score":
         differ("score settings", previous.score.to_dict(), new.score.to_dict())

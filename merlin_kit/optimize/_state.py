@@ -16,7 +16,9 @@ from typing import Any, Sequence
 from optuna.trial import FrozenTrial, TrialState
 
 from ._attrs import OWNER_ATTR, counts_towards_budget
-from ._budget import belongs_to_run, best_trial, trials_since_improvement
+from ._budget import belongs_to_run, best_trial, trials_without_progress
+from ._constraints import Constraint, trial_feasible
+from ._objectives import Objective
 
 
 class _Snapshot:
@@ -136,6 +138,13 @@ class RunSummary(_Snapshot):
     stop_reason: str
     #: things the user should know about the results, e.g. a saturated score (scoring.saturation_warnings)
     warnings: list[str] = field(default_factory=list)
+    #: ``[metric, direction]`` per objective; the first is the primary one (best_*)
+    objectives: list[list[str]] = field(default_factory=list)
+    constraints: list[str] = field(default_factory=list)
+    #: COMPLETE trials that satisfy every constraint
+    feasible_trials: int | None = None
+    #: the front, best primary objective first: ``{"trial", "values", "params"}`` each
+    pareto_front: list[dict[str, Any]] = field(default_factory=list)
 
 
 def steady_rate(finished: Sequence[FrozenTrial], now: float | None = None) -> float | None:
@@ -155,14 +164,18 @@ def measure_progress(*, study_name: str, trials: Sequence[FrozenTrial], run_id: 
                      direction: str,
                      fixed_params: dict[str, Any], budget_mode: str, budget: float, elapsed: float,
                      workers: Sequence[tuple[int, int | None, bool, int | None]], finished_run: bool,
-                     worker_errors: list[str]) -> Progress:
+                     worker_errors: list[str], objectives: Sequence[Objective] = (),
+                     constraints: Sequence[Constraint] = (), hv_reference: Sequence[float] | None = None) -> Progress:
     """A :class:`Progress` from the study's trials (``trials``: every trial of the study, read once).
 
-    ``workers``: ``(id, pid, alive, exitcode)`` of the run's own workers.
+    ``workers``: ``(id, pid, alive, exitcode)`` of the run's own workers.  ``objectives``
+    (default: one in ``direction``), ``constraints``: the best is the best feasible first
+    objective; the convergence count is the hypervolume's with several objectives.
     """
+    objectives = list(objectives) or [Objective("target", "target", direction)]
     run_trials = [t for t in trials if belongs_to_run(t, run_id, first_trial_number)]
     finished = [t for t in run_trials if counts_towards_budget(t)]
-    best = best_trial(finished, direction)
+    best = best_trial(finished, direction, (lambda t: trial_feasible(constraints, t)) if constraints else None)
     n_fin = len(finished)
     rate = n_fin / elapsed if elapsed > 0 else 0.0
     since: float | None = None
@@ -175,8 +188,9 @@ def measure_progress(*, study_name: str, trials: Sequence[FrozenTrial], run_id: 
         eta = max(0.0, budget - elapsed)
     else:
         # improvements count against the whole study's best (a resumed run must beat the earlier trials)
-        done = since = float(trials_since_improvement(
-            [t for t in trials if counts_towards_budget(t)], run_id, first_trial_number, direction))
+        done = since = float(trials_without_progress(
+            [t for t in trials if counts_towards_budget(t)], run_id, first_trial_number, objectives, constraints,
+            hv_reference))
         eta = None
     counts: dict[int, int] = {}
     for t in finished:
@@ -191,7 +205,7 @@ def measure_progress(*, study_name: str, trials: Sequence[FrozenTrial], run_id: 
         failed=sum(t.state == TrialState.FAIL for t in finished),
         running=sum(t.state == TrialState.RUNNING for t in run_trials),
         since_improvement=since,
-        best_value=None if best is None else best.value,
+        best_value=None if best is None else best.values[0],
         best_trial=None if best is None else best.number,
         best_params={} if best is None else {**fixed_params, **best.params},
         elapsed=elapsed, trials_per_second=rate, eta_seconds=eta,

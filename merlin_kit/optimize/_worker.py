@@ -50,7 +50,9 @@ from ._attrs import (
     ERROR_ATTR, FINISHED_STATES, METRICS_ATTR, OWNER_ATTR, PRUNE_REASON_ATTR, RETURNED_ATTR, STOP_ATTR,
     TRACEBACK_ATTR, converged_attr, worker_status_attr,
 )
-from ._budget import budget_fully_queued, claim_queued_trial, trials_since_improvement, waiting_trials
+from ._budget import budget_fully_queued, claim_queued_trial, trials_without_progress, waiting_trials
+from ._constraints import violations
+from ._objectives import objective_values
 from ._chain import wait_for_next
 from ._logs import plain_optuna_logs
 from ._liveness import TrialHeartbeat, host_id, parent_alive
@@ -193,6 +195,7 @@ class TrialRunner:
         self.owner = {"worker": worker_id, "pid": os.getpid(), "host": host_id(), "run": cfg.run_id}
         self.stats = WorkerStats()
         self.signals: SignalStop | None = None  # set by WorkerLoop in a process that handles signals
+        self.objectives, self.constraints = cfg.objectives, cfg.constraints
 
     def suggest(self, trial: Trial) -> dict[str, Any]:
         params: dict[str, Any] = {}
@@ -219,16 +222,24 @@ class TrialRunner:
             self._fail(trial, exc)
             return
         trial.set_user_attr(METRICS_ATTR, metrics)
-        value = metrics[self.cfg.metric]
-        if value is None:
-            self._prune(trial, f"target metric {self.cfg.metric!r} is undefined for this result (e.g. too few trades)")
+        for constraint, violation in zip(self.constraints, violations(self.constraints, metrics)):
+            trial.set_constraint(constraint.text, violation)  # samplers, best_trials, the dashboard read these
+        values = objective_values(metrics, self.objectives)
+        undefined = [o.metric for o, v in zip(self.objectives, values) if v is None]
+        if undefined:  # every objective alike: PRUNED with the reason (a multi-objective study too)
+            self._prune(trial, f"target metric {', '.join(map(repr, undefined))} is undefined for this result "
+                               "(e.g. too few trades)")
             return
-        value = float(value)
-        if not math.isfinite(value):
+        bad = next((v for v in values if not math.isfinite(v)), None)
+        if bad is not None:
             self.stats.failed += 1
-            trial.set_user_attr(ERROR_ATTR, f"objective is {value}")
+            trial.set_user_attr(ERROR_ATTR, f"objective is {bad}")
             self.study.tell(trial, state=TrialState.FAIL)
             return
+        if len(values) > 1:  # no pruning: config.check_objectives refuses pruner and min_profit here
+            self.study.tell(trial, values)
+            return
+        value = values[0]
         min_profit = self.cfg.min_profit
         if min_profit is not None and metrics["net_profit_pct"] < min_profit:
             trial.report(value, 0)
@@ -358,7 +369,8 @@ class WorkerLoop:
                 self.budget_spent = True
                 return True
             trials = self.storage.get_all_trials(self.study_id, deepcopy=False, states=FINISHED_STATES)
-            since = trials_since_improvement(trials, self.cfg.run_id, self.cfg.first_trial_number, self.cfg.direction)
+            since = trials_without_progress(trials, self.cfg.run_id, self.cfg.first_trial_number,
+                                            self.cfg.objectives, self.cfg.constraints, o.hv_reference)
             if since >= (o.convergence_patience or 0):
                 # declared once for every machine: an improving trial still in flight elsewhere does not
                 # restart a run whose other workers have already stopped

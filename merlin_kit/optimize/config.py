@@ -143,9 +143,22 @@ class OptimizationConfig:
 
 @dataclass
 class OptunaConfig:
-    """How to optimise: target, global budget, sampler, pruner, storage."""
+    """How to optimise: target(s), constraints, global budget, sampler, pruner, storage.
+
+    ``objectives``: 2 to 6 ``(metric, "maximize" | "minimize")`` pairs (or ``"metric:max"``
+    strings) make a multi-objective run; its answer is the Pareto front, and ``run.best``
+    is the front's best trial by the *first* objective.  ``constraints``: ``"metric OP
+    number"`` strings (OP: ``>=``, ``<=``, ``>``, ``<``) on any metric, for one objective or
+    several: the sampler avoids violating trials, the results list feasible trials first.
+    ``hv_reference``: the hypervolume reference point of a multi-objective convergence
+    budget, one value per objective in its own units (default: fixed from the first 10
+    feasible trials' worst values).
+    """
 
     target: str = "score"
+    objectives: Sequence[Any] | None = None
+    constraints: Sequence[str] = ()
+    hv_reference: Sequence[float] | None = None
     budget_mode: str = "trials"
     n_trials: int | None = 100
     time_limit: float | None = None
@@ -175,6 +188,44 @@ class OptunaConfig:
     def from_dict(cls, data: Mapping[str, Any]) -> "OptunaConfig":
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
+
+def check_objectives(cfg: OptunaConfig, min_profit: float | None) -> dict[str, Any]:
+    """``objectives``, ``constraints`` and ``hv_reference`` checked; their normalised JSON-ready form.
+
+    A multi-objective study cannot prune (Optuna has no intermediate values for several
+    objectives), so ``pruner`` and ``min_profit`` are refused there: ``min_profit`` is the
+    constraint ``"net_profit_pct >= X"``.
+    """
+    from ._constraints import parse_constraints
+    from ._objectives import parse_objectives
+
+    constraints = [c.text for c in parse_constraints(cfg.constraints)]
+    out: dict[str, Any] = {"constraints": constraints} if constraints else {}
+    if cfg.objectives is None:
+        if cfg.hv_reference is not None:
+            raise ConfigError("hv_reference needs objectives (two or more)", field="hv_reference")
+        return out
+    objectives = parse_objectives(cfg.objectives)
+    out["objectives"] = [[o.name, o.direction] for o in objectives]
+    if cfg.target != "score" and target_metric(cfg.target) != objectives[0].metric:
+        raise ConfigError(f"target {cfg.target!r} and objectives are both given; the first objective "
+                          f"({objectives[0].name!r}) is the primary one: leave target out, or list it first",
+                          field="objectives")
+    if len(objectives) > 1:
+        if cfg.pruner != "none":
+            raise ConfigError(f"pruner {cfg.pruner!r}: a multi-objective study cannot prune (Optuna has no "
+                              "intermediate values for several objectives); use pruner='none' and constraints",
+                              field="pruner")
+        if min_profit is not None:
+            raise ConfigError(f"min_profit cannot prune a multi-objective run; use the constraint "
+                              f"'net_profit_pct >= {min_profit}' instead", field="min_profit")
+    if cfg.hv_reference is not None:
+        ref = cfg.hv_reference
+        if not isinstance(ref, (list, tuple)) or len(ref) != len(objectives) or not all(_is_number(x) for x in ref):
+            raise ConfigError(f"hv_reference must be {len(objectives)} finite numbers (one per objective), "
+                              f"got {ref!r}", field="hv_reference")
+        out["hv_reference"] = [float(x) for x in ref]
+    return out
 
 
 def target_metric(target: str) -> str:
@@ -380,6 +431,7 @@ def validate(opt: OptimizationConfig, optuna_cfg: OptunaConfig) -> ValidatedConf
             f"target {cfg.target!r} is unknown; allowed: {', '.join(TARGET_ALIASES)} or a metric name: {', '.join(METRIC_NAMES)}",
             field="target",
         )
+    normalised.update(check_objectives(cfg, opt.min_profit))
     if cfg.budget_mode not in BUDGET_MODES:
         raise ConfigError(f"budget_mode must be one of {', '.join(BUDGET_MODES)}, got {cfg.budget_mode!r}",
                           field="budget_mode")

@@ -84,6 +84,9 @@ def summary_lines(run: "OptimizationRun") -> list[str]:
         names = {d.name for d in run.space}
         lines.append(f"Best {target} {fmt_value(value)} (trial {best.trial_number}, {run.direction}) with "
                      + ", ".join(f"{k}={fmt_value(v)}" for k, v in best.params.items() if k in names))
+        if len(run.objectives) > 1:
+            lines[-1] += (f"; Pareto front: {sum(r.pareto for r in run.results)} trials, best {target} first "
+                          f"({', '.join(f'{o.metric} {o.direction}' for o in run.objectives)})")
     else:
         lines.append("No complete trial.")
     for w in s.worker_reports:
@@ -98,7 +101,9 @@ def results_table(run: "OptimizationRun", *, sort_by: str | None = None, ascendi
                   distinct: bool = False) -> pd.DataFrame:
     """Every result as a DataFrame: the target first, then trial, state, score, parameters and every metric.
 
-    Sorted best first (the run's order) unless ``sort_by`` names a column; ``ascending``
+    Several objectives: each one's column after the target (the first), and ``pareto``;
+    constraints: ``feasible``, ``violation`` (sum of positive violations) and one
+    ``violation: <constraint>`` column each.  Sorted best first (the run's order) unless ``sort_by`` names a column; ``ascending``
     defaults to the target's direction for the target and to descending otherwise.
     ``states`` keeps only those trial states (e.g. ``["COMPLETE"]``); ``compact`` keeps
     the target, the optimised parameters and :data:`KEY_METRICS` (what fits a terminal).
@@ -108,10 +113,19 @@ def results_table(run: "OptimizationRun", *, sort_by: str | None = None, ascendi
     """
     target = target_column(run)
     optimised = [d.name for d in run.space]
+    objectives = [o.metric for o in getattr(run, "objectives", ())][1:]  # the primary one is ``target``
+    constraints = [c.text for c in getattr(run, "constraints", ())]
     rows = []
     for r in run.results:
-        row: dict[str, Any] = {target: r.score if target == "score" else r.metrics.get(target),
-                               "trial": r.trial_number, "state": r.state, "score": r.score}
+        row: dict[str, Any] = {target: r.score if target == "score" else r.metrics.get(target)}
+        row.update({m: r.score if m == "score" else r.metrics.get(m) for m in objectives})
+        row.update({"trial": r.trial_number, "state": r.state})
+        if objectives:
+            row["pareto"] = r.pareto
+        if constraints:
+            row.update(feasible=r.feasible, violation=r.violation)
+            row.update({f"violation: {c}": v for c, v in zip(constraints, r.constraint_values)})
+        row["score"] = r.score
         row.update({k: r.params[k] for k in optimised if k in r.params})
         row.update(r.params)
         row.update({k: r.metrics.get(k) for k in METRIC_NAMES if k not in row})
@@ -121,7 +135,8 @@ def results_table(run: "OptimizationRun", *, sort_by: str | None = None, ascendi
     if frame.empty:
         return frame
     if compact:
-        keep = [target, "trial", "state", "score", *KEY_METRICS, *optimised]
+        keep = [target, *objectives, "trial", "state", "pareto", "feasible", "violation", "score", *KEY_METRICS,
+                *optimised]
         frame = frame[[c for c in dict.fromkeys(keep) if c in frame.columns]]
     if states is not None:
         frame = frame[frame["state"].isin(list(states))]
