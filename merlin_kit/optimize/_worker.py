@@ -24,7 +24,6 @@ from __future__ import annotations
 import _thread
 import contextlib
 import logging
-import math
 import multiprocessing
 import os
 import signal
@@ -53,11 +52,12 @@ from ._attrs import (
 from ._budget import budget_fully_queued, claim_queued_trial, trials_since_improvement, waiting_trials
 from ._chain import wait_for_next
 from ._logs import plain_optuna_logs
+from ._outcome import failure_attrs, judge
 from ._liveness import TrialHeartbeat, host_id, parent_alive
 from ._runconfig import RunConfig, load_run_config
 from ._storage import StorageLocation, storage_unavailable
 from ._trust import TrustPolicy
-from .config import PRUNERS
+from .config import PRUNERS, is_sweep
 
 log = logging.getLogger("merlin_kit.worker")
 
@@ -215,53 +215,47 @@ class TrialRunner:
                 params[dim.name] = trial.suggest_float(dim.name, dim.low, dim.high, step=dim.step)
         return params
 
+    def measure(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The backtest's metrics (and score) of one point of the space; the fixed parameters are added."""
+        with self.signals.computing_section() if self.signals is not None else contextlib.nullcontext():
+            metrics, _, _ = self.backtester.run({**self.cfg.fixed_params, **params})
+        return {**metrics, "score": minmax_score(metrics, self.cfg.score)}
+
     def evaluate(self, trial: Trial) -> None:
         trial.set_user_attr(OWNER_ATTR, self.owner)
         self.stats.trials += 1
         try:
-            params = {**self.cfg.fixed_params, **self.suggest(trial)}
-            with self.signals.computing_section() if self.signals is not None else contextlib.nullcontext():
-                metrics, _, _ = self.backtester.run(params)
-            metrics = {**metrics, "score": minmax_score(metrics, self.cfg.score)}
+            metrics = self.measure(self.suggest(trial))
         except Exception as exc:  # a strategy error must fail this trial only, never the worker
             if storage_unavailable(exc, "") is not None:
                 raise  # not the trial's fault: the worker stops (one line, see run_worker)
             self._fail(trial, exc)
             return
         trial.set_user_attr(METRICS_ATTR, metrics)
-        value = metrics[self.cfg.metric]
-        if value is None:
-            self._prune(trial, f"target metric {self.cfg.metric!r} is undefined for this result (e.g. too few trades)")
-            return
-        value = float(value)
-        if not math.isfinite(value):
-            self.stats.failed += 1
-            trial.set_user_attr(ERROR_ATTR, f"objective is {value}")
-            self.study.tell(trial, state=TrialState.FAIL)
-            return
-        min_profit = self.cfg.min_profit
-        if min_profit is not None and metrics["net_profit_pct"] < min_profit:
-            trial.report(value, 0)
-            self._prune(trial, f"net profit {metrics['net_profit_pct']:.4g}% is below the minimum {min_profit}%")
-            return
-        if self.cfg.optuna.pruner != "none":
-            trial.report(value, 0)
+        outcome = judge(metrics, self.cfg.metric, self.cfg.min_profit)
+        for key, attr in outcome.attrs.items():
+            trial.set_user_attr(key, attr)
+        if outcome.reported:
+            trial.report(outcome.value, 0)
+        if outcome.state == TrialState.COMPLETE and self.cfg.optuna.pruner != "none":
+            trial.report(outcome.value, 0)
             if trial.should_prune():
                 self._prune(trial, f"pruned by the {self.cfg.optuna.pruner} pruner")
                 return
-        self.study.tell(trial, value)
+        self.stats.failed += outcome.state == TrialState.FAIL
+        self.study.tell(trial, outcome.value if outcome.state == TrialState.COMPLETE else None, state=outcome.state)
 
     def _prune(self, trial: Trial, reason: str) -> None:
         trial.set_user_attr(PRUNE_REASON_ATTR, reason)
         self.study.tell(trial, state=TrialState.PRUNED)
 
     def _fail(self, trial: Trial, exc: BaseException) -> None:
-        tb = traceback.format_exc()
-        log.error("worker %s: trial %s failed:\n%s", self.worker_id, trial.number, tb)
+        attrs = failure_attrs(exc)
+        log.error("worker %s: trial %s failed:\n%s", self.worker_id, trial.number, attrs[TRACEBACK_ATTR])
         self.stats.failed += 1
-        self.stats.last_error = f"{type(exc).__name__}: {exc}"
-        trial.set_user_attr(ERROR_ATTR, self.stats.last_error)
-        trial.set_user_attr(TRACEBACK_ATTR, tb[-4000:])
+        self.stats.last_error = attrs[ERROR_ATTR]
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
         self.study.tell(trial, state=TrialState.FAIL)
 
 
@@ -407,28 +401,35 @@ class WorkerLoop:
     def run(self) -> WorkerStats:
         log.info("worker %s (pid %s) joined study %r", self.worker_id, os.getpid(), self.study.study_name)
         try:
-            while not self.should_stop():
-                trial = self.claim()
-                if trial is None:
-                    break
-                self.heartbeat.start(trial._trial_id)
-                try:
-                    self.runner.evaluate(trial)
-                except TrialInterrupted:
-                    self._give_back(trial)
-                    break
-                except (UpdateFinishedTrialError, ValueError):
-                    # another process marked this trial FAIL (it took it for dead): keep working
-                    if not self.storage.get_trial(trial._trial_id).state.is_finished():
-                        raise
-                    log.warning("worker %s: trial %s was ended by another process", self.worker_id, trial.number)
-                finally:
-                    self.heartbeat.stop()
+            if is_sweep(self.cfg.optuna):
+                from ._sweep_worker import SweepWorker  # points known in advance: no ask/tell (see ._sweep)
+                SweepWorker(self).run()
+            else:
+                self._ask_and_tell()
         finally:
             self.heartbeat.close()
         log.info("worker %s finished %s trials: %s", self.worker_id, self.runner.stats.trials, self.stop_reason)
         self._report_status("ok")
         return self.runner.stats
+
+    def _ask_and_tell(self) -> None:
+        while not self.should_stop():
+            trial = self.claim()
+            if trial is None:
+                break
+            self.heartbeat.start(trial._trial_id)
+            try:
+                self.runner.evaluate(trial)
+            except TrialInterrupted:
+                self._give_back(trial)
+                break
+            except (UpdateFinishedTrialError, ValueError):
+                # another process marked this trial FAIL (it took it for dead): keep working
+                if not self.storage.get_trial(trial._trial_id).state.is_finished():
+                    raise
+                log.warning("worker %s: trial %s was ended by another process", self.worker_id, trial.number)
+            finally:
+                self.heartbeat.stop()
 
     def _give_back(self, trial: Trial) -> None:
         """Return an abandoned trial (second signal, or the grace period over) to the queue, honestly.
