@@ -448,7 +448,7 @@ def validate(opt: OptimizationConfig, optuna_cfg: OptunaConfig) -> ValidatedConf
         raise ConfigError(f"sampler must be one of {', '.join(SAMPLERS)}, got {cfg.sampler!r}", field="sampler")
     if not isinstance(cfg.sweep, bool):
         raise ConfigError(f"sweep must be True or False, got {cfg.sweep!r}", field="sweep")
-    if is_sweep(cfg):
+    if cfg.sweep or is_sweep(cfg):
         normalised.update(check_sweep(cfg, dims))
     elif cfg.sampler == "qmc":
         raise ConfigError("sampler 'qmc' runs as a sweep: set sweep=True", field="sweep")
