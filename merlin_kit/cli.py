@@ -220,8 +220,8 @@ def cmd_optimize(args: argparse.Namespace) -> int:
         opt = replace(opt, end=opt_end)
     cfg = OptunaConfig(
         target=args.target, sampler=args.sampler, seed=args.seed, study_name=study_name, storage=args.storage,
-        pruner=args.pruner, save_study=not args.no_save_study,
-        output_dir=args.out or default_run_dir(study_name), **budget,
+        pruner=args.pruner, sweep=args.sweep, sweep_batch=args.sweep_batch,
+        save_study=not args.no_save_study, output_dir=args.out or default_run_dir(study_name), **budget,
     )
     # Ctrl-C, SIGTERM, SIGHUP: a graceful stop (results written, workers stopped, temp folder removed),
     # then exit 128 + the signal (130, 143, 129)
@@ -331,7 +331,8 @@ def cmd_walkforward(args: argparse.Namespace) -> int:
     opt = _optimization_config(args)
     cfg = OptunaConfig(
         target=args.target, sampler=args.sampler, seed=args.seed, study_name=base, storage=args.storage,
-        save_study=True, output_dir=args.out or default_run_dir(f"{base}-wf"), **budget,
+        sweep=args.sweep, sweep_batch=args.sweep_batch, save_study=True,
+        output_dir=args.out or default_run_dir(f"{base}-wf"), **budget,
     )
 
     def progress(number: int, total: int, run: Any) -> None:
@@ -456,7 +457,12 @@ def _add_search_arguments(parser: argparse.ArgumentParser, *, budget_per: str) -
                         help="score (default), net_profit, romad, sharpe, max_drawdown or a metric name")
     parser.add_argument("--workers", type=int, default=default_workers(),
                         help=f"worker processes (default: the CPU count, at most {DEFAULT_WORKERS_CAP})")
-    parser.add_argument("--sampler", default="tpe", help="tpe (default) or random")
+    parser.add_argument("--sampler", default="tpe", help="tpe (default), random, grid (every point of the stepped "
+                                                         "space once; always a sweep) or qmc (Sobol; needs --sweep)")
+    parser.add_argument("--sweep", action="store_true",
+                        help="random/qmc: draw the points in advance and write each trial as one record (fast "
+                             "backtests: several times the trials/s; needs a trials budget)")
+    parser.add_argument("--sweep-batch", type=int, help="points per sweep batch (default: ~0.2 s of backtests)")
     parser.add_argument("--seed", type=int, help="sampler seed (worker k uses seed + k)")
 
 

@@ -210,7 +210,8 @@ def write_trials(storage: BaseStorage, study_id: int, trials: Sequence[FrozenTri
         return
     from optuna.storages.journal._storage import JournalOperation as Op  # the format's op codes
 
-    logs = [(Op.CREATE_TRIAL, _create_log(study_id, t)) for t in trials]
+    as_json: dict[int, str] = {}  # a batch's trials share their distribution objects: each is encoded once
+    logs = [(Op.CREATE_TRIAL, _create_log(study_id, t, as_json)) for t in trials]
     if commit is not None:
         tid, t = commit
         logs += [(Op.SET_TRIAL_PARAM, {"trial_id": tid, "param_name": k, "distribution": distribution_to_json(d),
@@ -254,15 +255,17 @@ def _commit_calls(storage: BaseStorage, tid: int, t: FrozenTrial) -> None:
     storage.set_trial_state_values(tid, state=t.state, values=None if t.value is None else [t.value])
 
 
-def _create_log(study_id: int, t: FrozenTrial) -> dict[str, Any]:
-    """The fields of a CREATE_TRIAL journal line for template trial ``t`` (as Optuna 5 writes them)."""
+def _create_log(study_id: int, t: FrozenTrial, as_json: dict[int, str]) -> dict[str, Any]:
+    """The fields of a CREATE_TRIAL journal line for template trial ``t`` (as Optuna 5 writes them);
+    ``as_json`` memoises the JSON of distribution objects by identity."""
     def when(dt: Any) -> str | None:
         return None if dt is None else dt.astimezone(timezone.utc).isoformat(timespec="microseconds")
 
     log: dict[str, Any] = {
         "study_id": study_id, "state": t.state, "value": t.value, "values": None,
         "datetime_start": when(t.datetime_start),
-        "distributions": {k: distribution_to_json(d) for k, d in t.distributions.items()},
+        "distributions": {k: as_json.get(id(d)) or as_json.setdefault(id(d), distribution_to_json(d))
+                          for k, d in t.distributions.items()},
         "params": {k: t.distributions[k].to_internal_repr(v) for k, v in t.params.items()},
         "user_attrs": t.user_attrs, "system_attrs": t.system_attrs,
         "intermediate_values": t.intermediate_values,
