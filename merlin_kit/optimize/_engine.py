@@ -271,7 +271,7 @@ class OptimizationRun:
 
     def _watch(self) -> None:
         reaper = StaleTrialReaper(self._study, self.storage_location)
-        next_reap = 0.0
+        next_reap = next_refresh = 0.0
         try:
             while True:
                 if time.monotonic() >= next_reap:  # dead workers' trials -> FAIL, so the end can be reached
@@ -279,7 +279,10 @@ class OptimizationRun:
                     if self._sweep is not None:
                         self._sweep.replace_lost()  # a dead worker's batch is re-done by others
                     next_reap = time.monotonic() + REAP_SECONDS
-                progress = self._refresh_progress()
+                if time.monotonic() >= next_refresh:  # O(trials): at most ~10 % of the monitor's time
+                    began = time.monotonic()
+                    progress = self._refresh_progress()
+                    next_refresh = time.monotonic() + 9 * (time.monotonic() - began)
                 if self._queue is not None:
                     self._queue.rate = progress.trials_per_second
                     self._queue.top_up()
