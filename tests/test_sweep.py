@@ -303,3 +303,16 @@ def test_plan_points_do_not_depend_on_the_batch_size():
         a, b = SweepPlan(space, sampler, n, 9, 7), SweepPlan(space, sampler, n, 9, 300)
         assert a.points(range(0, n)) == b.points(range(0, n)) == \
             [p for k in range(a.n_batches) for p in a.points(a.batch_range(k))]
+
+
+def test_walk_forward_windows_each_sweep_their_grid_on_one_set_of_workers(link_csv, tmp_path):
+    from merlin_kit.walkforward import walk_forward
+
+    grid = {"closeCountLong": {"min": 2, "max": 8, "step": 2}, "stopLongX": {"min": 1.0, "max": 3.0, "step": 0.5}}
+    result = walk_forward(OptimizationConfig(data=str(link_csv), param_ranges=grid, worker_processes=2,
+                                             start_method="fork"),
+                          OptunaConfig(sampler="grid", output_dir=tmp_path / "wf"), is_days=60, oos_days=30)
+    assert len(result.windows) >= 3
+    for w in result.windows:
+        done = finished(w.run.study.get_trials(deepcopy=False))
+        assert len(done) == 20 == len({(t.params["closeCountLong"], t.params["stopLongX"]) for t in done})
