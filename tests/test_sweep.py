@@ -316,3 +316,37 @@ def test_walk_forward_windows_each_sweep_their_grid_on_one_set_of_workers(link_c
     for w in result.windows:
         done = finished(w.run.study.get_trials(deepcopy=False))
         assert len(done) == 20 == len({(t.params["closeCountLong"], t.params["stopLongX"]) for t in done})
+
+
+def test_remote_workers_sweep_a_grid_and_the_parent_sees_the_end(data_csv, tmp_path):
+    """worker_processes=0: two ``merlin-kit worker`` processes (other machines) do every batch; the
+    parent ends the run when the last batch is written."""
+    import subprocess
+    import sys
+
+    url = os.environ.get("MERLIN_TEST_REDIS_URL")
+    if not url:
+        pytest.skip("MERLIN_TEST_REDIS_URL is not set")
+    tag = f"merlin-sweep-{uuid.uuid4().hex[:10]}"
+    location = f"{url}{'&' if '?' in url else '?'}prefix={tag}"
+    cfg = OptunaConfig(sampler="grid", sweep_batch=5, storage=location, study_name=tag, output_dir=tmp_path / "r")
+    run = start_optimization(opt_config(data_csv, workers=0), cfg)
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(repo), os.environ.get("PYTHONPATH")]))}
+    procs = [subprocess.Popen([sys.executable, "-m", "merlin_kit", "worker", "--storage", location, "--study", tag,
+                               "--worker-id", str(k)], cwd=repo, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True) for k in (1, 2)]
+    try:
+        assert run.wait(120)
+        assert [p.wait(60) for p in procs] == [0, 0], [p.stderr.read()[-2000:] for p in procs]
+        done = finished(run.study.get_trials(deepcopy=False))
+        assert Counter(point_tuple(t) for t in done) == Counter(itertools.product(*GRID_VALUES.values()))
+        assert run.summary.total_trials == 60
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+        run.stop()
+        storage = open_storage(location, heartbeat=False)
+        optuna.delete_study(study_name=tag, storage=storage)
+        close_storage(storage)

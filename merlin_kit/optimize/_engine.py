@@ -341,8 +341,8 @@ class OptimizationRun:
         if self.workers or p.running:
             return False
         mode = self.config.budget_mode
-        if mode == "trials":
-            return p.finished >= (self.config.n_trials or 0)
+        if mode == "trials":  # a sweep's budget: its batches (a resume skips the points the study has)
+            return self._sweep.finished() if self._sweep is not None else p.finished >= (self.config.n_trials or 0)
         if mode == "time":
             return time.time() >= self.run_config.deadline
         return ((p.since_improvement or 0) >= (self.config.convergence_patience or 0)

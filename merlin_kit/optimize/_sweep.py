@@ -348,6 +348,10 @@ class SweepQueue:
             ticket(self.run_id, t.system_attrs[SWEEP_TICKET_ATTR]["batch"], t._trial_id) for t in lost])
         return len(lost)
 
+    def finished(self) -> bool:
+        """Every batch of the run is written (the end of a run whose workers are all remote)."""
+        return sweep_finished(self.storage, self.study_id, self.run_id)
+
     def retire(self) -> None:
         """When the run ends (deadline, Stop): its tickets still WAITING are retired unrun."""
         for t in run_tickets(self.storage.get_all_trials(self.study_id, deepcopy=False,
