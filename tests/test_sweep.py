@@ -350,3 +350,24 @@ def test_remote_workers_sweep_a_grid_and_the_parent_sees_the_end(data_csv, tmp_p
         storage = open_storage(location, heartbeat=False)
         optuna.delete_study(study_name=tag, storage=storage)
         close_storage(storage)
+
+
+def test_cli_grid_and_sweep_flags(data_csv, tmp_path):
+    import subprocess
+    import sys
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "merlin_kit", "optimize", "--data", str(data_csv), "--warmup",
+                               "200", "--workers", "1", *args], capture_output=True, text=True, timeout=300,
+                              cwd=tmp_path)
+
+    out = cli("--sampler", "grid", "--params", "closeCountLong=2:8:2", "stopLongX=1:3:0.5", "--budget",
+              "trials:1000", "--sweep-batch", "4", "--out", str(tmp_path / "g"))
+    assert out.returncode == 0, out.stderr
+    summary = json.loads((tmp_path / "g" / "summary.json").read_text())
+    assert summary["total_trials"] == 20 and summary["sampler"] == "grid"
+    out = cli("--sampler", "random", "--sweep", "--seed", "3", "--budget", "trials:30", "--out", str(tmp_path / "r"))
+    assert out.returncode == 0, out.stderr
+    assert json.loads((tmp_path / "r" / "summary.json").read_text())["total_trials"] == 30
+    out = cli("--sampler", "tpe", "--sweep", "--out", str(tmp_path / "t"))
+    assert out.returncode == 2 and "sweep=True needs a sampler whose points are known in advance" in out.stderr
