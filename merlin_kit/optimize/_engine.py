@@ -464,7 +464,7 @@ class OptimizationRun:
                 self._terminate_workers()  # (kept workers wait for the next study; see end_chain)
             if isinstance(self.error, StorageUnavailableError):
                 return  # nothing more can be read or written; what was finished is in the study
-            if self._sweep is not None and not self._keep_workers:
+            if self._sweep is not None:
                 self._sweep.retire()  # batches the deadline or Stop left unclaimed
             StaleTrialReaper(self._study, self.storage_location).reap(
                 {w.pid for w in self.workers if not w.alive()}, final=True,
