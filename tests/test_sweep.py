@@ -132,10 +132,14 @@ def test_qmc_sweep_is_a_balanced_sobol_sequence(data_csv, tmp_path):
         assert sorted(Counter(t.params[name] for t in done).values()) == [8] * 8, name
 
 
-def test_a_killed_worker_batch_is_redone_without_duplicates(data_csv, tmp_path, monkeypatch):
+@pytest.mark.parametrize("backend", ["journal", "postgres"])
+def test_a_killed_worker_batch_is_redone_without_duplicates(backend, data_csv, tmp_path, monkeypatch):
     monkeypatch.setenv("MERLIN_HEARTBEAT_INTERVAL", "1")
     monkeypatch.setenv("MERLIN_HEARTBEAT_GRACE", "3")
-    cfg = OptunaConfig(sampler="grid", sweep_batch=6, storage=str(tmp_path / "s.journal"))
+    location, tag = str(tmp_path / "s.journal"), f"merlin-sweep-{uuid.uuid4().hex[:10]}"
+    if backend == "postgres":
+        location = os.environ.get("MERLIN_TEST_POSTGRES_URL") or pytest.skip("MERLIN_TEST_POSTGRES_URL is not set")
+    cfg = OptunaConfig(sampler="grid", sweep_batch=6, storage=location, study_name=tag, output_dir=tmp_path / "r")
     run = start_optimization(opt_config(data_csv, workers=2, strategy=SLOW, start_method="fork"), cfg)
     try:
         end = time.monotonic() + 60
@@ -160,6 +164,10 @@ def test_a_killed_worker_batch_is_redone_without_duplicates(data_csv, tmp_path, 
     lost = [t for t in trials if t.state == TrialState.FAIL and not counts_towards_budget(t)]
     assert lost and all("ended during this trial" in t.user_attrs["error"] for t in lost)
     assert not [t for t in trials if t.state in (TrialState.WAITING, TrialState.RUNNING)]
+    if backend == "postgres":
+        storage = open_storage(location, heartbeat=False)
+        optuna.delete_study(study_name=tag, storage=storage)
+        close_storage(storage)
 
 
 def test_a_batch_half_written_before_its_worker_died_is_completed_not_repeated(data_csv, tmp_path):
