@@ -15,6 +15,7 @@ failed by the parent.  Ctrl-C or SIGTERM (:class:`SignalStop`) lets the trial in
 finish, or gives it back to the queue on a second signal (:meth:`WorkerLoop._give_back`).
 Once a study's budget is spent, a worker goes on to the next study of a chain
 (:mod:`._chain`: a walk-forward's windows) instead of exiting.
+A sweep (points known in advance: :mod:`._sweep`) runs :class:`~._sweep_worker.SweepWorker` instead of ask/tell.
 The parent imports only the two entry points from here:
 :func:`run_worker` (child processes) and :class:`WorkerLoop` (its in-process worker).
 """
