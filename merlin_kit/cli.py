@@ -252,7 +252,8 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     cfg = OptunaConfig(
         target=args.target, **_sampler_config(args), study_name=study_name, storage=args.storage,
         pruner=args.pruner, save_study=not args.no_save_study, objectives=args.objectives,
-        constraints=args.constraint or (), output_dir=args.out or default_run_dir(study_name), **budget,
+        constraints=args.constraint or (), sweep=args.sweep, sweep_batch=args.sweep_batch,
+        output_dir=args.out or default_run_dir(study_name), **budget,
     )
     # Ctrl-C, SIGTERM, SIGHUP: a graceful stop (results written, workers stopped, temp folder removed),
     # then exit 128 + the signal (130, 143, 129)
@@ -362,7 +363,8 @@ def cmd_walkforward(args: argparse.Namespace) -> int:
     opt = _optimization_config(args)
     cfg = OptunaConfig(
         target=args.target, **_sampler_config(args), study_name=base, storage=args.storage,
-        save_study=True, output_dir=args.out or default_run_dir(f"{base}-wf"), **budget,
+        sweep=args.sweep, sweep_batch=args.sweep_batch, save_study=True,
+        output_dir=args.out or default_run_dir(f"{base}-wf"), **budget,
     )
 
     def progress(number: int, total: int, run: Any) -> None:
@@ -488,12 +490,17 @@ def _add_search_arguments(parser: argparse.ArgumentParser, *, budget_per: str) -
     parser.add_argument("--workers", type=int, default=default_workers(),
                         help=f"worker processes (default: the CPU count, at most {DEFAULT_WORKERS_CAP})")
     parser.add_argument("--sampler", default="tpe",
-                        help="tpe (default), random, cmaes, nsga2, nsga3, qmc or gp (README: which to pick); "
-                             "an unknown name is refused with the list of allowed ones")
+                        help="tpe (default), random, grid (every point of the stepped space once; always a sweep), "
+                             "qmc, cmaes, nsga2, nsga3 or gp (README: which to pick); an unknown name is refused "
+                             "with the list of allowed ones")
     parser.add_argument("--sampler-option", action="append", default=[], metavar="KEY=VALUE",
                         help="a sampler option, e.g. popsize=20 for cmaes (repeatable; the README lists them)")
     parser.add_argument("--startup-trials", type=int, default=10,
                         help="random trials before tpe, gp and cmaes start modelling (default 10)")
+    parser.add_argument("--sweep", action="store_true",
+                        help="random/qmc: draw the points in advance and write each trial as one record (fast "
+                             "backtests: several times the trials/s; needs a trials budget)")
+    parser.add_argument("--sweep-batch", type=int, help="points per sweep batch (default: ~0.2 s of backtests)")
     parser.add_argument("--seed", type=int, help="sampler seed (worker k uses seed + k; qmc: one sequence)")
     parser.add_argument("--score-weights", metavar="M=W,...",
                         help="composite score weights, e.g. romad=0.5,sharpe=0.5 (metrics not named leave the score); "

@@ -24,6 +24,13 @@ BEAT_ATTR = "merlin.beat"
 #: eyes, but it was never evaluated, so it counts towards no budget and is no result (see ``_worker``)
 RETURNED_ATTR = "merlin.returned"
 
+# -- trial system attrs of a sweep (:mod:`._sweep`; system attrs, so user attrs match an ask/tell trial) --
+#: a sweep's batch ticket: ``{"run": RUN_ID, "batch": K, "replaces": TRIAL_ID | None}``; the ticket trial
+#: becomes the batch's last point when the batch is written
+SWEEP_TICKET_ATTR = "merlin.sweep.ticket"
+#: the stable index of a sweep's point (grid: its index in the grid; random/qmc: its place in the sequence)
+SWEEP_POINT_ATTR = "merlin.sweep.point"
+
 # -- study user attrs -----------------------------------------------------------
 #: the run's configuration (:class:`~merlin_kit.optimize._runconfig.RunConfig` as JSON)
 CONFIG_ATTR = "merlin.config"
@@ -44,9 +51,15 @@ FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 
 def counts_towards_budget(trial: FrozenTrial) -> bool:
     """A finished trial that was evaluated: one of FINISHED_STATES, not given back by a stopping worker
-    (RETURNED_ATTR) and not a leftover queued trial retired unrun (CANCELLED_ATTR)."""
+    (RETURNED_ATTR), not a leftover queued trial retired unrun (CANCELLED_ATTR) and not a sweep's lost
+    batch ticket (its batch is re-done)."""
     return (trial.state in FINISHED_STATES and RETURNED_ATTR not in trial.user_attrs
-            and CANCELLED_ATTR not in trial.user_attrs)
+            and CANCELLED_ATTR not in trial.user_attrs and not is_lost_ticket(trial))
+
+
+def is_lost_ticket(trial: FrozenTrial) -> bool:
+    """A sweep's batch ticket that never became a point: its worker died (it was reaped) or gave it back."""
+    return SWEEP_TICKET_ATTR in trial.system_attrs and SWEEP_POINT_ATTR not in trial.system_attrs
 
 
 def worker_status_attr(run_id: str, worker_id: int | str) -> str:

@@ -45,12 +45,13 @@ from ._results import OptimizationResult, build_results, build_summary, check_ou
 from ._runconfig import RunConfig, previous_run_config, resume_differences, store_run_config, strategy_to_ref
 from ._start import start_server_early, worker_context
 from ._state import Progress, RunSummary, measure_progress
+from ._sweep import SweepQueue, sweep_settings
 from ._storage import StorageLocation, StorageUnavailableError, in_memory_copy, storage_unavailable
 from ._trust import run_trust_key
 from ._worker import WorkerLoop, run_worker
 from ._constraints import parse_constraints
 from ._objectives import open_study, run_objectives
-from .config import OptimizationConfig, OptunaConfig, validate
+from .config import OptimizationConfig, OptunaConfig, is_sweep, validate
 from .report import results_table
 
 log = logging.getLogger("merlin_kit.optimize")
@@ -92,6 +93,7 @@ class OptimizationRun:
         self._progress: Progress | None = None
         self._stop_reason = ""
         self._queue: TrialQueue | None = None
+        self._sweep: SweepQueue | None = None
         self._monitor: threading.Thread | None = None
         self._prepared: PreparedData | None = None
         self._final_study: optuna.Study | None = None
@@ -117,7 +119,7 @@ class OptimizationRun:
         self._frame = load_data(data_path, name=data_name)  # the whole file, kept for run.holdout()
         self._prepared = prepare(self._frame, opt.start, opt.end, opt.warmup_bars)
         fixed = {k: self.strategy.param(k).validate(v) for k, v in dict(opt.fixed_params or {}).items()}
-        check_strategy(self.strategy, self._prepared, fixed, opt.max_backtest_seconds)
+        took = check_strategy(self.strategy, self._prepared, fixed, opt.max_backtest_seconds, warm=is_sweep(cfg))
         self._trust_key = run_trust_key()  # MERLIN_TRUST_KEY or random; given to our workers, never stored
         strategy_ref = strategy_to_ref(opt.strategy, self.strategy, self._trust_key)
 
@@ -156,6 +158,7 @@ class OptimizationRun:
             # the in-process worker gets the window itself
             local_copy=save_window_for_workers(self._prepared, self._tmpdir) if opt.worker_processes > 1 else None,
             strategy_id=self.strategy.id,
+            extra=sweep_settings(cfg, took, seed=int(uuid.uuid4().int % 2**31)) if is_sweep(cfg) else {},
         )
         previous = previous_run_config(storage, self._study_id)
         if previous is not None and existing:
@@ -209,7 +212,10 @@ class OptimizationRun:
                                    kwargs={"trust_key": self._trust_key}, name=f"merlin-worker-{i}", daemon=True)
                 proc.start()
                 self.workers.append(LocalWorker(i, process=proc))
-        if self.config.budget_mode == "trials":
+        if is_sweep(self.config):  # one ticket per batch of precomputed points (._sweep)
+            self._sweep = SweepQueue(self._storage, self._study_id, self.run_config)
+            self._sweep.fill()
+        elif self.config.budget_mode == "trials":
             self._queue = TrialQueue(self._study, self.run_id, rdb=self.storage_location.kind == "rdb",
                                      poll_seconds=POLL_SECONDS)
             self._queue.fill(int(self.config.n_trials or 0))
@@ -259,13 +265,18 @@ class OptimizationRun:
 
     def _watch(self) -> None:
         reaper = StaleTrialReaper(self._study, self.storage_location)
-        next_reap = 0.0
+        next_reap = next_refresh = 0.0
         try:
             while True:
                 if time.monotonic() >= next_reap:  # dead workers' trials -> FAIL, so the end can be reached
                     reaper.reap()
+                    if self._sweep is not None:
+                        self._sweep.replace_lost()  # a dead worker's batch is re-done by others
                     next_reap = time.monotonic() + REAP_SECONDS
-                progress = self._refresh_progress()
+                if time.monotonic() >= next_refresh:  # O(trials): at most ~10 % of the monitor's time
+                    began = time.monotonic()
+                    progress = self._refresh_progress()
+                    next_refresh = time.monotonic() + 9 * (time.monotonic() - began)
                 if self._queue is not None:
                     self._queue.rate = progress.trials_per_second
                     self._queue.top_up()
@@ -324,8 +335,8 @@ class OptimizationRun:
         if self.workers or p.running:
             return False
         mode = self.config.budget_mode
-        if mode == "trials":
-            return p.finished >= (self.config.n_trials or 0)
+        if mode == "trials":  # a sweep's budget: its batches (a resume skips the points the study has)
+            return self._sweep.finished() if self._sweep is not None else p.finished >= (self.config.n_trials or 0)
         if mode == "time":
             return time.time() >= self.run_config.deadline
         return ((p.since_improvement or 0) >= (self.config.convergence_patience or 0)
@@ -448,6 +459,8 @@ class OptimizationRun:
                 self._terminate_workers()  # (kept workers wait for the next study; see end_chain)
             if isinstance(self.error, StorageUnavailableError):
                 return  # nothing more can be read or written; what was finished is in the study
+            if self._sweep is not None:
+                self._sweep.retire()  # batches the deadline or Stop left unclaimed
             StaleTrialReaper(self._study, self.storage_location).reap(
                 {w.pid for w in self.workers if not w.alive()}, final=True,
                 workers_alive=any(w.alive() for w in self.workers))

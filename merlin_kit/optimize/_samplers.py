@@ -38,7 +38,7 @@ from __future__ import annotations
 import importlib.util
 import warnings
 import zlib
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 import optuna
 from optuna.samplers import BaseSampler
@@ -49,7 +49,6 @@ from ..errors import ConfigError
 if TYPE_CHECKING:  # pragma: no cover
     from ._runconfig import RunConfig
 
-ConstraintsFunc = Callable[[FrozenTrial], Sequence[float]]
 
 #: the samplers this module builds ("grid" is the sweep path's own)
 SAMPLER_NAMES = ("tpe", "random", "cmaes", "nsga2", "nsga3", "qmc", "gp")
@@ -57,6 +56,8 @@ SAMPLER_NAMES = ("tpe", "random", "cmaes", "nsga2", "nsga3", "qmc", "gp")
 SINGLE_OBJECTIVE = frozenset({"cmaes"})
 #: samplers whose Optuna class takes ``constraints_func``
 CONSTRAINED = ("tpe", "nsga2", "nsga3", "gp")
+#: adaptive samplers that cannot read constraints: they would steer towards infeasible parameters
+IGNORES_CONSTRAINTS = frozenset({"cmaes"})
 #: sampler -> (python modules it needs, the extra that installs them)
 NEEDS: dict[str, tuple[tuple[str, ...], str]] = {
     "cmaes": (("cmaes",), "samplers"),
@@ -137,9 +138,10 @@ def check_sampler(name: str, options: Mapping[str, Any], *, n_objectives: int, c
     if n_objectives > 1 and name in SINGLE_OBJECTIVE:
         raise ConfigError(f"sampler {name!r} optimises one objective only; with {n_objectives} objectives use "
                           f"one of {_which(lambda n: n not in SINGLE_OBJECTIVE)}", field="sampler")
-    if constrained and name not in CONSTRAINED:
-        raise ConfigError(f"sampler {name!r} cannot take constraints into account; with constraints use one of "
-                          f"{', '.join(CONSTRAINED)}", field="sampler")
+    if constrained and name in IGNORES_CONSTRAINTS:
+        raise ConfigError(f"sampler {name!r} cannot take constraints into account and would steer towards "
+                          f"infeasible parameters; with constraints use one of {', '.join(CONSTRAINED)} (or random "
+                          "or qmc, which draw regardless; the constraints then sort their results)", field="sampler")
     if not isinstance(options, Mapping):
         raise ConfigError(f"sampler_options must be a dict of option -> value, got {options!r}",
                           field="sampler_options")
@@ -189,22 +191,24 @@ def _crossover(name: str) -> Any:
             "vsbx": c.VSBXCrossover, "undx": c.UNDXCrossover, "spx": c.SPXCrossover}[name]()
 
 
-def make_sampler(cfg: "RunConfig", worker_id: int, constraints_func: ConstraintsFunc | None = None) -> BaseSampler:
+def make_sampler(cfg: "RunConfig", worker_id: int) -> BaseSampler:
     """The run's sampler in worker ``worker_id`` (seeding per sampler: see the module docstring).
 
+    Constraints need no ``constraints_func`` (deprecated in Optuna 5): the worker records each trial's
+    violations with ``trial.set_constraint``, which TPE, NSGA-II/III, GP and ``study.best_trials`` read.
     Optuna calls NSGA-III, QMC and GP "experimental"; the user chose them, so that warning is not repeated
     by every worker.
     """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return _build(cfg, worker_id, constraints_func)
+        return _build(cfg, worker_id)
 
 
-def _build(cfg: "RunConfig", worker_id: int, constraints_func: ConstraintsFunc | None) -> BaseSampler:
+def _build(cfg: "RunConfig", worker_id: int) -> BaseSampler:
     o = cfg.optuna
     name = o.sampler
     # validated with the run's objectives before any worker started; here it only normalises the options
-    opts = check_sampler(name, o.sampler_options or {}, n_objectives=1, constrained=constraints_func is not None)
+    opts = check_sampler(name, o.sampler_options or {}, n_objectives=1, constrained=False)
     seed = None if o.seed is None else o.seed + worker_id
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
@@ -214,7 +218,7 @@ def _build(cfg: "RunConfig", worker_id: int, constraints_func: ConstraintsFunc |
     if name in ("nsga2", "nsga3"):
         cls = optuna.samplers.NSGAIISampler if name == "nsga2" else optuna.samplers.NSGAIIISampler
         ga = {**opts, "crossover": _crossover(opts.get("crossover", "uniform"))}
-        return cls(seed=seed, constraints_func=constraints_func, **ga)
+        return cls(seed=seed, **ga)
     if name == "qmc":
         shared = o.seed if o.seed is not None else zlib.crc32(cfg.run_id.encode())
         # the first trials (before any has finished) are drawn by the independent sampler: per-worker seed
@@ -222,8 +226,7 @@ def _build(cfg: "RunConfig", worker_id: int, constraints_func: ConstraintsFunc |
                                warn_independent_sampling=False, warn_asynchronous_seeding=False, **opts)
     if name == "gp":
         return optuna.samplers.GPSampler(seed=seed, n_startup_trials=o.n_startup_trials,
-                                         constraints_func=constraints_func,
                                          **{"deterministic_objective": True, **opts})
     tpe = {"multivariate": True, "constant_liar": True, **opts}
     return optuna.samplers.TPESampler(seed=seed, n_startup_trials=o.n_startup_trials,
-                                      constraints_func=constraints_func, **tpe)
+                                      **tpe)

@@ -15,6 +15,7 @@ failed by the parent.  Ctrl-C or SIGTERM (:class:`SignalStop`) lets the trial in
 finish, or gives it back to the queue on a second signal (:meth:`WorkerLoop._give_back`).
 Once a study's budget is spent, a worker goes on to the next study of a chain
 (:mod:`._chain`: a walk-forward's windows) instead of exiting.
+A sweep (points known in advance: :mod:`._sweep`) runs :class:`~._sweep_worker.SweepWorker` instead of ask/tell.
 The parent imports only the two entry points from here:
 :func:`run_worker` (child processes) and :class:`WorkerLoop` (its in-process worker).
 """
@@ -24,7 +25,6 @@ from __future__ import annotations
 import _thread
 import contextlib
 import logging
-import math
 import multiprocessing
 import os
 import signal
@@ -52,15 +52,15 @@ from ._attrs import (
 )
 from ._budget import budget_fully_queued, claim_queued_trial, trials_without_progress, waiting_trials
 from ._constraints import violations
-from ._objectives import objective_values
 from ._chain import wait_for_next
 from ._logs import plain_optuna_logs
+from ._outcome import failure_attrs, judge
 from ._liveness import TrialHeartbeat, host_id, parent_alive
 from ._runconfig import RunConfig, load_run_config
 from ._samplers import SAMPLER_NAMES, check_sampler, make_sampler
 from ._storage import StorageLocation, storage_unavailable
 from ._trust import TrustPolicy
-from .config import PRUNERS
+from .config import PRUNERS, is_sweep
 
 log = logging.getLogger("merlin_kit.worker")
 
@@ -208,14 +208,17 @@ class TrialRunner:
                 params[dim.name] = trial.suggest_float(dim.name, dim.low, dim.high, step=dim.step)
         return params
 
+    def measure(self, params: dict[str, Any]) -> dict[str, Any]:
+        """The backtest's metrics (and score) of one point of the space; the fixed parameters are added."""
+        with self.signals.computing_section() if self.signals is not None else contextlib.nullcontext():
+            metrics, _, _ = self.backtester.run({**self.cfg.fixed_params, **params})
+        return {**metrics, "score": minmax_score(metrics, self.cfg.score)}
+
     def evaluate(self, trial: Trial) -> None:
         trial.set_user_attr(OWNER_ATTR, self.owner)
         self.stats.trials += 1
         try:
-            params = {**self.cfg.fixed_params, **self.suggest(trial)}
-            with self.signals.computing_section() if self.signals is not None else contextlib.nullcontext():
-                metrics, _, _ = self.backtester.run(params)
-            metrics = {**metrics, "score": minmax_score(metrics, self.cfg.score)}
+            metrics = self.measure(self.suggest(trial))
         except Exception as exc:  # a strategy error must fail this trial only, never the worker
             if storage_unavailable(exc, "") is not None:
                 raise  # not the trial's fault: the worker stops (one line, see run_worker)
@@ -224,45 +227,30 @@ class TrialRunner:
         trial.set_user_attr(METRICS_ATTR, metrics)
         for constraint, violation in zip(self.constraints, violations(self.constraints, metrics)):
             trial.set_constraint(constraint.text, violation)  # samplers, best_trials, the dashboard read these
-        values = objective_values(metrics, self.objectives)
-        undefined = [o.metric for o, v in zip(self.objectives, values) if v is None]
-        if undefined:  # every objective alike: PRUNED with the reason (a multi-objective study too)
-            self._prune(trial, f"target metric {', '.join(map(repr, undefined))} is undefined for this result "
-                               "(e.g. too few trades)")
-            return
-        bad = next((v for v in values if not math.isfinite(v)), None)
-        if bad is not None:
-            self.stats.failed += 1
-            trial.set_user_attr(ERROR_ATTR, f"objective is {bad}")
-            self.study.tell(trial, state=TrialState.FAIL)
-            return
-        if len(values) > 1:  # no pruning: config.check_objectives refuses pruner and min_profit here
-            self.study.tell(trial, values)
-            return
-        value = values[0]
-        min_profit = self.cfg.min_profit
-        if min_profit is not None and metrics["net_profit_pct"] < min_profit:
-            trial.report(value, 0)
-            self._prune(trial, f"net profit {metrics['net_profit_pct']:.4g}% is below the minimum {min_profit}%")
-            return
-        if self.cfg.optuna.pruner != "none":
-            trial.report(value, 0)
+        outcome = judge(metrics, self.objectives, self.cfg.min_profit)
+        for key, attr in outcome.attrs.items():
+            trial.set_user_attr(key, attr)
+        if outcome.reported:
+            trial.report(outcome.value, 0)
+        if outcome.state == TrialState.COMPLETE and self.cfg.optuna.pruner != "none":
+            trial.report(outcome.value, 0)
             if trial.should_prune():
                 self._prune(trial, f"pruned by the {self.cfg.optuna.pruner} pruner")
                 return
-        self.study.tell(trial, value)
+        self.stats.failed += outcome.state == TrialState.FAIL
+        self.study.tell(trial, outcome.value if outcome.state == TrialState.COMPLETE else None, state=outcome.state)
 
     def _prune(self, trial: Trial, reason: str) -> None:
         trial.set_user_attr(PRUNE_REASON_ATTR, reason)
         self.study.tell(trial, state=TrialState.PRUNED)
 
     def _fail(self, trial: Trial, exc: BaseException) -> None:
-        tb = traceback.format_exc()
-        log.error("worker %s: trial %s failed:\n%s", self.worker_id, trial.number, tb)
+        attrs = failure_attrs(exc)
+        log.error("worker %s: trial %s failed:\n%s", self.worker_id, trial.number, attrs[TRACEBACK_ATTR])
         self.stats.failed += 1
-        self.stats.last_error = f"{type(exc).__name__}: {exc}"
-        trial.set_user_attr(ERROR_ATTR, self.stats.last_error)
-        trial.set_user_attr(TRACEBACK_ATTR, tb[-4000:])
+        self.stats.last_error = attrs[ERROR_ATTR]
+        for key, value in attrs.items():
+            trial.set_user_attr(key, value)
         self.study.tell(trial, state=TrialState.FAIL)
 
 
@@ -411,28 +399,35 @@ class WorkerLoop:
     def run(self) -> WorkerStats:
         log.info("worker %s (pid %s) joined study %r", self.worker_id, os.getpid(), self.study.study_name)
         try:
-            while not self.should_stop():
-                trial = self.claim()
-                if trial is None:
-                    break
-                self.heartbeat.start(trial._trial_id)
-                try:
-                    self.runner.evaluate(trial)
-                except TrialInterrupted:
-                    self._give_back(trial)
-                    break
-                except (UpdateFinishedTrialError, ValueError):
-                    # another process marked this trial FAIL (it took it for dead): keep working
-                    if not self.storage.get_trial(trial._trial_id).state.is_finished():
-                        raise
-                    log.warning("worker %s: trial %s was ended by another process", self.worker_id, trial.number)
-                finally:
-                    self.heartbeat.stop()
+            if is_sweep(self.cfg.optuna):
+                from ._sweep_worker import SweepWorker  # points known in advance: no ask/tell (see ._sweep)
+                SweepWorker(self).run()
+            else:
+                self._ask_and_tell()
         finally:
             self.heartbeat.close()
         log.info("worker %s finished %s trials: %s", self.worker_id, self.runner.stats.trials, self.stop_reason)
         self._report_status("ok")
         return self.runner.stats
+
+    def _ask_and_tell(self) -> None:
+        while not self.should_stop():
+            trial = self.claim()
+            if trial is None:
+                break
+            self.heartbeat.start(trial._trial_id)
+            try:
+                self.runner.evaluate(trial)
+            except TrialInterrupted:
+                self._give_back(trial)
+                break
+            except (UpdateFinishedTrialError, ValueError):
+                # another process marked this trial FAIL (it took it for dead): keep working
+                if not self.storage.get_trial(trial._trial_id).state.is_finished():
+                    raise
+                log.warning("worker %s: trial %s was ended by another process", self.worker_id, trial.number)
+            finally:
+                self.heartbeat.stop()
 
     def _give_back(self, trial: Trial) -> None:
         """Return an abandoned trial (second signal, or the grace period over) to the queue, honestly.

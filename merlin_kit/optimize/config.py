@@ -30,7 +30,9 @@ from ._start import resolve_start_method
 
 MAX_WORKERS = 32
 BUDGET_MODES = ("trials", "time", "convergence")
-SAMPLERS = ("tpe", "random", "cmaes", "nsga2", "nsga3", "qmc", "gp")
+SAMPLERS = ("tpe", "random", "grid", "qmc", "cmaes", "nsga2", "nsga3", "gp")
+#: samplers whose points are known in advance: evaluated by the sweep path (:mod:`._sweep`), no ask/tell
+SWEEP_SAMPLERS = ("grid", "random", "qmc")
 #: a trial is one backtest that reports one value, so a pruner compares that value with earlier trials' values
 PRUNERS = ("none", "median", "percentile")
 #: pruners that need several intermediate values per trial (steps), with why they are not offered
@@ -177,6 +179,11 @@ class OptunaConfig:
     #: run folder for results.csv / summary.json (and the journal when save_study);
     #: None with save_study: ./merlin_runs/<study_name>
     output_dir: str | os.PathLike | None = None
+    #: random/qmc: draw the points in advance and write each trial as one record (:mod:`._sweep`);
+    #: ``sampler="grid"`` always sweeps
+    sweep: bool = False
+    #: points per sweep batch (claimed, evaluated and written together); None: ~0.2 s of backtests
+    sweep_batch: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         d = {f.name: getattr(self, f.name) for f in fields(self)}
@@ -361,6 +368,62 @@ def build_search_space(strategy: Strategy, config: OptimizationConfig) -> list[S
     return dims
 
 
+def is_sweep(cfg: OptunaConfig) -> bool:
+    """Whether a run evaluates precomputed points (:mod:`._sweep`) instead of asking a sampler."""
+    return cfg.sampler == "grid" or (cfg.sweep is True and cfg.sampler in SWEEP_SAMPLERS)
+
+
+def grid_size(dims: Sequence[SearchDim]) -> int:
+    """Points of the stepped space (every combination); a float without a step has no grid."""
+    size = 1
+    for d in dims:
+        size *= len(d.choices or ()) if d.kind == "categorical" else stepped_count(d)
+    return size
+
+
+def stepped_count(d: SearchDim) -> int:
+    """How many values ``low, low + step, ...`` a numeric dimension has (Optuna drops a partial last step)."""
+    if d.step is None:
+        raise _range_error(d.name, "a grid needs a step for every float parameter; give param_ranges "
+                                   f"[{d.name!r}] a step", sep=": ")
+    return int(math.floor((float(d.high) - float(d.low)) / float(d.step) + 1e-9)) + 1
+
+
+def check_sweep(cfg: OptunaConfig, dims: Sequence[SearchDim]) -> dict[str, Any]:
+    """A sweep's own rules; returns the normalised fields (a grid's budget is its size unless smaller)."""
+    if cfg.sampler not in SWEEP_SAMPLERS:
+        raise ConfigError(f"sweep=True needs a sampler whose points are known in advance "
+                          f"({', '.join(SWEEP_SAMPLERS)}); {cfg.sampler!r} adapts to results, so it asks "
+                          "and tells: set sweep=False", field="sweep")
+    if cfg.budget_mode == "convergence":
+        raise ConfigError("a sweep's points are fixed in advance, so 'no improvement for N trials' does not end it "
+                          "any sooner than a trials budget would; use budget_mode 'trials' (or 'time' for a grid)",
+                          field="budget_mode")
+    if cfg.budget_mode == "time" and cfg.sampler != "grid":
+        raise ConfigError(f"a {cfg.sampler} sweep draws n_trials points in advance: use budget_mode 'trials' "
+                          "(or sweep=False for a time budget)", field="budget_mode")
+    if cfg.pruner != "none":
+        raise ConfigError("a sweep evaluates every point in full (a pruner compares with trials that may not "
+                          "exist yet): use pruner 'none'", field="pruner")
+    if cfg.sweep_batch is not None:
+        _positive_int(cfg.sweep_batch, "sweep_batch")
+    if cfg.objectives is not None and len(cfg.objectives) > 1 or cfg.constraints:
+        raise ConfigError("a sweep evaluates one objective without constraints; for several objectives or "
+                          "constraints use sweep=False (sampler random, qmc, tpe or nsga2)", field="sweep")
+    if cfg.sampler_options:
+        raise ConfigError(f"sampler_options do not apply to a sweep (its points are drawn by the kit); "
+                          f"got {dict(cfg.sampler_options)!r}", field="sampler_options")
+    if cfg.sampler == "qmc":
+        try:
+            import scipy.stats.qmc  # noqa: F401
+        except ImportError:
+            raise ConfigError("sampler 'qmc' needs scipy (pip install scipy)", field="sampler") from None
+    if cfg.sampler != "grid":
+        return {}
+    size = grid_size(dims)
+    return {"n_trials": size if cfg.budget_mode != "trials" or cfg.n_trials is None else min(int(cfg.n_trials), size)}
+
+
 @dataclass(frozen=True)
 class ValidatedConfig:
     """What :func:`validate` resolved: normalised copies of both configs, the strategy, search space and score.
@@ -451,8 +514,18 @@ def validate(opt: OptimizationConfig, optuna_cfg: OptunaConfig) -> ValidatedConf
         normalised["convergence_patience"] = _positive_int(cfg.convergence_patience, "convergence_patience")
     if cfg.sampler not in SAMPLERS:
         raise ConfigError(f"sampler must be one of {', '.join(SAMPLERS)}, got {cfg.sampler!r}", field="sampler")
-    normalised["sampler_options"] = check_sampler(cfg.sampler, cfg.sampler_options if cfg.sampler_options is not None
-                                                  else {}, n_objectives=1, constrained=False)
+    if not isinstance(cfg.sweep, bool):
+        raise ConfigError(f"sweep must be True or False, got {cfg.sweep!r}", field="sweep")
+    if cfg.sweep or is_sweep(cfg):
+        normalised.update(check_sweep(cfg, dims))
+    else:
+        if cfg.sweep_batch is not None:
+            raise ConfigError("sweep_batch needs a sweep (sampler 'grid', or sweep=True with random or qmc)",
+                              field="sweep_batch")
+        n_objectives = len(normalised.get("objectives") or ()) or 1
+        normalised["sampler_options"] = check_sampler(
+            cfg.sampler, cfg.sampler_options if cfg.sampler_options is not None else {},
+            n_objectives=n_objectives, constrained=bool(normalised.get("constraints")))
     if cfg.pruner not in PRUNERS:
         why = UNSUPPORTED_PRUNERS.get(cfg.pruner) if isinstance(cfg.pruner, str) else None
         raise ConfigError(f"pruner must be one of {', '.join(PRUNERS)}, got {cfg.pruner!r}"
