@@ -15,10 +15,12 @@ import threading
 import time
 from typing import Any, Callable, Sequence
 
+from ._cli_args import (
+    add_search_arguments, optimization_config, parse_budget, parse_days, parse_json_object, sampler_config,
+)
 from ._cli_show import add_info_commands, backtest_report, print_holdout_table, print_results_table
-from ._platform import DEFAULT_WORKERS_CAP, console_safe, default_workers, join_process
+from ._platform import console_safe, join_process
 from .errors import MerlinError
-from .scoring import score_options
 
 EXIT_USAGE = 2
 #: what a signal means in a run's summary; a stopped command then exits with 128 + the signal's number
@@ -66,20 +68,10 @@ class _Signals:
         return 0 if self.signum is None else 128 + self.signum
 
 
-def _parse_json_object(text: str, what: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise MerlinError(f"{what} is not valid JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise MerlinError(f"{what} must be a JSON object like '{{\"maLength\": 100}}', got {type(value).__name__}")
-    return value
-
-
 def cmd_backtest(args: argparse.Namespace) -> int:
     from .backtest import backtest
 
-    params = _parse_json_object(args.params, "--params") if args.params else None
+    params = parse_json_object(args.params, "--params") if args.params else None
     result = backtest(args.data, args.strategy, params, start=args.start, end=args.end, warmup_bars=args.warmup)
     if args.json:
         payload = result.to_dict()
@@ -97,55 +89,6 @@ def cmd_convert(args: argparse.Namespace) -> int:
     save_ohlcv(frame, args.output)
     print(f"{args.output}: {len(frame)} bars written as {kind} (validated like any load)")
     return 0
-
-
-def _parse_param_spec(spec: str) -> tuple[str, Any]:
-    """``NAME``, ``NAME=min:max[:step]`` or ``NAME=a,b,c`` -> (name, range dict or None)."""
-    name, sep, rng = spec.partition("=")
-    name = name.strip()
-    if not name:
-        raise MerlinError(f"--params {spec!r}: expected NAME, NAME=min:max:step or NAME=a,b,c")
-    if not sep:
-        return name, None
-    if ":" in rng:
-        parts = rng.split(":")
-        if len(parts) not in (2, 3):
-            raise MerlinError(f"--params {spec!r}: a numeric range is min:max or min:max:step")
-        try:
-            nums = [float(x) for x in parts]
-        except ValueError:
-            raise MerlinError(f"--params {spec!r}: min, max and step must be numbers") from None
-        nums = [int(x) if x.is_integer() else x for x in nums]
-        return name, dict(zip(("min", "max", "step"), nums))
-    choices: list[Any] = []
-    for raw in rng.split(","):
-        raw = raw.strip()
-        low = raw.lower()
-        if low in ("true", "false"):
-            choices.append(low == "true")
-            continue
-        try:
-            num = float(raw)
-            choices.append(int(num) if num.is_integer() and "." not in raw else num)
-        except ValueError:
-            choices.append(raw)
-    return name, {"choices": choices}
-
-
-def _parse_budget(text: str) -> dict[str, Any]:
-    mode, _, value = text.partition(":")
-    keys = {"trials": "n_trials", "time": "time_limit", "convergence": "convergence_patience"}
-    if mode not in keys or not value:
-        raise MerlinError(f"--budget {text!r}: expected trials:N, time:SECONDS or convergence:PATIENCE")
-    try:
-        number = float(value)
-    except ValueError:
-        raise MerlinError(f"--budget {text!r}: {value!r} is not a number") from None
-    if mode != "time":
-        if not number.is_integer():
-            raise MerlinError(f"--budget {text!r}: {mode} needs a whole number")
-        number = int(number)
-    return {"budget_mode": mode, keys[mode]: number}
 
 
 class ProgressBar:
@@ -178,55 +121,6 @@ class ProgressBar:
             self.stream.flush()
 
 
-def _parse_days(text: str) -> int:
-    """``30d`` or ``30`` -> 30 (whole calendar days)."""
-    raw = text[:-1] if text.lower().endswith("d") else text
-    if not raw.isdigit() or int(raw) < 1:
-        raise MerlinError(f"--holdout {text!r}: expected a number of days such as 30d")
-    return int(raw)
-
-
-def _sampler_options(specs: Sequence[str]) -> dict[str, Any]:
-    """``--sampler-option KEY=VALUE`` (repeatable) -> options; a value is read as JSON (true, 20, 0.5) else text."""
-    options: dict[str, Any] = {}
-    for spec in specs:
-        key, sep, raw = spec.partition("=")
-        if not sep or not key.strip():
-            raise MerlinError(f"--sampler-option {spec!r}: expected KEY=VALUE, e.g. popsize=20")
-        try:
-            options[key.strip()] = json.loads(raw)
-        except ValueError:
-            options[key.strip()] = raw
-    return options
-
-
-def _sampler_config(args: argparse.Namespace) -> dict[str, Any]:
-    """The sampler part of the OptunaConfig of ``optimize`` and ``walkforward``."""
-    return dict(sampler=args.sampler, sampler_options=_sampler_options(args.sampler_option),
-                n_startup_trials=args.startup_trials, seed=args.seed)
-
-
-def _optimization_config(args: argparse.Namespace, **extra: Any) -> Any:
-    """The OptimizationConfig of ``optimize`` and ``walkforward``: data, strategy, --params, --fixed, window."""
-    from .optimize import OptimizationConfig
-
-    ranges: dict[str, Any] = {}
-    names: list[str] | None = None
-    if args.params:
-        names = []
-        for spec in args.params:
-            name, rng = _parse_param_spec(spec)
-            names.append(name)
-            if rng is not None:
-                ranges[name] = rng
-    score = score_options(args.score_weights, args.score_bounds, args.score_metrics)
-    return OptimizationConfig(
-        data=args.data, strategy=args.strategy, optimize_params=names, param_ranges=ranges, score=score,
-        fixed_params=_parse_json_object(args.fixed, "--fixed") if args.fixed else {},
-        start=args.start, end=args.end, warmup_bars=args.warmup, worker_processes=args.workers, **extra,
-    )
-
-
 def cmd_optimize(args: argparse.Namespace) -> int:
     import optuna
 
@@ -235,9 +129,9 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     from .strategies import get_strategy
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    budget = _parse_budget(args.budget)
+    budget = parse_budget(args.budget)
     study_name = args.study or default_study_name(get_strategy(args.strategy).id)
-    opt = _optimization_config(args, min_profit=args.min_profit, start_method=args.start_method)
+    opt = optimization_config(args, min_profit=args.min_profit, start_method=args.start_method)
     holdout_start = None
     if args.holdout:
         from dataclasses import replace
@@ -246,11 +140,11 @@ def cmd_optimize(args: argparse.Namespace) -> int:
         from .robustness import holdout_split
 
         # the last N days stay out of the optimisation; the top results are then tested on them
-        opt_end, holdout_start = holdout_split(load_data(args.data, name=args.data), _parse_days(args.holdout),
+        opt_end, holdout_start = holdout_split(load_data(args.data, name=args.data), parse_days(args.holdout),
                                                args.end)
         opt = replace(opt, end=opt_end)
     cfg = OptunaConfig(
-        target=args.target, **_sampler_config(args), study_name=study_name, storage=args.storage,
+        target=args.target, **sampler_config(args), study_name=study_name, storage=args.storage,
         pruner=args.pruner, save_study=not args.no_save_study, objectives=args.objectives,
         constraints=args.constraint or (), sweep=args.sweep, sweep_batch=args.sweep_batch,
         output_dir=args.out or default_run_dir(study_name), **budget,
@@ -357,12 +251,12 @@ def cmd_walkforward(args: argparse.Namespace) -> int:
     from .walkforward import walk_forward
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    budget = _parse_budget(args.budget)
+    budget = parse_budget(args.budget)
     base = args.study or (f"{get_strategy(args.strategy).id}-{args.is_days}d-{args.oos_days}d"
                           + ("-anchored" if args.anchored else ""))
-    opt = _optimization_config(args)
+    opt = optimization_config(args)
     cfg = OptunaConfig(
-        target=args.target, **_sampler_config(args), study_name=base, storage=args.storage,
+        target=args.target, **sampler_config(args), study_name=base, storage=args.storage,
         sweep=args.sweep, sweep_batch=args.sweep_batch, save_study=True,
         output_dir=args.out or default_run_dir(f"{base}-wf"), **budget,
     )
@@ -472,44 +366,6 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     return 1
 
 
-def _add_search_arguments(parser: argparse.ArgumentParser, *, budget_per: str) -> None:
-    """What ``optimize`` and ``walkforward`` both take: data, strategy, parameters, window, budget, workers."""
-    parser.add_argument("--data", default="sample", help="CSV/Parquet/Feather path, or 'sample' (default) for the bundled synthetic data")
-    parser.add_argument("--strategy", default="s01_trailing_ma", help="strategy id or 'package.module:Name'")
-    parser.add_argument("--params", nargs="+", metavar="SPEC",
-                        help="parameters to optimise: NAME (default range), NAME=min:max:step or NAME=a,b,c "
-                             "(default: the strategy's default set)")
-    parser.add_argument("--fixed", help="JSON object of fixed parameter values")
-    parser.add_argument("--start", help="first trading bar (ISO-8601, UTC)")
-    parser.add_argument("--end", help="last bar (ISO-8601, UTC, inclusive)")
-    parser.add_argument("--warmup", type=int, default=1000, help="warm-up bars before the window (default 1000)")
-    parser.add_argument("--budget", default="trials:200",
-                        help=f"{budget_per}trials:N | time:SECONDS | convergence:PATIENCE (default trials:200)")
-    parser.add_argument("--target", default="score",
-                        help="score (default), net_profit, romad, sharpe, max_drawdown or a metric name")
-    parser.add_argument("--workers", type=int, default=default_workers(),
-                        help=f"worker processes (default: the CPU count, at most {DEFAULT_WORKERS_CAP})")
-    parser.add_argument("--sampler", default="tpe",
-                        help="tpe (default), random, grid (every point of the stepped space once; always a sweep), "
-                             "qmc, cmaes, nsga2, nsga3 or gp (README: which to pick); an unknown name is refused "
-                             "with the list of allowed ones")
-    parser.add_argument("--sampler-option", action="append", default=[], metavar="KEY=VALUE",
-                        help="a sampler option, e.g. popsize=20 for cmaes (repeatable; the README lists them)")
-    parser.add_argument("--startup-trials", type=int, default=10,
-                        help="random trials before tpe, gp and cmaes start modelling (default 10)")
-    parser.add_argument("--sweep", action="store_true",
-                        help="random/qmc: draw the points in advance and write each trial as one record (fast "
-                             "backtests: several times the trials/s; needs a trials budget)")
-    parser.add_argument("--sweep-batch", type=int, help="points per sweep batch (default: ~0.2 s of backtests)")
-    parser.add_argument("--seed", type=int, help="sampler seed (worker k uses seed + k; qmc: one sequence)")
-    parser.add_argument("--score-weights", metavar="M=W,...",
-                        help="composite score weights, e.g. romad=0.5,sharpe=0.5 (metrics not named leave the score); "
-                             "metrics: romad, sharpe, pf, ulcer, sqn, consistency")
-    parser.add_argument("--score-bounds", action="append", metavar="M=MIN:MAX",
-                        help="min-max bounds of score metrics, e.g. romad=0:30 (repeatable or a comma list)")
-    parser.add_argument("--score-metrics", metavar="M,...", help="the metrics the score uses, e.g. romad,sharpe")
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="merlin-kit", description="Backtest and optimise trading strategies.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -525,7 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
     bt.set_defaults(func=cmd_backtest)
 
     op = sub.add_parser("optimize", help="optimise a strategy's parameters with N worker processes")
-    _add_search_arguments(op, budget_per="")
+    add_search_arguments(op, budget_per="")
     op.add_argument("--pruner", default="none",
                     help="none (default), median or percentile: a trial whose value is below the median (or the "
                     "25th percentile) of earlier trials' values is marked PRUNED")
@@ -567,7 +423,7 @@ def build_parser() -> argparse.ArgumentParser:
     wf.add_argument("--is-days", type=int, required=True, help="in-sample window in calendar days")
     wf.add_argument("--oos-days", type=int, required=True, help="out-of-sample window in calendar days")
     wf.add_argument("--anchored", action="store_true", help="every IS window starts at the first one's start")
-    _add_search_arguments(wf, budget_per="per window: ")
+    add_search_arguments(wf, budget_per="per window: ")
     wf.add_argument("--storage", help="storage of the window studies (default: <out>/walkforward.journal)")
     wf.add_argument("--study", help="base name of the window studies (<study>-w01, ...)")
     wf.add_argument("--out", help="output folder (default ./merlin_runs/<study>-wf); rerun with it to resume")

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from merlin_kit.cli import _optimization_config, _sampler_config, build_parser
+from merlin_kit._cli_args import optimization_config, sampler_config
+from merlin_kit.cli import build_parser
 from merlin_kit.errors import ConfigError
 from merlin_kit.scoring import ScoreConfig, minmax_score, saturation_warnings
 from tests.conftest import REPO
@@ -20,7 +21,7 @@ ENV = {**os.environ, "PYTHONPATH": str(REPO)}
 
 def parsed(*argv: str):
     args = build_parser().parse_args(["optimize", *argv])
-    return _optimization_config(args), _sampler_config(args)
+    return optimization_config(args), sampler_config(args)
 
 
 def test_score_options_become_the_score_config():

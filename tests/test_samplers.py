@@ -70,8 +70,6 @@ def test_qmc_workers_walk_one_sequence_without_duplicates(small_csv, tmp_path):
 @pytest.mark.parametrize("name, options, n_objectives, constrained, words", [
     ("cmaes", {}, 2, False, ["one objective", "nsga2"]),
     ("cmaes", {}, 1, True, ["constraints", "tpe, nsga2, nsga3, gp"]),
-    ("qmc", {}, 1, True, ["constraints"]),
-    ("random", {}, 2, True, ["constraints"]),
     ("tpe", {"popsize": 3}, 1, False, ["'popsize'", "multivariate, group"]),
     ("tpe", {"n_startup_trials": 3}, 1, False, ["n_startup_trials", "--startup-trials"]),
     ("tpe", {"group": True, "multivariate": False}, 1, False, ["multivariate"]),
@@ -97,6 +95,25 @@ def test_valid_options_come_back_typed():
                                                                "mutation_prob": 0.1}
     assert check_sampler("tpe", {"group": "true"}, n_objectives=1, constrained=False) == {"group": True}
     assert check_sampler("qmc", {}, n_objectives=2, constrained=False) == {}
+    # non-adaptive samplers draw regardless of constraints; the constraints then sort their results
+    assert check_sampler("random", {}, n_objectives=2, constrained=True) == {}
+    assert check_sampler("qmc", {}, n_objectives=1, constrained=True) == {}
+
+
+@pytest.mark.parametrize("cfg, words", [
+    (dict(sampler="cmaes", objectives=["net_profit_pct:max", "max_drawdown_pct:min"]), ["one objective", "nsga2"]),
+    (dict(sampler="cmaes", constraints=["total_trades >= 5"]), ["constraints", "tpe, nsga2"]),
+    (dict(sampler="grid", objectives=["net_profit_pct:max", "max_drawdown_pct:min"]), ["sweep", "sweep=False"]),
+    (dict(sampler="random", sweep=True, constraints=["total_trades >= 5"]), ["sweep", "constraints"]),
+])
+def test_validate_checks_the_sampler_against_the_runs_objectives_and_constraints(cfg, words):
+    """The run's real objectives and constraints reach check_sampler (and the sweep rules) before any worker."""
+
+    with pytest.raises(ConfigError) as exc:
+        validate(OptimizationConfig(data="sample", optimize_params=["maLength"]),
+                 OptunaConfig(n_trials=10, **cfg))
+    for word in words:
+        assert word in str(exc.value)
 
 
 def test_gp_without_torch_names_the_extra():

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from merlin_kit.cli import _optimization_config, build_parser
+from merlin_kit._cli_args import optimization_config
+from merlin_kit.cli import build_parser
 from merlin_kit.errors import ConfigError
 from merlin_kit.optimize import OptimizationConfig
 from merlin_kit.optimize.config import build_search_space
@@ -56,7 +57,7 @@ def test_extend_defaults_must_be_a_bool():
 
 def test_cli_params_and_api_ranges_give_the_same_search():
     args = build_parser().parse_args(["optimize", "--params", "maLength=50:400:25", "maType=SMA,EMA,HMA"])
-    cli_dims = build_search_space(S01, _optimization_config(args))
+    cli_dims = build_search_space(S01, optimization_config(args))
     api_dims = build_search_space(S01, OptimizationConfig(param_ranges=RANGES))
     assert sorted(cli_dims, key=lambda d: d.name) == sorted(api_dims, key=lambda d: d.name)
 

@@ -123,7 +123,7 @@ def test_no_module_is_a_giant():
 #: the layers, bottom first: a module imports (at module level) only from its own layer or the ones before
 LAYERS = ["errors", "_memory", "_platform", "data", "indicators", "strategies", "metrics", "scoring", "backtest", "optimize",
           "walkforward", "robustness", "notebook", "cli"]
-SAME_LEVEL = {"metrics": "strategies", "scoring": "metrics", "robustness": "walkforward", "_cli_show": "cli"}
+SAME_LEVEL = {"metrics": "strategies", "scoring": "metrics", "robustness": "walkforward", "_cli_show": "cli", "_cli_args": "cli"}
 
 
 def _layer(module: str) -> int:

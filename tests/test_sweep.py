@@ -280,7 +280,7 @@ def test_optuna_dashboard_reads_a_sweep(data_csv, tmp_path):
     (OptunaConfig(sampler="grid", budget_mode="convergence", convergence_patience=5), "budget_mode"),
     (OptunaConfig(sampler="random", sweep=True, budget_mode="time", time_limit=5), "budget_mode"),
     (OptunaConfig(sampler="grid", pruner="median"), "pruner"),
-    (OptunaConfig(sampler="qmc"), "sweep"),
+    (OptunaConfig(sampler="grid", sampler_options={"popsize": 4}), "sampler_options"),
     (OptunaConfig(sampler="random", sweep_batch=10), "sweep_batch"),
     (OptunaConfig(sampler="grid", sweep_batch=0), "sweep_batch"),
     (OptunaConfig(sampler="random", sweep="yes"), "sweep"),

@@ -33,6 +33,20 @@ ERR_STYLE = "color:#c62828;font-size:90%"
 _HIDDEN = "none"
 
 
+#: config attribute a ConfigError is about (its ``field``) -> the panel field beside which it shows;
+#: attributes the panel has no input for (start_method, min_profit, max_backtest_seconds) show under Run
+PANEL_FIELD = {
+    "data": "data", "start": "window", "end": "window", "warmup_bars": "window", "strategy": "strategy",
+    "optimize_params": "params", "param_ranges": "params", "fixed_params": "params", "score": "score",
+    "target": "target", "budget_mode": "budget", "n_trials": "budget", "time_limit": "budget",
+    "convergence_patience": "budget", "worker_processes": "workers", "sampler": "sampler", "pruner": "sampler",
+    "n_startup_trials": "sampler", "pruner_warmup_trials": "sampler", "sampler_options": "sampler",
+    "objectives": "target", "constraints": "target", "hv_reference": "target",
+    "seed": "seed", "study_name": "study_name", "storage": "output", "output_dir": "output",
+    "sweep": "sampler", "sweep_batch": "sampler", "is_days": "walkforward", "oos_days": "walkforward",
+}
+
+
 def _label(text: str) -> W.HTML:
     """A right-aligned row label as wide as the panel's descriptions."""
     return W.HTML(f"<div style='text-align:right;padding-right:8px'>{html.escape(text)}</div>",

@@ -25,32 +25,13 @@ from ..optimize import OptimizationConfig, OptunaConfig, start_optimization
 from ..optimize.config import PRUNERS, SAMPLERS, build_search_space, optimized_names, validate
 from ..strategies import Strategy, get_strategy, list_strategies
 from .controls import (  # is_visible: re-exported, the panel's tests and notebooks import it from here
-    ERR_STYLE, LABEL_WIDTH, BudgetInput, DataSourceInput, FieldError, ObjectivesInput, ParamRow, ScoreWeightsInput,
+    ERR_STYLE, LABEL_WIDTH, PANEL_FIELD, BudgetInput, DataSourceInput, FieldError, ObjectivesInput, ParamRow, ScoreWeightsInput,
     WindowInput,
     _err_html, _label, _show, error_markup, is_visible, target_options,
 )
 from ._lifecycle import claim_cell, close_tree
 from .live import LiveMonitor, has_frontend, prewarm
 from .walkforward_panel import WalkForwardMode, WalkForwardView
-
-#: config attribute a ConfigError is about (its ``field``) -> the panel field beside which it shows;
-#: attributes the panel has no input for (start_method, min_profit, max_backtest_seconds) show under Run
-_PANEL_FIELD = {
-    "data": "data", "start": "window", "end": "window", "warmup_bars": "window", "strategy": "strategy",
-    "optimize_params": "params", "param_ranges": "params", "fixed_params": "params", "score": "score",
-    "target": "target", "budget_mode": "budget", "n_trials": "budget", "time_limit": "budget",
-    "convergence_patience": "budget", "worker_processes": "workers", "sampler": "sampler", "pruner": "sampler",
-    "n_startup_trials": "sampler", "pruner_warmup_trials": "sampler", "sampler_options": "sampler",
-    "objectives": "target", "constraints": "target", "hv_reference": "target",
-    "seed": "seed", "study_name": "study_name", "storage": "output", "output_dir": "output",
-    "is_days": "walkforward", "oos_days": "walkforward",
-}
-
-
-def _cpu_count() -> int:
-    """The default and the slider's maximum: the CPU count, capped (a 64-core machine must not offer 64)."""
-    return default_workers()
-
 
 class ConfigPanel(W.VBox):
     """Configure, start and stop an optimisation with clicks (see the module doc).
@@ -84,7 +65,7 @@ class ConfigPanel(W.VBox):
         if live is not False:
             prewarm()
         self._build_widgets()
-        self.set_config(opt or OptimizationConfig(worker_processes=_cpu_count()),
+        self.set_config(opt or OptimizationConfig(worker_processes=default_workers()),
                         cfg or OptunaConfig(save_study=True))
         if walk_forward is not None:
             self.walkforward.set(**walk_forward)
@@ -122,7 +103,7 @@ class ConfigPanel(W.VBox):
         self.budget_mode, self.n_trials, self.time_limit, self.patience, self.budget_error = (
             b.mode, b.n_trials, b.time_limit, b.patience, b.error)
         # execution
-        cpus = _cpu_count()
+        cpus = default_workers()
         self.workers = W.IntSlider(value=cpus, min=1, max=cpus, description="Workers", style=label,
                                    layout=W.Layout(width="460px"))
         self.workers_error = _err_html()
@@ -308,7 +289,7 @@ class ConfigPanel(W.VBox):
             self._set_strategy(opt.strategy)
             self._set_params(opt)
             self.score_input.set(opt.score)
-            self.workers.max = max(_cpu_count(), int(opt.worker_processes or 1), self.workers.max)
+            self.workers.max = max(default_workers(), int(opt.worker_processes or 1), self.workers.max)
             self.workers.value = int(opt.worker_processes or 1)
             self._carry_opt = {"min_profit": opt.min_profit, "start_method": opt.start_method}
             # target, budget, execution
@@ -472,7 +453,7 @@ class ConfigPanel(W.VBox):
         if isinstance(exc, ConfigError):
             if exc.param in self.param_rows:
                 return exc.param, exc.reason  # the row names the parameter: show only the reason
-            field = _PANEL_FIELD.get(exc.field or "", "general")
+            field = PANEL_FIELD.get(exc.field or "", "general")
             return field, str(exc) if field == "general" else exc.reason
         if isinstance(exc, DataError):
             return "data", str(exc)

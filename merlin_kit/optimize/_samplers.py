@@ -207,9 +207,11 @@ def make_sampler(cfg: "RunConfig", worker_id: int) -> BaseSampler:
 def _build(cfg: "RunConfig", worker_id: int) -> BaseSampler:
     o = cfg.optuna
     name = o.sampler
+    seed = None if o.seed is None else o.seed + worker_id
+    if name == "grid" or o.sweep:  # a sweep draws its own points (._sweep); the study only needs some sampler
+        return optuna.samplers.RandomSampler(seed=seed)
     # validated with the run's objectives before any worker started; here it only normalises the options
     opts = check_sampler(name, o.sampler_options or {}, n_objectives=1, constrained=False)
-    seed = None if o.seed is None else o.seed + worker_id
     if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "cmaes":
