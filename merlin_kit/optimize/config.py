@@ -30,7 +30,7 @@ from ._start import resolve_start_method
 
 MAX_WORKERS = 32
 BUDGET_MODES = ("trials", "time", "convergence")
-SAMPLERS = ("tpe", "random", "grid", "qmc", "cmaes", "nsga2", "nsga3", "gp")
+SAMPLERS = ("tpe", "random", "cmaes", "nsga2", "nsga3", "qmc", "gp", "grid")
 #: samplers whose points are known in advance: evaluated by the sweep path (:mod:`._sweep`), no ask/tell
 SWEEP_SAMPLERS = ("grid", "random", "qmc")
 #: a trial is one backtest that reports one value, so a pruner compares that value with earlier trials' values
