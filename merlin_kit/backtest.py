@@ -9,6 +9,7 @@ one-call convenience API built on it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Mapping
 
 import numpy as np
@@ -45,14 +46,17 @@ class Backtester:
 
 @dataclass
 class BacktestResult:
-    """One backtest: metrics, trades, curves, and what produced them."""
+    """One backtest: metrics, trades, curves, and what produced them.
+
+    ``trades``, ``equity`` and ``balance`` are pandas objects built from the
+    kernel's arrays on first access (then kept): building them costs more than
+    the backtest itself, and a parameter loop that reads only ``metrics``
+    should not pay for them.
+    """
 
     strategy: Strategy
     params: dict[str, Any]
     metrics: dict[str, Any]
-    trades: pd.DataFrame
-    equity: pd.Series
-    balance: pd.Series
     data: PreparedData = field(repr=False)
     output: StrategyOutput = field(repr=False)
 
@@ -60,8 +64,13 @@ class BacktestResult:
     def from_output(
         cls, strategy: Strategy, params: dict[str, Any], metrics: dict[str, Any], output: StrategyOutput, data: PreparedData
     ) -> "BacktestResult":
-        index = data.index
-        trades = pd.DataFrame(
+        return cls(strategy=strategy, params=params, metrics=metrics, data=data, output=output)
+
+    @cached_property
+    def trades(self) -> pd.DataFrame:
+        """One row per closed trade: direction, entry/exit time and price, size, net P&L, profit %."""
+        output, index = self.output, self.data.index
+        return pd.DataFrame(
             {
                 "direction": np.where(output.direction > 0, "long", "short"),
                 "entry_time": index[output.entry_idx],
@@ -73,16 +82,16 @@ class BacktestResult:
                 "profit_pct": output.profit_pct,
             }
         )
-        return cls(
-            strategy=strategy,
-            params=params,
-            metrics=metrics,
-            trades=trades,
-            equity=pd.Series(output.equity, index=index, name="equity"),
-            balance=pd.Series(output.balance, index=index, name="balance"),
-            data=data,
-            output=output,
-        )
+
+    @cached_property
+    def equity(self) -> pd.Series:
+        """Mark-to-market equity per bar of the window (warm-up bars included)."""
+        return pd.Series(self.output.equity, index=self.data.index, name="equity")
+
+    @cached_property
+    def balance(self) -> pd.Series:
+        """Realised balance per bar of the window."""
+        return pd.Series(self.output.balance, index=self.data.index, name="balance")
 
     @property
     def trade_start(self) -> pd.Timestamp:
