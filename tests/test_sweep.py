@@ -207,6 +207,8 @@ def test_resume_skips_points_the_study_has(data_csv, tmp_path):
     assert len(done) == 60 and Counter(point_tuple(t) for t in done) == Counter(
         itertools.product(*GRID_VALUES.values()))
     assert second.summary.total_trials == 35  # the second run evaluated only what was missing
+    progress = second.progress()  # and its progress counts what it had to do, not the whole grid
+    assert (progress.budget, progress.finished, progress.fraction) == (35, 35, 1.0)
 
 
 def test_stop_ends_a_grid_between_batches_and_leaves_nothing_waiting(data_csv, tmp_path, startup_seconds):

@@ -392,7 +392,8 @@ class OptimizationRun:
 
     def _refresh_progress(self) -> Progress:
         cfg = self.config
-        budget = {"trials": cfg.n_trials, "time": cfg.time_limit, "convergence": cfg.convergence_patience}
+        budget = {"trials": cfg.n_trials if self._sweep is None else self._sweep.to_do,  # a resume skips points
+                  "time": cfg.time_limit, "convergence": cfg.convergence_patience}
         crashed = [f"worker {wid} crashed: {status.get('last_error')}"
                    for wid, status in sorted(self._worker_statuses().items()) if status.get("status") == "crashed"]
         progress = measure_progress(

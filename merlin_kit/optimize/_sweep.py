@@ -324,6 +324,8 @@ class SweepQueue:
         self.study_id = study_id
         self.run_id = run_config.run_id
         self.plan = SweepPlan.of(run_config)
+        #: points this run evaluates: the plan less those an earlier run of the study has (its progress budget)
+        self.to_do = self.plan.n
 
     def fill(self) -> int:
         """Queue the run's batches (those with a point the study lacks); returns how many.
@@ -335,9 +337,13 @@ class SweepQueue:
             if t.state == TrialState.WAITING and SWEEP_TICKET_ATTR in t.system_attrs:
                 cancel(self.storage, t._trial_id, self.run_id, "cancelled: a ticket of an earlier sweep")
         done = done_keys(trials, self.plan, self.run_id)
-        batches = [k for k in range(self.plan.n_batches)
-                   if not done or any(self.plan.key_of(p) not in done
-                                      for _, p in self.plan.points(self.plan.batch_range(k)))]
+        batches, self.to_do = [], 0
+        for k in range(self.plan.n_batches):
+            missing = (len(self.plan.batch_range(k)) if not done else
+                       sum(self.plan.key_of(p) not in done for _, p in self.plan.points(self.plan.batch_range(k))))
+            if missing:
+                batches.append(k)
+                self.to_do += missing
         write_trials(self.storage, self.study_id, [ticket(self.run_id, k) for k in batches])
         return len(batches)
 
