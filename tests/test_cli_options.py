@@ -202,6 +202,17 @@ def test_worker_joining_a_finished_run_exits_at_once(tmp_path, small_csv):
     assert took < 60, f"the worker took {took:.1f} s to leave a finished run"
 
 
+def test_worker_refuses_to_join_a_sqlite_study(tmp_path, small_csv):
+    """A SQLite study is written by its run's own process; a second writer is refused before anything runs
+    (``optimize`` already refuses SQLite with several workers: a joined worker is one more)."""
+    db = f"sqlite:///{tmp_path / 's.db'}"
+    ok(cli("optimize", "--data", str(small_csv), "--warmup", "200", "--budget", "trials:3", "--workers", "1",
+           "--storage", db, "--study", "s", "--out", str(tmp_path / "run"), "--json", cwd=tmp_path))
+    out = cli("worker", "--storage", db, "--study", "s", cwd=tmp_path, timeout=120)
+    assert out.returncode != 0
+    assert "SQLite study is for one worker process" in out.stderr and "Traceback" not in out.stderr, out.stderr
+
+
 # 5. other optimize options -----------------------------------------------------------------------------------
 
 def test_fixed_parameter_is_kept_and_not_searched(tmp_path, small_csv):

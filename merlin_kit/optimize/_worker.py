@@ -276,6 +276,10 @@ def check_join(location: str, study_name: str, data_path: str | None = None, *, 
     """
     trust = TrustPolicy.resolve(trust_key, allow_modules)
     where = StorageLocation.parse(location)
+    if where.url.startswith("sqlite"):  # the run's own process already writes it: a second one is not safe
+        raise ConfigError("storage: a SQLite study is for one worker process (the run's own) and cannot be joined; "
+                          "run the study on a journal file, PostgreSQL/MySQL or Redis to add workers",
+                          field="storage")
     storage = where.open(create=False)  # a mistyped journal path must not become an empty file
     cfg = load_run_config(storage, study_id_of(storage, where, study_name))
     path = data_path or cfg.data_path
