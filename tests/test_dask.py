@@ -229,3 +229,23 @@ def test_cli_optimize_on_a_cluster(dask_cluster, study, data_csv, tmp_path):
     summary = json.loads(out.stdout.strip().splitlines()[-1])
     assert summary["total_trials"] == 6 == summary["completed_trials"] and summary["workers"] == 2
     assert len(_trials(url, name)) == 6
+
+
+def test_panel_runs_on_the_cluster_and_shows_dask_addresses(dask_cluster, study, data_csv, tmp_path):
+    pytest.importorskip("ipywidgets")
+    from merlin_kit.notebook.live import LiveMonitor
+    from merlin_kit.notebook.widgets import ConfigPanel
+
+    url, name = study
+    opt, cfg = _configs(data_csv, url, name, tmp_path, n_trials=6)
+    panel = ConfigPanel(OptimizationConfig(data=str(data_csv), optimize_params=PARAMS, warmup_bars=200), cfg,
+                        live=False, cluster=dask_cluster.client)
+    assert panel.workers.value == 1  # the given config's worker_processes: one task per Dask thread
+    run = panel.start()
+    assert run is not None, panel.status.value
+    assert panel.wait(90, show=False)
+    assert run.summary.total_trials == 6 and run.summary.workers == 2
+    shown = LiveMonitor._workers_html(run.progress().workers)
+    assert all(address in shown for address in {w.address for w in run.progress().workers})
+    assert "tcp://127.0.0.1:" in shown
+    panel.close()
