@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import uuid
+from dataclasses import replace
 from pathlib import Path
 
 import optuna
@@ -84,9 +85,15 @@ class DaskCluster:
             time.sleep(0.2)
 
     def close(self) -> None:
-        self.client.close()
+        try:
+            self.client.shutdown()  # the scheduler ends its workers: faster than signalling every nanny
+        except Exception:
+            self.client.close()
         for p in reversed(self.procs):
-            p.terminate()
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.terminate()
         for p in reversed(self.procs):
             try:
                 p.wait(15)
@@ -249,3 +256,44 @@ def test_panel_runs_on_the_cluster_and_shows_dask_addresses(dask_cluster, study,
     assert all(address in shown for address in {w.address for w in run.progress().workers})
     assert "tcp://127.0.0.1:" in shown
     panel.close()
+
+
+def test_walk_forward_windows_run_on_the_cluster(dask_cluster, tmp_path):
+    from merlin_kit.walkforward import walk_forward
+
+    opt = OptimizationConfig(data="sample", end="2024-03-15", optimize_params=PARAMS, warmup_bars=500)
+    cfg = OptunaConfig(n_trials=6, sampler="random", seed=1, output_dir=tmp_path / "wf")  # a journal in the folder
+    result = walk_forward(opt, cfg, is_days=30, oos_days=15, cluster=dask_cluster.client)
+    assert len(result.windows) == 3 and [w.trials for w in result.windows] == [6, 6, 6]
+    addresses = set(dask_cluster.client.nthreads())
+    for w in result.windows:
+        assert w.run.summary.workers == 2 and {x.address for x in w.run.progress().workers} <= addresses
+
+
+def test_time_budget_on_the_cluster(dask_cluster, study, data_csv, tmp_path):
+    url, name = study
+    began = time.monotonic()
+    run = optimize(*_configs(data_csv, url, name, tmp_path, budget_mode="time", time_limit=3),
+                   cluster=dask_cluster.client)
+    assert time.monotonic() - began < 20
+    assert run.summary.total_trials >= 2 and all(w.exitcode == 0 for w in run.workers)
+    assert not [t for t in _trials(url, name) if t.state in (TrialState.RUNNING, TrialState.WAITING)]
+
+
+def test_a_dask_worker_without_the_data_path_gets_the_scattered_bytes(dask_cluster, study, data_csv, tmp_path):
+    """The task's data branch: the parent's path is missing on the Dask worker, the bytes come with the task
+    (written to a temp file there; the study's fingerprint check passes)."""
+    from merlin_kit.optimize._dask import run_cluster_task
+
+    url, name = study
+    opt, cfg = _configs(data_csv, url, name, tmp_path, n_trials=4)
+    run = start_optimization(replace(opt, worker_processes=0), cfg)  # the parent only queues and watches
+    try:
+        data = dask_cluster.client.scatter(data_csv.read_bytes(), hash=False)
+        future = dask_cluster.client.submit(run_cluster_task, run.location, name, 3, run.trust_key,
+                                            str(tmp_path / "not-on-this-worker" / "bars.csv"), data, pure=False)
+        assert future.result(timeout=60)["trials"] == 4
+        assert run.wait(30)
+    finally:
+        run.stop()
+    assert run.summary.total_trials == 4 == run.summary.completed_trials

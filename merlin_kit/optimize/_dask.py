@@ -180,7 +180,8 @@ class ClusterWorker:
 
     def terminate(self) -> None:
         """Cancel the task; a thread already running it ends at its next trial (it reads the study's stop flag)."""
-        self.future.cancel()
+        if not self.future.done():  # a finished task keeps its result (where it ran)
+            self.future.cancel()
 
     def kill(self, grace: float) -> None:
         """Dask cannot kill a running thread: the stop flag in the study ends it."""
@@ -194,6 +195,7 @@ class ClusterPool:
     owned: bool
     workers: list[ClusterWorker] = field(default_factory=list)
     _addresses: dict[str, str] = field(default_factory=dict)
+    _finished: set[str] = field(default_factory=set)
     _asked: float = 0.0
     _data: Any = None
 
@@ -230,7 +232,14 @@ class ClusterPool:
         return self._data
 
     def address_of(self, worker: ClusterWorker) -> str | None:
-        """The Dask worker running ``worker``'s task (asked at most every few seconds), or where it last ran."""
+        """The Dask worker running ``worker``'s task (asked at most every few seconds), or where it ran."""
+        key = str(worker.future.key)
+        if worker.future.status == "finished" and key not in self._finished:
+            try:  # the task's own answer (a short task may have ended between two questions to the scheduler)
+                self._addresses[key] = worker.future.result(timeout=5)["address"] or self._addresses.get(key)
+            except Exception:  # the result is not essential: keep what the scheduler said
+                pass
+            self._finished.add(key)
         if worker.alive() and time.monotonic() - self._asked > ADDRESS_REFRESH_SECONDS:
             self._asked = time.monotonic()
             try:
@@ -240,7 +249,7 @@ class ClusterPool:
             for address, keys in processing.items():
                 for key in keys:
                     self._addresses[str(key)] = address
-        return self._addresses.get(str(worker.future.key))
+        return self._addresses.get(key)
 
     def close(self) -> None:
         """Release the futures (a running thread ends at its next trial) and close a client the kit made."""
