@@ -34,6 +34,7 @@ from .test_distributed import HEARTBEAT_ENV, PARAMS, SLOW, _server_url
 distributed = pytest.importorskip("distributed")
 
 REPO = Path(__file__).resolve().parents[1]
+SLOWER = "tests._strategies:SlowerS01"  # ~1 s a trial
 START_SECONDS = 60
 
 pytestmark = [pytest.mark.timeout(180), pytest.mark.posix_only]
@@ -168,19 +169,22 @@ def test_exact_budget_on_two_dask_workers(dask_cluster, study, data_csv, tmp_pat
 
 def test_killed_dask_worker_fails_its_trial_and_the_budget_stays_exact(dask_cluster, study, data_csv, tmp_path):
     url, name = study
-    n = 24
-    run = start_optimization(*_configs(data_csv, url, name, tmp_path, n_trials=n), cluster=dask_cluster.client)
+    n = 10
+    opt, cfg = _configs(data_csv, url, name, tmp_path, n_trials=n)
+    run = start_optimization(replace(opt, strategy=SLOWER), cfg, cluster=dask_cluster.client)
     try:
+        pids = set(dask_cluster.client.run(os.getpid).values())  # the Dask worker processes (not nannies)
         end = time.monotonic() + 60
         victim = None
         while victim is None:  # a trial in flight (its owner is the Dask worker process running the task)
             assert time.monotonic() < end, "no trial started on the cluster"
-            running = [t for t in _trials(url, name) if t.state == TrialState.RUNNING and OWNER_ATTR in t.user_attrs]
+            running = [t for t in _trials(url, name) if t.state == TrialState.RUNNING
+                       and t.user_attrs.get(OWNER_ATTR, {}).get("pid") in pids]
             victim = running[0] if running else None
             time.sleep(0.05)
         pid = victim.user_attrs[OWNER_ATTR]["pid"]
-        assert pid in dask_cluster.client.run(os.getpid).values() and pid != os.getpid()
-        os.kill(pid, signal.SIGKILL)
+        assert pid != os.getpid()
+        os.kill(pid, signal.SIGKILL)  # ~1 s trials: it is still computing this one
         assert run.wait(120), "the run did not end after a Dask worker was killed"
     finally:
         run.stop()
