@@ -301,3 +301,36 @@ def test_a_dask_worker_without_the_data_path_gets_the_scattered_bytes(dask_clust
     finally:
         run.stop()
     assert run.summary.total_trials == 4 == run.summary.completed_trials
+
+
+class _FakeClient:
+    """What check_cluster_storage and task_count ask of a client: its workers' threads and host ids."""
+
+    def __init__(self, hosts: dict[str, str]) -> None:
+        self.hosts = hosts
+
+    def nthreads(self) -> dict[str, int]:
+        return {address: 1 for address in self.hosts}
+
+    def run(self, fn, *args):
+        return dict(self.hosts)
+
+
+def test_default_journal_needs_every_dask_worker_on_this_machine():
+    from merlin_kit._platform import host_id
+    from merlin_kit.optimize._dask import check_cluster_storage, task_count
+
+    here = host_id()
+    check_cluster_storage(None, _FakeClient({"tcp://a:1": here, "tcp://a:2": here}))  # a LocalCluster
+    for hosts, said in (({"tcp://a:1": here, "tcp://b:1": "node-b"}, "node-b"), ({}, "no worker yet")):
+        with pytest.raises(ConfigError, match=said) as err:
+            check_cluster_storage(None, _FakeClient(hosts))
+        assert err.value.field == "storage" and "PostgreSQL" in str(err.value)
+    check_cluster_storage("postgresql://u:p@db/merlin", _FakeClient({}))  # a server: any cluster
+    with pytest.raises(ConfigError, match="SQLite"):
+        check_cluster_storage("sqlite:///:memory:", _FakeClient({"tcp://a:1": here}))
+    assert task_count(1, _FakeClient({"tcp://a:1": here, "tcp://b:1": here})) == 2  # one per Dask thread
+    assert task_count(5, _FakeClient({})) == 5
+    with pytest.raises(ConfigError, match="no worker yet") as err:
+        task_count(1, _FakeClient({}))
+    assert err.value.field == "worker_processes"

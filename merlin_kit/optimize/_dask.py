@@ -210,9 +210,10 @@ class ClusterPool:
             raise
         return cls(client, owned)
 
-    def submit(self, n: int, location: str, study_name: str, run_id: str, trust_key: str,
+    def submit(self, worker_processes: int, location: str, study_name: str, run_id: str, trust_key: str,
                data_path: str) -> list[ClusterWorker]:
-        """Submit ``n`` kit worker tasks (distinct keys, ``pure=False``, no retries)."""
+        """Submit the kit worker tasks (:func:`task_count` of them; distinct keys, ``pure=False``, no retries)."""
+        n = task_count(worker_processes, self.client)
         data = self._data_for_workers(data_path)
         for i in range(n):
             future = self.client.submit(run_cluster_task, location, study_name, i, trust_key, data_path, data,

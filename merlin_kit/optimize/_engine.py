@@ -50,7 +50,7 @@ from ._storage import StorageLocation, StorageUnavailableError, in_memory_copy, 
 from ._trust import run_trust_key
 from ._worker import WorkerLoop, run_worker
 from ._constraints import parse_constraints
-from ._dask import ClusterPool, task_count
+from ._dask import ClusterPool
 from ._objectives import open_study, run_objectives
 from .config import OptimizationConfig, OptunaConfig, is_sweep, validate
 from .report import results_table
@@ -69,12 +69,11 @@ DEADLINE_OVERRUN_SECONDS = 10.0
 
 class OptimizationRun:
     """A running (or finished) optimisation: progress, wait, stop, results."""
+    _pool: ClusterPool | None = None  # cluster=: its client and tasks (set in __init__)
 
     def __init__(self, opt: OptimizationConfig, cfg: OptunaConfig, *, keep_workers: bool = False,
                  cluster: Any = None) -> None:
         checked = validate(opt, cfg)  # normalised copies: the caller's objects stay as they were
-        #: cluster=: the workers are Dask tasks (._dask); checked (client, storage) before anything is created
-        self._pool = None if cluster is None else ClusterPool.open(cluster, cfg.storage)
         plain_optuna_logs()
         self.opt, self.config = checked.opt, checked.config
         self.strategy, self.space, self.score_config = checked.strategy, checked.space, checked.score
@@ -104,8 +103,9 @@ class OptimizationRun:
         self._lease: RunLease | None = None
         #: the workers go on to a next study once this run's budget is spent (:mod:`._chain`)
         self._keep_workers = keep_workers
-        try:
-            if self.opt.worker_processes > 1 and self._pool is None:  # the server imports and warms up while _setup parses the data
+        try:  # cluster=: the workers are Dask tasks (._dask); client and storage checked before the study is made
+            self._pool = None if cluster is None else ClusterPool.open(cluster, cfg.storage)
+            if self.opt.worker_processes > 1 and cluster is None:  # the server warms up while _setup parses the data
                 start_server_early(self.opt.start_method)
             self._setup()
         except BaseException:
@@ -203,9 +203,9 @@ class OptimizationRun:
         # the live processes of the previous run of a chain wait for this study: none is started
         adopted = [w for w in workers_from.workers if w.shareable and w.alive()] if workers_from else []
         self.workers.extend(adopted)
-        if self._pool is not None:  # one Dask task per kit worker, each running run_worker (._dask)
-            self.workers.extend(self._pool.submit(task_count(n, self._pool.client), self.location, self.study_name,
-                                                  self.run_id, self._trust_key, self.run_config.data_path))
+        if self._pool is not None:  # Dask tasks, each running run_worker (._dask)
+            self.workers.extend(self._pool.submit(n, self.location, self.study_name, self.run_id, self._trust_key,
+                                                  self.run_config.data_path))
         elif not adopted and n == 1:
             worker = LocalWorker(0)
             self.workers.append(worker)
