@@ -220,6 +220,9 @@ def test_cluster_refuses_storage_its_workers_cannot_share(dask_cluster, data_csv
     with pytest.raises(ConfigError, match="cluster must be") as err:
         optimize(opt, cfg, cluster=42)
     assert err.value.field == "cluster"
+    with pytest.raises(ConfigError, match="keep_workers") as err:  # its tasks would wait for a next study
+        start_optimization(opt, replace(cfg, storage=None), keep_workers=True, cluster=dask_cluster.client)
+    assert err.value.field == "cluster"
 
 
 def test_without_distributed_the_extra_is_named(monkeypatch, data_csv, tmp_path):

@@ -481,8 +481,8 @@ class ConfigPanel(W.VBox):
         self.run_button.disabled = True
         try:
             wf = self.walkforward.active
-            run = (self.walkforward.start(opt, cfg, cluster=self.cluster) if wf
-                   else start_optimization(opt, cfg, cluster=self.cluster))
+            extra = {} if self.cluster is None else {"cluster": self.cluster}  # the plain call without a cluster
+            run = self.walkforward.start(opt, cfg, **extra) if wf else start_optimization(opt, cfg, **extra)
         except (MerlinError, ValueError) as exc:
             field, text = self._error_field(exc)
             self._start_error = (field, text.splitlines()[0])

@@ -200,7 +200,10 @@ class ClusterPool:
     _data: Any = None
 
     @classmethod
-    def open(cls, cluster: Any, storage: Any) -> "ClusterPool":
+    def open(cls, cluster: Any, storage: Any, keep_workers: bool = False) -> "ClusterPool":
+        if keep_workers:  # a chain hands processes from run to run; a cluster run submits its own tasks
+            raise ConfigError("cluster: keep_workers chains local worker processes; with a cluster every run "
+                              "submits its own tasks (walk_forward(cluster=) does so per window)", field="cluster")
         client, owned = open_client(cluster)
         try:
             check_cluster_storage(storage, client)

@@ -104,7 +104,7 @@ class OptimizationRun:
         #: the workers go on to a next study once this run's budget is spent (:mod:`._chain`)
         self._keep_workers = keep_workers
         try:  # cluster=: the workers are Dask tasks (._dask); client and storage checked before the study is made
-            self._pool = None if cluster is None else ClusterPool.open(cluster, cfg.storage)
+            self._pool = None if cluster is None else ClusterPool.open(cluster, cfg.storage, keep_workers)
             if self.opt.worker_processes > 1 and cluster is None:  # the server warms up while _setup parses the data
                 start_server_early(self.opt.start_method)
             self._setup()
