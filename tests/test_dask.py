@@ -337,3 +337,31 @@ def test_default_journal_needs_every_dask_worker_on_this_machine():
     with pytest.raises(ConfigError, match="no worker yet") as err:
         task_count(1, _FakeClient({}))
     assert err.value.field == "worker_processes"
+
+
+def test_the_data_bytes_are_scattered_only_when_a_dask_worker_lacks_the_path(tmp_path):
+    from merlin_kit.optimize._dask import ClusterPool
+
+    csv = tmp_path / "bars.csv"
+    csv.write_bytes(b"time,open\n")
+
+    class Client(_FakeClient):
+        def __init__(self, seen: dict[str, bool]) -> None:
+            super().__init__({address: "h" for address in seen})
+            self.seen, self.scattered = seen, []
+
+        def run(self, fn, *args):
+            return dict(self.seen)
+
+        def scatter(self, data, **kwargs):
+            self.scattered.append((data, kwargs))
+            return "future"
+
+    everyone = Client({"tcp://a:1": True, "tcp://b:1": True})
+    assert ClusterPool(everyone, False)._data_for_workers(str(csv)) is None and not everyone.scattered
+    one_lacks = Client({"tcp://a:1": True, "tcp://b:1": False})
+    assert ClusterPool(one_lacks, False)._data_for_workers(str(csv)) == "future"
+    assert one_lacks.scattered == [(b"time,open\n", {"hash": False, "broadcast": True})]
+    none_yet = Client({})  # workers still to come (dask-jobqueue): they get the bytes
+    assert ClusterPool(none_yet, False)._data_for_workers(str(csv)) == "future"
+    assert ClusterPool(none_yet, False)._data_for_workers("sample") is None

@@ -12,13 +12,14 @@ local processes.  The engine sees each task as a :class:`ClusterWorker` (alive
 while its future is pending), so progress, the end of the run and Stop work as
 for its own processes.  A Dask worker that dies mid-trial is a dead worker: the
 parent's reaper fails its trial (pid check on this machine, heartbeat
-elsewhere) and a trials budget queues a replacement; Dask may run the lost task
-again on a surviving worker, which then simply joins the study again.
+elsewhere), which counts as one of a trials budget's N (as for a killed local
+process), so the run still ends with exactly N; Dask may run the lost task again
+on a surviving or restarted worker, which then simply joins the study again.
 
 Number of tasks: ``worker_processes`` when it is more than 1, otherwise one per
 Dask worker thread (``sum(client.nthreads().values())``).  Data: the study's
 data path when every Dask worker can read it; otherwise the file's bytes are
-scattered once and a worker that lacks the path writes them to a temporary
+scattered once (to every Dask worker) and a worker that lacks the path writes them to a temporary
 file (the fingerprint check of :meth:`RunConfig.load_prepared` applies as usual).
 
 ``distributed`` is imported only here, and only when a cluster is given.
@@ -232,7 +233,8 @@ class ClusterPool:
         seen = self.client.run(os.path.exists, data_path) if self.client.nthreads() else {}
         if seen and all(seen.values()):
             return None
-        self._data = self.client.scatter(Path(data_path).read_bytes(), hash=False)
+        # on every worker: each task needs it, and a replica survives the death of one Dask worker
+        self._data = self.client.scatter(Path(data_path).read_bytes(), hash=False, broadcast=True)
         return self._data
 
     def address_of(self, worker: ClusterWorker) -> str | None:
