@@ -151,7 +151,8 @@ def add_search_arguments(parser: argparse.ArgumentParser, *, budget_per: str) ->
                              "--cluster: Dask tasks (default: one per Dask worker thread)")
     parser.add_argument("--cluster", metavar="ADDRESS",
                         help="run the workers as tasks on the Dask cluster at ADDRESS (tcp://scheduler:8786; needs "
-                             "the [dask] extra and a --storage every Dask worker reaches)")
+                             "the [dask] extra, and a --storage every Dask worker reaches unless they all run on "
+                             "this machine)")
     parser.add_argument("--sampler", default="tpe",
                         help="tpe (default), random, grid (every point of the stepped space once; always a sweep), "
                              "qmc, cmaes, nsga2, nsga3 or gp (README: which to pick); an unknown name is refused "
