@@ -103,6 +103,13 @@ def sampler_config(args: argparse.Namespace) -> dict[str, Any]:
                 n_startup_trials=args.startup_trials, seed=args.seed)
 
 
+def worker_count(args: argparse.Namespace) -> int:
+    """``--workers``, else the CPU count; with ``--cluster`` 1, which submits one task per Dask worker thread."""
+    if args.workers is not None:
+        return args.workers
+    return 1 if getattr(args, "cluster", None) else default_workers()
+
+
 def optimization_config(args: argparse.Namespace, **extra: Any) -> Any:
     """The OptimizationConfig of ``optimize`` and ``walkforward``: data, strategy, --params, --fixed, window."""
     from .optimize import OptimizationConfig
@@ -120,7 +127,7 @@ def optimization_config(args: argparse.Namespace, **extra: Any) -> Any:
     return OptimizationConfig(
         data=args.data, strategy=args.strategy, optimize_params=names, param_ranges=ranges, score=score,
         fixed_params=parse_json_object(args.fixed, "--fixed") if args.fixed else {},
-        start=args.start, end=args.end, warmup_bars=args.warmup, worker_processes=args.workers, **extra,
+        start=args.start, end=args.end, warmup_bars=args.warmup, worker_processes=worker_count(args), **extra,
     )
 
 
@@ -139,8 +146,13 @@ def add_search_arguments(parser: argparse.ArgumentParser, *, budget_per: str) ->
                         help=f"{budget_per}trials:N | time:SECONDS | convergence:PATIENCE (default trials:200)")
     parser.add_argument("--target", default="score",
                         help="score (default), net_profit, romad, sharpe, max_drawdown or a metric name")
-    parser.add_argument("--workers", type=int, default=default_workers(),
-                        help=f"worker processes (default: the CPU count, at most {DEFAULT_WORKERS_CAP})")
+    parser.add_argument("--workers", type=int, default=None,
+                        help=f"worker processes (default: the CPU count, at most {DEFAULT_WORKERS_CAP}); with "
+                             "--cluster: Dask tasks (default: one per Dask worker thread)")
+    parser.add_argument("--cluster", metavar="ADDRESS",
+                        help="run the workers as tasks on the Dask cluster at ADDRESS (tcp://scheduler:8786; needs "
+                             "the [dask] extra, and a --storage every Dask worker reaches unless they all run on "
+                             "this machine)")
     parser.add_argument("--sampler", default="tpe",
                         help="tpe (default), random, grid (every point of the stepped space once; always a sweep), "
                              "qmc, cmaes, nsga2, nsga3 or gp (README: which to pick); an unknown name is refused "

@@ -152,7 +152,7 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     # Ctrl-C, SIGTERM, SIGHUP: a graceful stop (results written, workers stopped, temp folder removed),
     # then exit 128 + the signal (130, 143, 129)
     with _Signals() as signals:
-        run = start_optimization(opt, cfg)
+        run = start_optimization(opt, cfg, cluster=args.cluster)
         bar = ProgressBar()
         while not run.wait(0.5):
             if signals.signum is not None:
@@ -266,7 +266,7 @@ def cmd_walkforward(args: argparse.Namespace) -> int:
         print(f"window {number}/{total} done ({how})", file=sys.stderr, flush=True)
 
     result = walk_forward(opt, cfg, is_days=args.is_days, oos_days=args.oos_days, anchored=args.anchored,
-                          on_window=progress)
+                          on_window=progress, cluster=args.cluster)
     if args.json:
         print(json.dumps(result.summary, default=str))
         return 0

@@ -32,6 +32,16 @@ class SlowS01(S01TrailingMA):
         return super().run(data, params, cache)
 
 
+class SlowerS01(S01TrailingMA):
+    """S01 that takes ~1 s a trial: a test can kill a worker while its trial surely runs."""
+
+    id = "test_slower_s01"
+
+    def run(self, data, params: Mapping[str, Any], cache: IndicatorCache | None = None):
+        time.sleep(1.0)
+        return super().run(data, params, cache)
+
+
 class ChildCrashS01(S01TrailingMA):
     """Constructs in the parent but raises in any other process: every worker fails at start-up."""
 

@@ -65,7 +65,7 @@ def mimetypes(nb: dict) -> list[str]:
 
 
 def test_notebooks_are_committed_without_outputs():
-    for path in sorted(NOTEBOOKS.glob("0[1235]_*.ipynb")):
+    for path in sorted(NOTEBOOKS.glob("0[12356]_*.ipynb")):
         nb = json.loads(path.read_text())
         assert nb["cells"][0]["cell_type"] == "markdown", f"{path.name} must open with an explanation"
         assert "papermill" in "".join(nb["cells"][0]["source"]), f"{path.name} must say how to run it headless"
@@ -179,6 +179,20 @@ def test_03_interactive_autorun(tmp_path, small_csv):
     # the panel itself is a widget (its small state is saved); the live FigureWidgets are not created
     widget_state = json.dumps(nb["metadata"].get("widgets", {}))
     assert "FigureModel" not in widget_state and "anywidget" not in widget_state
+
+
+def test_06_cluster_on_a_local_cluster(tmp_path, small_csv):
+    pytest.importorskip("distributed")
+    out_dir = tmp_path / "cluster"
+    nb = execute("06_cluster", tmp_path, data_path=str(small_csv), n_trials=12, n_workers=2,
+                 output_dir=str(out_dir), headless=True)
+    text = text_of(nb)
+    assert "2 Dask tasks" in text and "12 trials (12 complete" in text
+    assert text.count(" on tcp://127.0.0.1:") == 2  # each kit worker named by its Dask worker's address
+    assert (out_dir / "study.journal").exists()  # the journal optuna-dashboard read
+    link = next(line for line in text.splitlines() if "optuna-dashboard: http://127.0.0.1:" in line)
+    time.sleep(0.5)
+    assert not _port_open(link.split('href="')[1].split('"')[0]), "the notebook stops its dashboard headless"
 
 
 def test_05_validate(tmp_path, small_csv, monkeypatch):

@@ -37,7 +37,7 @@ def test_environment_yml_matches_pyproject():
     conda = _conda_deps()
     wanted = list(project["dependencies"])
     wanted += [r for r in project["optional-dependencies"]["test"] if not r.startswith("merlin-kit")]
-    for extra in ("notebook", "parquet", "postgres", "redis", "samplers"):
+    for extra in ("notebook", "parquet", "postgres", "redis", "samplers", "dask"):
         wanted += project["optional-dependencies"][extra]
     conda_names = {"psycopg2-binary": "psycopg2", "redis": "redis-py"}
     for req in wanted:

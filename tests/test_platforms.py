@@ -154,7 +154,11 @@ def test_fork_is_refused_on_macos(monkeypatch):
 def test_default_workers_are_capped(monkeypatch):
     monkeypatch.setattr(os, "cpu_count", lambda: 128)
     assert _platform.default_workers() == _platform.DEFAULT_WORKERS_CAP <= MAX_WORKERS
-    assert cli.build_parser().parse_args(["optimize"]).workers == _platform.DEFAULT_WORKERS_CAP
+    from merlin_kit._cli_args import worker_count
+
+    assert worker_count(cli.build_parser().parse_args(["optimize"])) == _platform.DEFAULT_WORKERS_CAP
+    # --cluster without --workers: 1, i.e. one task per Dask worker thread
+    assert worker_count(cli.build_parser().parse_args(["optimize", "--cluster", "tcp://s:8786"])) == 1
     widgets = pytest.importorskip("merlin_kit.notebook.widgets")
     assert widgets.ConfigPanel().workers.max == _platform.DEFAULT_WORKERS_CAP  # the panel's default is valid
 

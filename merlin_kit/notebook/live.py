@@ -268,7 +268,8 @@ class LiveMonitor(RefreshLoop):
                 state, color = "done", "#777"
             else:
                 state, color = f"exit {w.exitcode}", "#b00"
-            cells.append(f"<span style='margin-right:1em'>worker {w.id} (pid {w.pid}): "
+            where = html.escape(w.address) if w.address else f"pid {w.pid}"  # a Dask worker: its address
+            cells.append(f"<span style='margin-right:1em'>worker {w.id} ({where}): "
                          f"<b style='color:{color}'>{state}</b>, {w.trials} trials</span>")
         return "Workers: " + "".join(cells)
 
@@ -276,7 +277,7 @@ class LiveMonitor(RefreshLoop):
         lines = []
         for w in p.workers:
             if not w.alive and w.exitcode not in (0, None):
-                lines.append(f"worker {w.id} (pid {w.pid}) exited with code {w.exitcode}")
+                lines.append(f"worker {w.id} ({w.address or f'pid {w.pid}'}) exited with code {w.exitcode}")
         failed = [t for t in trials if getattr(t.state, "name", "") == "FAIL"]
         if failed:
             last = failed[-1]

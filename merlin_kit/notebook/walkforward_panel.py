@@ -152,11 +152,11 @@ class WalkForwardMode:
         self.windows(data, start, end)
 
     # -- run --------------------------------------------------------------------
-    def start(self, opt: Any, cfg: Any) -> Any:
+    def start(self, opt: Any, cfg: Any, cluster: Any = None) -> Any:
         """Start the analysis of ``opt``/``cfg`` with the inputs; returns the :class:`WalkForwardRun` at once."""
         from ..walkforward import start_walk_forward
 
-        return start_walk_forward(opt, cfg, **self.values())
+        return start_walk_forward(opt, cfg, cluster=cluster, **self.values())
 
     def watch(self, run: Any, *, live: bool, on_finish: Callable[[Any], None] | None = None) -> "WalkForwardView":
         return WalkForwardView(run, live=live, interval=self.interval, on_finish=on_finish)

@@ -41,11 +41,15 @@ class ConfigPanel(W.VBox):
     live widgets, ``False`` none (use :meth:`wait` to show static results).
     ``walk_forward={"is_days": 90, "oos_days": 30, "anchored": False}`` opens it in walk-forward mode
     (:mod:`~merlin_kit.notebook.walkforward_panel`; ``panel.walkforward.set(...)`` does the same later).
+    ``cluster`` (a ``distributed.Client`` or a scheduler address): Run submits the workers to that Dask
+    cluster (``start_optimization(cluster=)``); the Workers slider is then the number of Dask tasks.
     """
 
     def __init__(self, opt: OptimizationConfig | None = None, cfg: OptunaConfig | None = None, *,
-                 live: bool | None = None, walk_forward: dict[str, Any] | None = None, **kwargs: Any) -> None:
+                 live: bool | None = None, walk_forward: dict[str, Any] | None = None, cluster: Any = None,
+                 **kwargs: Any) -> None:
         super().__init__(**kwargs)
+        self.cluster = cluster
         self.add_class("merlin-config-panel")
         self.live = live
         self.run: Any = None
@@ -65,7 +69,8 @@ class ConfigPanel(W.VBox):
         if live is not False:
             prewarm()
         self._build_widgets()
-        self.set_config(opt or OptimizationConfig(worker_processes=default_workers()),
+        threads = sum(cluster.nthreads().values()) if hasattr(cluster, "nthreads") else 0  # a Client: its threads
+        self.set_config(opt or OptimizationConfig(worker_processes=threads or default_workers()),
                         cfg or OptunaConfig(save_study=True))
         if walk_forward is not None:
             self.walkforward.set(**walk_forward)
@@ -476,7 +481,8 @@ class ConfigPanel(W.VBox):
         self.run_button.disabled = True
         try:
             wf = self.walkforward.active
-            run = self.walkforward.start(opt, cfg) if wf else start_optimization(opt, cfg)
+            extra = {} if self.cluster is None else {"cluster": self.cluster}  # the plain call without a cluster
+            run = self.walkforward.start(opt, cfg, **extra) if wf else start_optimization(opt, cfg, **extra)
         except (MerlinError, ValueError) as exc:
             field, text = self._error_field(exc)
             self._start_error = (field, text.splitlines()[0])

@@ -8,10 +8,12 @@ queue, watching, finishing), ``_worker`` (what a worker process runs), ``_sample
 ``_storage`` (locations and Optuna storages), ``_journal`` (the journal file backend), ``_runconfig`` (the run's config in the
 study), ``_attrs`` (the study's attribute keys), ``_state`` (progress and summary
 snapshots), ``_results`` (results rebuilt from the study), ``report`` (text and tables),
-``_objectives`` (objectives, Pareto front, hypervolume), ``_constraints`` (constraints on metrics).
+``_objectives`` (objectives, Pareto front, hypervolume), ``_constraints`` (constraints on metrics),
+``_dask`` (a run's workers as tasks on a Dask cluster: ``cluster=``).
 """
 
 from ._constraints import Constraint, parse_constraints
+from ._dask import open_client as open_cluster_client
 from ._engine import OptimizationRun, optimize, start_optimization
 from ._objectives import Objective, hypervolume, parse_objectives
 from ._preflight import DEFAULT_RUNS_DIR, default_run_dir, default_study_name, runs_root
@@ -28,7 +30,7 @@ __all__ = [
     "Constraint", "Objective", "hypervolume", "pareto_points", "parse_constraints", "parse_objectives",
     "DEFAULT_RUNS_DIR", "JOURNAL_NAME", "OptimizationConfig", "OptimizationResult", "OptimizationRun", "OptunaConfig", "ParamRange",
     "Progress", "RunSummary", "SAMPLER_OPTIONS", "check_sampler", "StorageLocation", "WorkerProgress", "WorkerReport", "check_join", "close_storage",
-    "default_worker_id",
+    "default_worker_id", "open_cluster_client",
     "default_run_dir", "default_study_name", "runs_root", "journal_location", "open_storage", "optimize", "progress_text",
     "redact", "results_table", "run_worker", "start_optimization", "summary_lines",
 ]

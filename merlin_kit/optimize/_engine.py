@@ -50,6 +50,7 @@ from ._storage import StorageLocation, StorageUnavailableError, in_memory_copy, 
 from ._trust import run_trust_key
 from ._worker import WorkerLoop, run_worker
 from ._constraints import parse_constraints
+from ._dask import ClusterPool
 from ._objectives import open_study, run_objectives
 from .config import OptimizationConfig, OptunaConfig, is_sweep, validate
 from .report import results_table
@@ -68,8 +69,10 @@ DEADLINE_OVERRUN_SECONDS = 10.0
 
 class OptimizationRun:
     """A running (or finished) optimisation: progress, wait, stop, results."""
+    _pool: ClusterPool | None = None  # cluster=: its client and tasks (set in __init__)
 
-    def __init__(self, opt: OptimizationConfig, cfg: OptunaConfig, *, keep_workers: bool = False) -> None:
+    def __init__(self, opt: OptimizationConfig, cfg: OptunaConfig, *, keep_workers: bool = False,
+                 cluster: Any = None) -> None:
         checked = validate(opt, cfg)  # normalised copies: the caller's objects stay as they were
         plain_optuna_logs()
         self.opt, self.config = checked.opt, checked.config
@@ -86,7 +89,7 @@ class OptimizationRun:
         self.results: list[OptimizationResult] = []
         self.summary: RunSummary | None = None
         self.error: BaseException | None = None
-        self.workers: list[LocalWorker] = []
+        self.workers: list[Any] = []  # LocalWorker, or ClusterWorker (._dask): the same interface
         self._stop_event = threading.Event()
         self._done = threading.Event()
         self._lock = threading.Lock()
@@ -100,8 +103,9 @@ class OptimizationRun:
         self._lease: RunLease | None = None
         #: the workers go on to a next study once this run's budget is spent (:mod:`._chain`)
         self._keep_workers = keep_workers
-        try:
-            if self.opt.worker_processes > 1:  # the server imports and warms up while _setup parses the data
+        try:  # cluster=: the workers are Dask tasks (._dask); client and storage checked before the study is made
+            self._pool = None if cluster is None else ClusterPool.open(cluster, cfg.storage, keep_workers)
+            if self.opt.worker_processes > 1 and cluster is None:  # the server warms up while _setup parses the data
                 start_server_early(self.opt.start_method)
             self._setup()
         except BaseException:
@@ -156,7 +160,8 @@ class OptimizationRun:
             started_at=started,
             deadline=started + float(cfg.time_limit) if cfg.budget_mode == "time" else None,
             # the in-process worker gets the window itself
-            local_copy=save_window_for_workers(self._prepared, self._tmpdir) if opt.worker_processes > 1 else None,
+            local_copy=(save_window_for_workers(self._prepared, self._tmpdir)
+                        if opt.worker_processes > 1 or self._pool is not None else None),
             strategy_id=self.strategy.id,
             extra=sweep_settings(cfg, took, seed=int(uuid.uuid4().int % 2**31)) if is_sweep(cfg) else {},
         )
@@ -196,9 +201,12 @@ class OptimizationRun:
                               f"({workers_from.storage_location.display}); its workers cannot join this study",
                               field="workers_from")
         # the live processes of the previous run of a chain wait for this study: none is started
-        adopted = [w for w in workers_from.workers if w.process is not None and w.alive()] if workers_from else []
+        adopted = [w for w in workers_from.workers if w.shareable and w.alive()] if workers_from else []
         self.workers.extend(adopted)
-        if not adopted and n == 1:
+        if self._pool is not None:  # Dask tasks, each running run_worker (._dask)
+            self.workers.extend(self._pool.submit(n, self.location, self.study_name, self.run_id, self._trust_key,
+                                                  self.run_config.data_path))
+        elif not adopted and n == 1:
             worker = LocalWorker(0)
             self.workers.append(worker)
             if not inline:
@@ -367,21 +375,14 @@ class OptimizationRun:
             log.exception("could not write the stop flag to the study")
 
     def _terminate_workers(self) -> None:
+        """Give every worker the grace period, then terminate (a Dask task: cancel) and kill what is left."""
         deadline = time.monotonic() + STOP_GRACE_SECONDS
         for w in self.workers:
-            if w.process is not None:
-                w.process.join(max(0.0, deadline - time.monotonic()))
-            elif w.thread is not None:
-                w.thread.join(max(0.0, deadline - time.monotonic()))
+            w.join(max(0.0, deadline - time.monotonic()))
         for w in self.workers:
-            if w.process is not None and w.process.is_alive():
-                w.process.terminate()
+            w.terminate()
         for w in self.workers:
-            if w.process is not None:
-                w.process.join(KILL_GRACE_SECONDS)
-                if w.process.is_alive():
-                    w.process.kill()
-                    w.process.join(KILL_GRACE_SECONDS)
+            w.kill(KILL_GRACE_SECONDS)
 
     # -- progress -------------------------------------------------------------
     def _worker_statuses(self) -> dict[str, Any]:
@@ -402,7 +403,7 @@ class OptimizationRun:
             first_trial_number=self.run_config.first_trial_number, direction=self.direction,
             fixed_params=self.run_config.fixed_params, budget_mode=cfg.budget_mode,
             budget=float(budget[cfg.budget_mode] or 0), elapsed=time.time() - self._started,
-            workers=[(w.worker_id, w.pid, w.alive(), w.exitcode) for w in self.workers],
+            workers=[(w.worker_id, w.pid, w.alive(), w.exitcode, w.address) for w in self.workers],
             finished_run=self._done.is_set(), worker_errors=crashed, objectives=self.objectives,
             constraints=self.constraints, hv_reference=cfg.hv_reference,
         )
@@ -503,6 +504,8 @@ class OptimizationRun:
         write_text_atomic(self.run_dir / "summary.json", json.dumps(self.summary.to_dict(), indent=2, default=str))
 
     def _cleanup(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
         if self._lease is not None:
             self._lease.release()
         shutil.rmtree(self._tmpdir, ignore_errors=True)
@@ -556,7 +559,7 @@ class OptimizationRun:
 
 
 def start_optimization(opt: OptimizationConfig, cfg: OptunaConfig | None = None, *, keep_workers: bool = False,
-                       workers_from: OptimizationRun | None = None) -> OptimizationRun:
+                       workers_from: OptimizationRun | None = None, cluster: Any = None) -> OptimizationRun:
     """Validate, create the study and start the workers; returns at once with a handle.
 
     A chain of runs (a walk-forward's windows) shares one set of worker processes:
@@ -565,16 +568,19 @@ def start_optimization(opt: OptimizationConfig, cfg: OptunaConfig | None = None,
     storage), takes them over instead of starting processes.  The last run of a
     chain is started without ``keep_workers``; a chain that ends early (a Stop, an
     error) calls :meth:`OptimizationRun.end_chain` on the run with waiting workers.
+
+    ``cluster``: a ``distributed.Client``, a Dask cluster or a scheduler address: the workers are Dask tasks
+    (``worker_processes`` of them when above 1, else one per Dask thread; see :mod:`._dask`).
     """
-    run = OptimizationRun(opt, cfg or OptunaConfig(), keep_workers=keep_workers)
+    run = OptimizationRun(opt, cfg or OptunaConfig(), keep_workers=keep_workers, cluster=cluster)
     _start_or_clean_up(run, workers_from=workers_from)
     return run
 
 
-def optimize(opt: OptimizationConfig, cfg: OptunaConfig | None = None) -> OptimizationRun:
-    """Run an optimisation to the end (blocking) and return the finished run."""
-    run = OptimizationRun(opt, cfg or OptunaConfig())
-    if opt.worker_processes == 1:
+def optimize(opt: OptimizationConfig, cfg: OptunaConfig | None = None, *, cluster: Any = None) -> OptimizationRun:
+    """Run an optimisation to the end (blocking) and return the finished run (``cluster``: see start_optimization)."""
+    run = OptimizationRun(opt, cfg or OptunaConfig(), cluster=cluster)
+    if opt.worker_processes == 1 and cluster is None:
         run._run_inline()
         if run.error is not None:
             raise run.error

@@ -381,6 +381,31 @@ class LocalWorker:
     process: multiprocessing.process.BaseProcess | None = None
     thread: threading.Thread | None = None
     error: str | None = None
+    #: where it runs when not a plain process of this machine (a Dask worker's address, see ._dask)
+    address: str | None = None
+
+    @property
+    def shareable(self) -> bool:
+        """Whether the next run of a chain may take it over (a process; the in-process worker ends with its run)."""
+        return self.process is not None
+
+    def join(self, timeout: float) -> None:
+        if self.process is not None:
+            self.process.join(timeout)
+        elif self.thread is not None:
+            self.thread.join(timeout)
+
+    def terminate(self) -> None:
+        if self.process is not None and self.process.is_alive():
+            self.process.terminate()
+
+    def kill(self, grace: float) -> None:
+        """After :meth:`terminate`: wait ``grace`` seconds, then SIGKILL a process that is still there."""
+        if self.process is not None:
+            self.process.join(grace)
+            if self.process.is_alive():
+                self.process.kill()
+                self.process.join(grace)
 
     @property
     def pid(self) -> int | None:

@@ -206,7 +206,7 @@ def build_summary(run: "OptimizationRun", trials: Sequence[FrozenTrial], worker_
         best_params={} if best is None else best.params,
         optimization_time_seconds=elapsed,
         trials_per_second=len(run_trials) / elapsed if elapsed > 0 else 0.0,
-        workers=max(1, n_workers) if run.workers else 0,
+        workers=max(1, n_workers, len(run.workers)) if run.workers else 0,  # a cluster: one per Dask task
         worker_reports=reports,
         storage=None if run.temporary_storage else run.storage_location.display,
         multiprocess_mode=n_workers > 1,

@@ -44,6 +44,8 @@ class WorkerProgress(_Snapshot):
     exitcode: int | None
     #: finished trials of this run that this worker ran
     trials: int
+    #: a Dask worker's address for a cluster run's workers (None: a process or thread of this machine)
+    address: str | None = None
 
 
 @dataclass(frozen=True)
@@ -163,12 +165,12 @@ def steady_rate(finished: Sequence[FrozenTrial], now: float | None = None) -> fl
 def measure_progress(*, study_name: str, trials: Sequence[FrozenTrial], run_id: str, first_trial_number: int,
                      direction: str,
                      fixed_params: dict[str, Any], budget_mode: str, budget: float, elapsed: float,
-                     workers: Sequence[tuple[int, int | None, bool, int | None]], finished_run: bool,
+                     workers: Sequence[tuple[int, int | None, bool, int | None, str | None]], finished_run: bool,
                      worker_errors: list[str], objectives: Sequence[Objective] = (),
                      constraints: Sequence[Constraint] = (), hv_reference: Sequence[float] | None = None) -> Progress:
     """A :class:`Progress` from the study's trials (``trials``: every trial of the study, read once).
 
-    ``workers``: ``(id, pid, alive, exitcode)`` of the run's own workers.  ``objectives``
+    ``workers``: ``(id, pid, alive, exitcode, address)`` of the run's own workers.  ``objectives``
     (default: one in ``direction``), ``constraints``: the best is the best feasible first
     objective; the convergence count is the hypervolume's with several objectives.
     """
@@ -209,6 +211,7 @@ def measure_progress(*, study_name: str, trials: Sequence[FrozenTrial], run_id: 
         best_trial=None if best is None else best.number,
         best_params={} if best is None else {**fixed_params, **best.params},
         elapsed=elapsed, trials_per_second=rate, eta_seconds=eta,
-        workers=[WorkerProgress(wid, pid, alive, code, counts.get(wid, 0)) for wid, pid, alive, code in workers],
+        workers=[WorkerProgress(wid, pid, alive, code, counts.get(wid, 0), where)
+                 for wid, pid, alive, code, where in workers],
         finished_run=finished_run, worker_errors=worker_errors,
     )

@@ -301,7 +301,7 @@ class WorkerLoop:
                  data_path: str | None = None, refill: Callable[[], None] | None = None,
                  prepared: PreparedData | None = None, trust_key: str | None = None,
                  allow_modules: Sequence[str] = (), signals: SignalStop | None = None,
-                 storage: BaseStorage | None = None) -> None:
+                 storage: BaseStorage | None = None, address: str | None = None) -> None:
         trust = TrustPolicy.resolve(trust_key, allow_modules)  # the run's key, or MERLIN_TRUST_KEY
         where = StorageLocation.parse(location)
         # storage: the one opened for the previous study of a chain (a journal is not read again)
@@ -318,6 +318,9 @@ class WorkerLoop:
         # prepared: the run's own process passes the window it validated (no second load)
         self.runner = TrialRunner(self.study, self.cfg, worker_id, data_path, prepared, trust)
         self.signals = self.runner.signals = signals
+        self.address = address  # a Dask worker's address: shown by the live monitor (owner and status records)
+        if address is not None:
+            self.runner.owner["address"] = address
         self.heartbeat = TrialHeartbeat(self.storage)
         self.refill = refill  # in the run's own process: tops up a database's queue when it runs dry
         self.stop_reason = ""
@@ -476,7 +479,8 @@ class WorkerLoop:
             self.study_id,
             worker_status_attr(self.cfg.run_id, self.worker_id),
             {"status": status, "pid": os.getpid(), "host": host_id(), "trials": stats.trials,
-             "failed": stats.failed, "last_error": error or stats.last_error, "stop_reason": self.stop_reason},
+             "failed": stats.failed, "last_error": error or stats.last_error, "stop_reason": self.stop_reason,
+             **({"address": self.address} if self.address is not None else {})},
         )
 
 
@@ -507,7 +511,7 @@ def report_worker_crash(location: str, study_name: str, worker_id: int, tb: str)
 
 def run_worker(location: str, study_name: str, worker_id: int, parent_pid: int | None = None,
                data_path: str | None = None, *, trust_key: str | None = None,
-               allow_modules: Sequence[str] = ()) -> WorkerStats | None:
+               allow_modules: Sequence[str] = (), address: str | None = None) -> WorkerStats | None:
     """Process entry point: join the study and run trials until the global budget is spent.
 
     Then, when the study is part of a chain (a walk-forward's windows, :mod:`._chain`), wait for
@@ -519,18 +523,21 @@ def run_worker(location: str, study_name: str, worker_id: int, parent_pid: int |
     Exits with code 1 (after recording the traceback in the study) if the
     worker cannot start or crashes, with :data:`EXIT_STORAGE_GONE` (one log
     line) if the storage stops answering; a failing *trial* never ends the worker.
+    Run in a thread of someone else's process (a Dask task, ``address`` = the Dask
+    worker's), it installs no signal handler and returns instead of ending the process.
     """
     _configure_child_logging(worker_id)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     plain_optuna_logs()
-    child = multiprocessing.parent_process() is not None
+    in_main = threading.current_thread() is threading.main_thread()
+    child = in_main and multiprocessing.parent_process() is not None  # our own process: it may exit early
     if child:
         # Ctrl-C (and a terminal's hang-up) reach the whole process group: the parent turns them
         # into a stop request (or forwards SIGTERM), so a child must not also act on them itself.
         for ignored in _group_signals():
             signal.signal(ignored, signal.SIG_IGN)
     signals = None
-    if threading.current_thread() is threading.main_thread():
+    if in_main:
         # first signal: no new trial, the one in flight may finish; second (or grace over): give it back
         signals = SignalStop(signal_grace())
         signals.install((signal.SIGTERM,) if child else (signal.SIGTERM, *_group_signals()))
@@ -538,7 +545,8 @@ def run_worker(location: str, study_name: str, worker_id: int, parent_pid: int |
         storage = None
         while True:  # one study, or a chain of them (a walk-forward's windows, see ._chain)
             loop = WorkerLoop(location, study_name, worker_id, parent_pid=parent_pid, data_path=data_path,
-                              trust_key=trust_key, allow_modules=allow_modules, signals=signals, storage=storage)
+                              trust_key=trust_key, allow_modules=allow_modules, signals=signals, storage=storage,
+                              address=address)
             stats = loop.run()
             stats.stop_reason = loop.stop_reason
             stats.signal = None if signals is None else signals.signum

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from ..optimize import Progress, close_storage, open_storage, redact, start_optimization
+from ..optimize import Progress, close_storage, open_cluster_client, open_storage, redact, start_optimization
 from ._runner import (
     STOPPED_REASONS, WINDOW_ATTR, WalkForwardPlan, WalkForwardResult, WindowResult, _finished_record,
     _journal_exists_or_server,
@@ -50,8 +50,12 @@ class WalkForwardRun:
     there, before anything starts.
     """
 
-    def __init__(self, plan: WalkForwardPlan, on_window: Callable[[int, int, Any], None] | None = None) -> None:
+    def __init__(self, plan: WalkForwardPlan, on_window: Callable[[int, int, Any], None] | None = None,
+                 cluster: Any = None) -> None:
         self._plan = plan
+        #: cluster=: each window submits its kit workers as Dask tasks (no chain: the Dask workers stay warm)
+        self._cluster = cluster
+        self._owns_cluster = False  # a client made from an address: closed when the analysis ends
         self._on_window = on_window
         self._started = time.time()
         self._lock = threading.Lock()
@@ -144,7 +148,7 @@ class WalkForwardRun:
                     reused = record is not None
                     self._emit(w, record or plan.record(keys[w.number], None), None, reused, time.time() - t_w)
                     continue
-                more = any(n > w.number for n in to_run)
+                more = any(n > w.number for n in to_run) and self._cluster is None
                 run = self._start_window(w, keep_workers=more, workers_from=waiting)
                 if run is None:
                     break
@@ -179,6 +183,8 @@ class WalkForwardRun:
                 waiting.end_chain()
             if storage is not None:
                 close_storage(storage)
+            if self._owns_cluster:
+                self._cluster.close()
             with self._lock:
                 self._current, self._current_window = None, None
             self._done.set()
@@ -202,7 +208,8 @@ class WalkForwardRun:
         with self._lock:
             if self._stop.is_set():
                 return None
-            run = start_optimization(opt, cfg, keep_workers=keep_workers, workers_from=workers_from)
+            run = start_optimization(opt, cfg, keep_workers=keep_workers, workers_from=workers_from,
+                                     cluster=self._cluster)
             self._current, self._current_window = run, w.number
         return run
 
@@ -219,21 +226,26 @@ class WalkForwardRun:
 
 def start_walk_forward(opt: Any, cfg: Any = None, *, is_days: int, oos_days: int, anchored: bool = False,
                        start: Any = None, end: Any = None,
-                       on_window: Callable[[int, int, Any], None] | None = None) -> WalkForwardRun:
+                       on_window: Callable[[int, int, Any], None] | None = None,
+                       cluster: Any = None) -> WalkForwardRun:
     """Start a walk-forward analysis and return at once with its :class:`WalkForwardRun`.
 
     Same arguments as :func:`walk_forward`; every configuration error
     (:class:`~merlin_kit.errors.ConfigError`) is raised here, before anything starts.
     """
     plan = plan_walk_forward(opt, cfg, is_days=is_days, oos_days=oos_days, anchored=anchored, start=start, end=end)
-    run = WalkForwardRun(plan, on_window)
+    owned = False
+    if cluster is not None and not hasattr(cluster, "submit"):  # an address or a cluster: one client for all windows
+        cluster, owned = open_cluster_client(cluster)
+    run = WalkForwardRun(plan, on_window, cluster)
+    run._owns_cluster = owned
     run._start()
     return run
 
 
 def walk_forward(opt: Any, cfg: Any = None, *, is_days: int, oos_days: int, anchored: bool = False,
                  start: Any = None, end: Any = None,
-                 on_window: Callable[[int, int, Any], None] | None = None) -> WalkForwardResult:
+                 on_window: Callable[[int, int, Any], None] | None = None, cluster: Any = None) -> WalkForwardResult:
     """Walk-forward analysis of ``opt`` / ``cfg`` (spec VALIDATION.md: windows, "Per window", "Stitched").
 
     ``opt`` (:class:`~merlin_kit.optimize.OptimizationConfig`) and ``cfg``
@@ -287,7 +299,9 @@ def walk_forward(opt: Any, cfg: Any = None, *, is_days: int, oos_days: int, anch
     processes only if none survives).  ``merlin-kit worker --study <any
     window's study>`` on another machine follows the windows the same way.
     With ``worker_processes=1`` each window's trials run in a thread of this
-    process.  Ctrl-C stops the current window and raises KeyboardInterrupt
+    process.  ``cluster`` (a ``distributed.Client`` or a scheduler address):
+    each window's workers are Dask tasks instead (``start_optimization(cluster=)``;
+    a new set per window, on the cluster's already warm workers).  Ctrl-C stops the current window and raises KeyboardInterrupt
     (finished windows are kept for a resume); :func:`start_walk_forward`
     returns a :class:`WalkForwardRun` handle instead of blocking.
 
@@ -297,7 +311,7 @@ def walk_forward(opt: Any, cfg: Any = None, *, is_days: int, oos_days: int, anch
     a flat window counts 0 % in both means.
 """
     run = start_walk_forward(opt, cfg, is_days=is_days, oos_days=oos_days, anchored=anchored, start=start, end=end,
-                             on_window=on_window)
+                             on_window=on_window, cluster=cluster)
     try:
         while not run.wait(0.5):
             pass
