@@ -159,8 +159,7 @@ class OptimizationRun:
             first_trial_number=len(existing),
             started_at=started,
             deadline=started + float(cfg.time_limit) if cfg.budget_mode == "time" else None,
-            # the in-process worker gets the window itself
-            local_copy=(save_window_for_workers(self._prepared, self._tmpdir)
+            local_copy=(save_window_for_workers(self._prepared, self._tmpdir)  # the in-process worker has it
                         if opt.worker_processes > 1 or self._pool is not None else None),
             strategy_id=self.strategy.id,
             extra=sweep_settings(cfg, took, seed=int(uuid.uuid4().int % 2**31)) if is_sweep(cfg) else {},
