@@ -344,8 +344,8 @@ class OptimizationRun:
         mode = self.config.budget_mode
         if mode == "trials":  # a sweep's budget: its batches (a resume skips the points the study has)
             return self._sweep.finished() if self._sweep is not None else p.finished >= (self.config.n_trials or 0)
-        if mode == "time":
-            return time.time() >= self.run_config.deadline
+        if mode == "time":  # fresh read a second on: a trial asked for just before the deadline is RUNNING by then
+            return time.time() >= self.run_config.deadline + 1.0 and not self._remote_trials_running()
         return ((p.since_improvement or 0) >= (self.config.convergence_patience or 0)
                 or self._storage.get_study_user_attrs(self._study_id).get(converged_attr(self.run_id)) is not None)
 
