@@ -78,11 +78,14 @@ class RefreshLoop:
             except Exception:
                 pass
         finally:
-            if self.on_finish is not None and not self._closed:  # a closed view's owner has moved on
-                try:
-                    self.on_finish(self)
-                except Exception:
-                    log.exception("on_finish callback failed")
+            # under the guard: close() (a re-run of the owner's cell) waits for the owner's update instead of
+            # closing the owner's widgets while it still sets them; a closed view's owner has moved on
+            with self._guard:
+                if self.on_finish is not None and not self._closed:
+                    try:
+                        self.on_finish(self)
+                    except Exception:
+                        log.exception("on_finish callback failed")
             self.finished.set()
 
     # -- what a subclass says ------------------------------------------------------
