@@ -29,6 +29,20 @@ def columnar_kind(raw: bytes) -> str | None:
     return None
 
 
+def file_kind(path: str | os.PathLike[str]) -> str | None:
+    """:func:`columnar_kind` of a file from its first and last bytes (the whole file is not read)."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+        size = f.seek(0, os.SEEK_END)
+        f.seek(max(0, size - 8))
+        tail = f.read(8)
+    if size < 8:
+        return columnar_kind(head)
+    kinds = {columnar_kind(head[:n] + tail[-n:]) for n in (4, 6)}  # PAR1/FEA1 are 4 bytes, ARROW1 6
+    kinds.discard(None)
+    return kinds.pop() if kinds else None
+
+
 def _pyarrow(label: str, kind: str) -> Any:
     try:
         import pyarrow
@@ -37,19 +51,21 @@ def _pyarrow(label: str, kind: str) -> Any:
     return pyarrow
 
 
-def read_columnar(raw: bytes, label: str) -> pd.DataFrame:
-    """The table of a Parquet or Feather file's bytes (its pandas index restored), or DataError."""
-    kind = columnar_kind(raw)
+def read_columnar(raw: bytes | str | os.PathLike[str], label: str, kind: str | None = None) -> pd.DataFrame:
+    """The table of a Parquet or Feather file (its bytes, or its path: memory-mapped, never copied whole
+    into Python), its pandas index restored, or DataError."""
+    kind = kind or (columnar_kind(raw) if isinstance(raw, bytes) else file_kind(raw))
     pa = _pyarrow(label, str(kind))
+    source = pa.BufferReader(raw) if isinstance(raw, bytes) else os.fspath(raw)
     try:
         if kind == "parquet":
             import pyarrow.parquet as pq
 
-            table = pq.read_table(pa.BufferReader(raw))
+            table = pq.read_table(source, memory_map=not isinstance(raw, bytes))
         else:
             import pyarrow.feather as feather
 
-            table = feather.read_table(pa.BufferReader(raw))
+            table = feather.read_table(source, memory_map=not isinstance(raw, bytes))
         frame = table.to_pandas()
     except (pa.ArrowException, ValueError, OSError) as exc:
         raise DataError(f"{label}: not a readable {str(kind).capitalize()} file ({exc})") from exc

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import DataError
-from ._columnar import columnar_kind, read_columnar
+from ._columnar import columnar_kind, file_kind, read_columnar
 from ._validated import remember
 
 OHLCV_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
@@ -94,6 +94,9 @@ def _read_csv_source(source: Any, name: str | None) -> tuple[str, pd.DataFrame, 
         if path.is_dir():
             raise DataError(f"{label}: is a directory, not a CSV file")
         try:
+            kind = file_kind(path)
+            if kind is not None:  # pyarrow maps the file itself: no copy of it in Python
+                return label, read_columnar(path, label, kind), True
             raw = path.read_bytes()
         except OSError as exc:
             raise DataError(f"{label}: cannot read the file ({exc.strerror or exc})") from exc
