@@ -29,7 +29,10 @@ from pathlib import Path
 import optuna
 
 from merlin_kit.data import sample
-from merlin_kit.optimize import OptimizationConfig, OptunaConfig, close_storage, open_storage, optimize
+from merlin_kit.optimize import OptimizationConfig, OptunaConfig, optimize
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_storage import cleanup  # noqa: E402
 
 PARAMS = ["closeCountLong", "closeCountShort", "stopLongX"]
 WARMUP = 200
@@ -49,12 +52,7 @@ def one_run(kind: str, client, storage_tpl: str, data_csv: Path, trials: int) ->
         span = (max(t.datetime_complete for t in frozen) - min(t.datetime_start for t in frozen)).total_seconds()
         return {"wall": wall, "rate": trials / span}
     finally:
-        if "://" in storage:
-            s = open_storage(storage, heartbeat=False)
-            try:
-                optuna.delete_study(study_name=tag, storage=s)
-            finally:
-                close_storage(s)
+        cleanup(storage, tag, tag)
 
 
 def main(argv: list[str] | None = None) -> int:
