@@ -2,6 +2,7 @@
 
 Run:  python benchmarks/bench_samplers.py [--samplers tpe random ...] [--workers 1 2] [--trials 300]
                                           [--repeat 3] [--checkpoints 300 1000] [--seeds 15] [--quality-workers 2]
+                                          [--record seeds.jsonl]
 Smoke: python benchmarks/bench_samplers.py --seeds 1 --checkpoints 50 --trials 50 --repeat 1
 
 Two tables, medians:
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import json
 import os
 import statistics
 import sys
@@ -69,14 +71,39 @@ def best_after(run, checkpoint: int) -> float | None:
     return max(scores) if scores else None
 
 
-def quality(samplers: list[str], checkpoints: list[int], seeds: int, workers: int) -> list[tuple]:
+def _recorded(record: Path | None) -> dict[tuple, dict[int, float | None]]:
+    """Seeds already measured: (sampler, seed, trials, workers) -> best score at each checkpoint."""
+    if record is None or not record.exists():
+        return {}
+    done = {}
+    for line in record.read_text().splitlines():
+        if line.strip():
+            r = json.loads(line)
+            done[(r["sampler"], r["seed"], r["trials"], r["workers"])] = {int(c): v for c, v in r["bests"].items()}
+    return done
+
+
+def quality(samplers: list[str], checkpoints: list[int], seeds: int, workers: int,
+            record: Path | None = None) -> list[tuple]:
+    """Best score after each checkpoint per seed; with ``record``, each seed is appended to that JSON-lines
+    file as it finishes and seeds already there are read back, not re-run (a long table, e.g. gp to 1,000
+    trials, can be measured over several sittings)."""
     rows = []
+    done = _recorded(record)
+    n_trials = max(checkpoints)
     for s in samplers:
         bests: dict[int, list[float]] = {c: [] for c in checkpoints}
-        for seed in range(seeds):
-            run = optimize(link_config(workers), OptunaConfig(n_trials=max(checkpoints), sampler=s, seed=1000 + seed))
+        for seed in range(1000, 1000 + seeds):
+            key = (s, seed, n_trials, workers)
+            if key not in done:
+                run = optimize(link_config(workers), OptunaConfig(n_trials=n_trials, sampler=s, seed=seed))
+                done[key] = {c: best_after(run, c) for c in checkpoints}
+                if record is not None:
+                    with record.open("a") as f:
+                        f.write(json.dumps({"sampler": s, "seed": seed, "trials": n_trials, "workers": workers,
+                                            "bests": done[key]}) + "\n")
             for c in checkpoints:
-                value = best_after(run, c)
+                value = done[key].get(c)
                 if value is not None:
                     bests[c].append(value)
         for c in checkpoints:
@@ -97,6 +124,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=15, help="seeds of the search-quality table")
     ap.add_argument("--quality-workers", type=int, default=2, help="worker processes of the search-quality runs")
     ap.add_argument("--skip", nargs="*", default=[], choices=["throughput", "quality"])
+    ap.add_argument("--record", type=Path, default=None,
+                    help="JSON-lines file of finished quality seeds: appended to, and seeds found there are not re-run")
     args = ap.parse_args()
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     samplers = available(args.samplers)
@@ -111,7 +140,7 @@ def main() -> None:
         print(f"\nSearch quality: best score after N trials, {args.seeds} seeds, {args.quality_workers} workers")
         print(f"{'sampler':<8} {'trials':>6} {'median':>7} {'mean':>7} {'min-max':>15} {'seeds':>5}")
         for s, c, med, mean, lo, hi, n in quality(samplers, sorted(set(args.checkpoints)), args.seeds,
-                                                  args.quality_workers):
+                                                  args.quality_workers, args.record):
             print(f"{s:<8} {c:>6} {med:>7.1f} {mean:>7.1f} {f'[{lo:.1f}, {hi:.1f}]':>15} {n:>5}")
 
 
