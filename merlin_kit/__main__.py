@@ -1,4 +1,3 @@
-from .cli import main
-import sys
+from .cli import console_main
 
-sys.exit(main())
+console_main()

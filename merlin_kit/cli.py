@@ -7,13 +7,14 @@ line on stderr and exit with code 2; tracebacks are for bugs only.
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
 import signal
 import sys
 import threading
 import time
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, NoReturn, Sequence
 
 from ._cli_args import (
     add_search_arguments, optimization_config, parse_budget, parse_days, parse_json_object, sampler_config,
@@ -152,7 +153,8 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     # Ctrl-C, SIGTERM, SIGHUP: a graceful stop (results written, workers stopped, temp folder removed),
     # then exit 128 + the signal (130, 143, 129)
     with _Signals() as signals:
-        run = start_optimization(opt, cfg, cluster=args.cluster)
+        # the CLI only waits: its own core runs worker 0 while the other workers start (see start_optimization)
+        run = start_optimization(opt, cfg, cluster=args.cluster, parent_works=args.cluster is None)
         bar = ProgressBar()
         while not run.wait(0.5):
             if signals.signum is not None:
@@ -467,5 +469,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
 
+def console_main() -> NoReturn:
+    """The ``merlin-kit`` command (and ``python -m merlin_kit``): :func:`main`, then a quick exit.
+
+    With numba kernels loaded, the interpreter's final clean-up (freeing every compiled kernel's LLVM
+    objects one by one, after the exit handlers) adds ~0.5 s to each command, which a user waits for
+    with nothing left to do.  So once the command has returned, the exit handlers run (temporary
+    folders, multiprocessing, logging), stdout and stderr are flushed, and the process ends with
+    ``os._exit``.  A command that leaves a non-daemon thread running exits the ordinary way.
+    """
+    code = main()
+    if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
+        sys.exit(code)
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe or stream: nothing more can reach the reader
+            pass
+    os._exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    console_main()

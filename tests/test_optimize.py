@@ -68,8 +68,11 @@ def test_exact_trial_budget_every_start_method(small_csv, method, monkeypatch):
 
     monkeypatch.setattr(probe, "PARENT_MARK", f"set-by-{os.getpid()}")  # after import: only a fork inherits it
     for workers, n in ((2, 23), (4, 17)):
-        run = optimize(make(small_csv, workers, start_method=method, strategy="tests._strategies:StartMethodProbeS01"),
-                       OptunaConfig(n_trials=n, sampler="random", seed=7))
+        # start_optimization: every worker a process (optimize() would run worker 0 in this process)
+        run = start_optimization(make(small_csv, workers, start_method=method,
+                                      strategy="tests._strategies:StartMethodProbeS01"),
+                                 OptunaConfig(n_trials=n, sampler="random", seed=7))
+        run.wait()
         # the workers that ran trials say who their parent is and whether they carry the test's mark
         seen = {}
         for w in run.summary.worker_reports:
@@ -382,10 +385,12 @@ def test_strategy_raising_in_a_trial_fails_only_that_trial(small_csv):
 def test_every_worker_failing_raises_with_traceback(small_csv, monkeypatch):
     monkeypatch.setenv("MERLIN_TEST_PARENT_PID", str(os.getpid()))
     with pytest.raises(OptimizationError, match="every worker failed") as info:
-        # spawn: a forkserver's workers see the server's environment, not the variable this test sets
-        optimize(OptimizationConfig(data=str(small_csv), strategy="tests._strategies:ChildCrashS01", worker_processes=2,
-                                    optimize_params=FEW, warmup_bars=200, start_method="spawn"),
-                 OptunaConfig(n_trials=5, sampler="random"))
+        # spawn: a forkserver's workers see the server's environment, not the variable this test sets;
+        # start_optimization: every worker a process (with optimize() this process would do the trials itself)
+        start_optimization(OptimizationConfig(data=str(small_csv), strategy="tests._strategies:ChildCrashS01",
+                                              worker_processes=2, optimize_params=FEW, warmup_bars=200,
+                                              start_method="spawn"),
+                           OptunaConfig(n_trials=5, sampler="random")).wait()
     assert "worker cannot construct this strategy" in str(info.value)
     assert "Traceback" in str(info.value)
 

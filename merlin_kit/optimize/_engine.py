@@ -1,23 +1,24 @@
 """Orchestration: set up the study, start workers, watch, stop, finish.
 
-The parent never computes trials when it has worker processes: it runs the
-pre-flight checks (:mod:`._preflight`), creates the study with the run's
-configuration in its user attrs (:mod:`._runconfig`), fills the trial queue
-(:mod:`._budget`), starts N processes on :func:`~._worker.run_worker`, watches
-the storage for progress (:mod:`._state`) and dead workers (:mod:`._liveness`),
-enforces the deadline and Stop, then rebuilds every result from the trials
-(:mod:`._results`).  With one worker the same loop runs in the calling process
-(a thread for :func:`start_optimization`), so one worker and N workers
-optimise exactly the same function.
+The parent runs the pre-flight checks (:mod:`._preflight`), creates the study
+with the run's configuration in its user attrs (:mod:`._runconfig`), fills the
+trial queue (:mod:`._budget`), starts processes on :func:`~._worker.run_worker`
+(:mod:`._start`), watches the storage for progress (:mod:`._state`) and dead
+workers (:mod:`._liveness`), enforces the deadline and Stop, then rebuilds every
+result from the trials (:mod:`._results`).  With one worker the same loop runs
+in the calling process (a thread for :func:`start_optimization`), so one worker
+and N workers optimise exactly the same function.  A caller that only waits
+(:func:`optimize`, the CLI) runs worker 0 in a thread as well, beside N - 1
+processes: its core computes trials while they start (``parent_works``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import multiprocessing
 import multiprocessing.connection
-import os
 import shutil
 import threading
 import time
@@ -35,20 +36,21 @@ from .._platform import wait_event, write_text_atomic
 from ..backtest import Backtester, BacktestResult
 from ..data import PreparedData, fingerprint, load_data, prepare, source_as_path
 from ..errors import ConfigError
-from ._attrs import FINISHED_STATES, OWNER_ATTR, STOP_ATTR, converged_attr, counts_towards_budget, worker_status_prefix
+from ._attrs import FINISHED_STATES, STOP_ATTR, converged_attr, counts_towards_budget, worker_status_prefix
 from ._budget import TrialQueue, belongs_to_run
 from ._chain import end_chain, link_next, mark_pending
 from ._logs import plain_optuna_logs
-from ._liveness import LocalWorker, RunLease, StaleTrialReaper, end_processes, host_id
+from ._liveness import LocalWorker, RunLease, StaleTrialReaper, end_processes, others_run_trials
 from ._preflight import check_strategy, choose_storage, default_study_name, make_run_tmpdir, save_window_for_workers
 from ._results import OptimizationResult, build_results, build_summary, check_outcome, run_trials_of
 from ._runconfig import RunConfig, previous_run_config, resume_differences, store_run_config, strategy_to_ref
-from ._start import start_server_early, worker_context
+from ._start import start_server_early, start_worker_process
 from ._state import Progress, RunSummary, measure_progress
 from ._sweep import SweepQueue, sweep_settings
+from ._validation_methods import ValidationMethods
 from ._storage import StorageLocation, StorageUnavailableError, in_memory_copy, storage_unavailable
 from ._trust import run_trust_key
-from ._worker import WorkerLoop, run_worker
+from ._worker import WorkerLoop
 from ._constraints import parse_constraints
 from ._dask import ClusterPool
 from ._objectives import open_study, run_objectives
@@ -67,7 +69,7 @@ KILL_GRACE_SECONDS = 1.5
 DEADLINE_OVERRUN_SECONDS = 10.0
 
 
-class OptimizationRun:
+class OptimizationRun(ValidationMethods):
     """A running (or finished) optimisation: progress, wait, stop, results."""
     _pool: ClusterPool | None = None  # cluster=: its client and tasks (set in __init__)
 
@@ -91,6 +93,8 @@ class OptimizationRun:
         self.error: BaseException | None = None
         self.workers: list[Any] = []  # LocalWorker, or ClusterWorker (._dask): the same interface
         self._stop_event = threading.Event()
+        # written when the in-process worker thread ends (closed with the run object, by the GC)
+        self._wake_r, self._wake_w = multiprocessing.Pipe(duplex=False)
         self._done = threading.Event()
         self._lock = threading.Lock()
         self._progress: Progress | None = None
@@ -193,7 +197,13 @@ class OptimizationRun:
         return self.storage_location is not None and self.storage_location.in_folder(self._tmpdir)
 
     # -- execution ----------------------------------------------------------
-    def _start(self, inline: bool = False, workers_from: "OptimizationRun | None" = None) -> None:
+    def _start(self, inline: bool = False, workers_from: "OptimizationRun | None" = None,
+               parent_works: bool = False) -> None:
+        """Queue the budget, then start the workers: adopted ones (a chain), Dask tasks, or local ones.
+
+        Locally, worker 0 runs in this process when there is one worker, or with ``parent_works`` (a caller
+        that only waits: its CPU works while the other workers' processes start); processes run the rest.
+        """
         n = self.opt.worker_processes
         if workers_from is not None and workers_from.location != self.location:
             raise ConfigError(f"workers_from: run {workers_from.study_name!r} uses another storage "
@@ -205,20 +215,6 @@ class OptimizationRun:
         if self._pool is not None:  # Dask tasks, each running run_worker (._dask)
             self.workers.extend(self._pool.submit(n, self.location, self.study_name, self.run_id, self._trust_key,
                                                   self.run_config.data_path))
-        elif not adopted and n == 1:
-            worker = LocalWorker(0)
-            self.workers.append(worker)
-            if not inline:
-                worker.thread = threading.Thread(target=self._thread_worker, args=(worker,), daemon=True,
-                                                 name="merlin-worker-0")
-                worker.thread.start()
-        elif not adopted and n > 1:
-            ctx = worker_context(self.opt.start_method)  # resolved by validate(): never "auto" here
-            for i in range(n):
-                proc = ctx.Process(target=run_worker, args=(self.location, self.study_name, i, os.getpid()),
-                                   kwargs={"trust_key": self._trust_key}, name=f"merlin-worker-{i}", daemon=True)
-                proc.start()
-                self.workers.append(LocalWorker(i, process=proc))
         if is_sweep(self.config):  # one ticket per batch of precomputed points (._sweep)
             self._sweep = SweepQueue(self._storage, self._study_id, self.run_config)
             self._sweep.fill()
@@ -229,6 +225,17 @@ class OptimizationRun:
         if workers_from is not None:  # set up and queued: the previous run's workers may come
             link_next(self._storage, self._storage.get_study_id_from_name(workers_from.study_name),
                       workers_from.run_id, self.study_name)
+        in_process = not adopted and self._pool is None and (n == 1 or parent_works)
+        if in_process:  # first: a forkserver still importing makes each process start below wait for it
+            worker = LocalWorker(0)
+            self.workers.append(worker)
+            if not inline:
+                worker.thread = threading.Thread(target=self._thread_worker, args=(worker,), daemon=True,
+                                                 name="merlin-worker-0")
+                worker.thread.start()
+        for i in range(int(in_process), n) if not adopted and self._pool is None else ():
+            self.workers.append(LocalWorker(i, process=start_worker_process(
+                self.opt.start_method, i, self.location, self.study_name, self._trust_key)))
         if not inline:
             self._monitor = threading.Thread(target=self._watch, daemon=True, name="merlin-monitor")
             self._monitor.start()
@@ -246,6 +253,9 @@ class OptimizationRun:
             self._in_process_worker().run()
         except Exception as exc:
             self._worker_crashed(worker, exc)
+        finally:  # the monitor sees the end at once, as it sees a process's
+            with contextlib.suppress(OSError):
+                self._wake_w.send_bytes(b"")
 
     def _worker_crashed(self, worker: LocalWorker, exc: Exception) -> None:
         """The in-process worker ended with an exception: a lost storage ends the run, anything else is logged."""
@@ -313,23 +323,18 @@ class OptimizationRun:
         self._finish()
 
     def _pause(self) -> None:
-        """One poll interval, cut short when a worker process ends (the run's end is seen at once)."""
-        sentinels = [w.process.sentinel for w in self.workers if w.process is not None and w.alive()]
+        """One poll interval, cut short when a local worker ends (the run's end is seen at once)."""
+        sentinels = [w.process.sentinel if w.process is not None else self._wake_r
+                     for w in self.workers if (w.process is not None or w.thread is not None) and w.alive()]
         if sentinels:
-            multiprocessing.connection.wait(sentinels, timeout=POLL_SECONDS)
+            if self._wake_r in multiprocessing.connection.wait(sentinels, timeout=POLL_SECONDS):
+                self._wake_r.recv_bytes()
         else:
             self._stop_event.wait(POLL_SECONDS)
 
     def _remote_trials_running(self) -> bool:
         """Whether workers other than ours (``merlin-kit worker`` elsewhere) still run trials of this run."""
-        ours = {w.pid for w in self.workers}
-        here = host_id()
-        for t in self._storage.get_all_trials(self._study_id, deepcopy=False, states=(TrialState.RUNNING,)):
-            owner = t.user_attrs.get(OWNER_ATTR)
-            ours_here = owner is not None and owner.get("host") == here and owner.get("pid") in ours
-            if owner and owner.get("run") == self.run_id and not ours_here:
-                return True
-        return False
+        return others_run_trials(self._storage, self._study_id, self.run_id, {w.pid for w in self.workers})
 
     def _wait_for_remote_trials(self, timeout: float) -> None:
         """After Stop: give remote workers' trials in flight a moment to finish (they stop at the next trial)."""
@@ -535,31 +540,15 @@ class OptimizationRun:
         assert self._prepared is not None
         return Backtester(self.strategy, self._prepared).result(result.params)
 
-    # -- validation: thin entry points to merlin_kit.robustness (it sits above optimize: imported lazily) --
-    def deflated_sharpe(self, top_k: int = 20) -> pd.DataFrame:
-        """DSR table of the top ``top_k`` complete results: trial, sharpe_ratio, sr0, dsr, skew, kurtosis, months."""
-        from ..robustness import run_deflated_sharpe
-        return run_deflated_sharpe(self, top_k)
-
-    def pbo(self, top_k: int | None = None, n_splits: int = 16) -> Any:
-        """PBO (CSCV) over the distinct parameter sets' daily returns; a PBOResult with ``columns`` and ``returns``."""
-        from ..robustness import run_pbo
-        return run_pbo(self, top_k, n_splits)
-
-    def stress_test(self, top_k: int = 5) -> pd.DataFrame:
-        """Each top result with every numeric optimised parameter moved ±1/±2 steps: retention, worst, fragile."""
-        from ..robustness import run_stress_test
-        return run_stress_test(self, top_k)
-
-    def holdout(self, start: Any, end: Any = None, top_k: int = 20) -> pd.DataFrame:
-        """The top ``top_k`` results backtested on ``[start, end]`` beside their IS metrics (no overlap allowed)."""
-        from ..robustness import run_holdout
-        return run_holdout(self, start, end, top_k)
-
 
 def start_optimization(opt: OptimizationConfig, cfg: OptunaConfig | None = None, *, keep_workers: bool = False,
-                       workers_from: OptimizationRun | None = None, cluster: Any = None) -> OptimizationRun:
+                       workers_from: OptimizationRun | None = None, cluster: Any = None,
+                       parent_works: bool = False) -> OptimizationRun:
     """Validate, create the study and start the workers; returns at once with a handle.
+
+    ``parent_works=True``: this process runs worker 0 in a thread and starts ``worker_processes - 1``
+    processes, for a caller that only waits (the CLI, :func:`optimize`): its core computes trials while the
+    processes start instead of idling.  A notebook leaves it off, so that the kernel stays responsive.
 
     A chain of runs (a walk-forward's windows) shares one set of worker processes:
     ``keep_workers=True`` keeps this run's workers once its budget is spent, waiting
@@ -571,28 +560,35 @@ def start_optimization(opt: OptimizationConfig, cfg: OptunaConfig | None = None,
     ``cluster``: a ``distributed.Client``, a Dask cluster or a scheduler address: the workers are Dask tasks
     (``worker_processes`` of them when above 1, else one per Dask thread; see :mod:`._dask`).
     """
+    if parent_works and (cluster is not None or keep_workers or workers_from is not None):
+        raise ConfigError("parent_works: the calling process can only work beside its own worker processes, "
+                          "not with cluster=, keep_workers or workers_from", field="parent_works")
     run = OptimizationRun(opt, cfg or OptunaConfig(), keep_workers=keep_workers, cluster=cluster)
-    _start_or_clean_up(run, workers_from=workers_from)
+    _start_or_clean_up(run, workers_from=workers_from, parent_works=parent_works)
     return run
 
 
 def optimize(opt: OptimizationConfig, cfg: OptunaConfig | None = None, *, cluster: Any = None) -> OptimizationRun:
-    """Run an optimisation to the end (blocking) and return the finished run (``cluster``: see start_optimization)."""
+    """Run an optimisation to the end (blocking) and return the finished run (``cluster``: see start_optimization).
+
+    Locally, this process runs worker 0 itself (``parent_works``): ``worker_processes - 1`` processes are started.
+    """
     run = OptimizationRun(opt, cfg or OptunaConfig(), cluster=cluster)
     if opt.worker_processes == 1 and cluster is None:
         run._run_inline()
         if run.error is not None:
             raise run.error
         return run
-    _start_or_clean_up(run)
+    _start_or_clean_up(run, parent_works=cluster is None)
     run.wait()
     return run
 
 
-def _start_or_clean_up(run: OptimizationRun, workers_from: OptimizationRun | None = None) -> None:
+def _start_or_clean_up(run: OptimizationRun, workers_from: OptimizationRun | None = None,
+                       parent_works: bool = False) -> None:
     """Start the run; if that fails (a process that cannot start), leave no worker, lease or temp folder behind."""
     try:
-        run._start(workers_from=workers_from)
+        run._start(workers_from=workers_from, parent_works=parent_works)
     except BaseException:
         run._stop_event.set()
         end_processes([w.process for w in run.workers if w.process is not None])

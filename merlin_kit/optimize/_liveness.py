@@ -372,6 +372,18 @@ class RunLease:
         self._held_folder = False
 
 
+def others_run_trials(storage: BaseStorage, study_id: int, run_id: str, our_pids: Collection[int | None]) -> bool:
+    """Whether processes other than ``our_pids`` on this machine (``merlin-kit worker`` elsewhere, a Dask
+    task) run RUNNING trials of run ``run_id``."""
+    here = host_id()
+    for t in storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.RUNNING,)):
+        owner = t.user_attrs.get(OWNER_ATTR)
+        ours_here = owner is not None and owner.get("host") == here and owner.get("pid") in our_pids
+        if owner and owner.get("run") == run_id and not ours_here:
+            return True
+    return False
+
+
 @dataclass
 class LocalWorker:
     """One of a run's own workers, as the parent sees it: a child process, or the in-process worker (a thread or

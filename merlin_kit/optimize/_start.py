@@ -22,6 +22,8 @@ import logging
 import multiprocessing
 import multiprocessing.context
 import multiprocessing.forkserver
+import multiprocessing.process
+import os
 
 from .._platform import forkserver_path_fits, is_macos, is_windows
 
@@ -51,6 +53,22 @@ def worker_context(method: str) -> multiprocessing.context.BaseContext:
         # a no-op once the server runs: its first start decides what it preloads
         ctx.set_forkserver_preload(FORKSERVER_PRELOAD)
     return ctx
+
+
+def start_worker_process(method: str, worker_id: int, location: str, study_name: str,
+                         trust_key: str) -> multiprocessing.process.BaseProcess:
+    """Start a daemon process on :func:`~._worker.run_worker` (``method`` resolved: never ``auto``).
+
+    With a forkserver that is still importing (a session's first run), ``start`` waits for it: a caller
+    with other work (the parent's own worker thread) starts that first.
+    """
+    from ._worker import run_worker  # lazily: ._worker imports .config, which imports this module
+
+    proc = worker_context(method).Process(target=run_worker, args=(location, study_name, worker_id, os.getpid()),
+                                          kwargs={"trust_key": trust_key}, name=f"merlin-worker-{worker_id}",
+                                          daemon=True)
+    proc.start()
+    return proc
 
 
 def start_server_early(method: str) -> None:
