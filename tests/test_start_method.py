@@ -19,7 +19,7 @@ import pytest
 
 import tests._strategies as probe
 from merlin_kit.errors import ConfigError
-from merlin_kit.optimize import OptimizationConfig, OptunaConfig, optimize
+from merlin_kit.optimize import OptimizationConfig, OptunaConfig, start_optimization
 from merlin_kit.optimize._start import resolve_start_method
 from merlin_kit.optimize.config import START_METHODS, validate
 from tests.conftest import REPO
@@ -77,12 +77,14 @@ def test_validating_auto_leaves_the_callers_config_unchanged():
 @linux_only
 def test_a_run_with_the_default_start_method_forks_its_workers_from_the_server(small_csv, monkeypatch):
     """Two workers under the default: forks of the forkserver (not children of this process, not carrying its
-    state), an exact trial budget, and the summary names the method the run used."""
+    state), an exact trial budget, and the summary names the method the run used.  start_optimization: every
+    worker a process (optimize() runs worker 0 in the calling process: tests/test_parent_works.py)."""
     monkeypatch.setattr(probe, "PARENT_MARK", f"set-by-{os.getpid()}")
     n = 13
-    run = optimize(OptimizationConfig(data=str(small_csv), worker_processes=2, optimize_params=["maLength"],
-                                      warmup_bars=200, strategy="tests._strategies:StartMethodProbeS01"),
-                   OptunaConfig(n_trials=n, sampler="random", seed=3))
+    run = start_optimization(OptimizationConfig(data=str(small_csv), worker_processes=2, optimize_params=["maLength"],
+                                                warmup_bars=200, strategy="tests._strategies:StartMethodProbeS01"),
+                             OptunaConfig(n_trials=n, sampler="random", seed=3))
+    run.wait()
     seen = {}
     for w in run.summary.worker_reports:
         path = Path(probe.PROBE_DIR) / f"{w.pid}.txt"
