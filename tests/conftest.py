@@ -85,17 +85,20 @@ def startup_seconds(write_sample_csv, tmp_path_factory) -> float:
 
     It is what any run pays before its first trial and after its last (processes spawned, imports, the
     numba kernels loaded, the storage opened, the processes joined), so on a loaded two-core machine it grows
-    with the load (two workers: one worker would run in the calling process and start nothing).  Tests that bound how long a run, a stop or a time budget takes allow this much on top of
+    with the load.  Tests that bound how long a run, a stop or a time budget takes allow this much on top of
     their own margin instead of a fixed number of seconds; a budget or a stop that is ignored still runs
     for minutes and fails them.
     """
-    from merlin_kit.optimize import OptimizationConfig, OptunaConfig, optimize
+    from merlin_kit.optimize import OptimizationConfig, OptunaConfig, start_optimization
 
     csv = write_sample_csv("baseline.csv", 3000)
     started = time.monotonic()
-    run = optimize(OptimizationConfig(data=str(csv), worker_processes=2, optimize_params=["closeCountLong"],
-                                      warmup_bars=200, start_method="spawn"),
-                   OptunaConfig(n_trials=2, sampler="random", seed=0, output_dir=tmp_path_factory.mktemp("baseline")))
+    # start_optimization: both workers processes (optimize() would run worker 0 in this process)
+    run = start_optimization(OptimizationConfig(data=str(csv), worker_processes=2, optimize_params=["closeCountLong"],
+                                                warmup_bars=200, start_method="spawn"),
+                             OptunaConfig(n_trials=2, sampler="random", seed=0,
+                                          output_dir=tmp_path_factory.mktemp("baseline")))
+    run.wait()
     took = time.monotonic() - started
     assert run.summary.total_trials == 2 and run.summary.workers == 2
     return took
