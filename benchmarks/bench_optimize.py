@@ -84,9 +84,11 @@ BASE = MODES[0]
 
 
 def mode_label(workers: int, method: str) -> str:
+    """optimize() runs worker 0 in the calling process and workers - 1 processes (started by ``method``)."""
     if workers == 1:
         return "1 (in-process)"
-    return f"{workers} (auto={resolve_start_method(method)})" if method == "auto" else f"{workers} ({method})"
+    started = resolve_start_method(method)
+    return f"{workers} (auto: here + {workers - 1} {started})" if method == "auto" else f"{workers} (here + {workers - 1} {method})"
 
 
 def throughput(name: str, make_cfg, n_trials: int, repeat: int) -> list[tuple]:
@@ -269,7 +271,7 @@ def cli_rows(n_trials: int, repeat: int) -> list[tuple]:
             method = summary["start_method"] or method
     eff = [(b / x) / 2 for b, x in zip(walls[1], walls[2])]
     return [("1 (in-process)", statistics.median(walls[1]), n_trials / statistics.median(walls[1]), 1.0, 1.0, 1.0),
-            (f"2 ({method})", statistics.median(walls[2]), n_trials / statistics.median(walls[2]),
+            (f"2 (here + 1 {method})", statistics.median(walls[2]), n_trials / statistics.median(walls[2]),
              statistics.median(eff), min(eff), max(eff))]
 
 
@@ -330,20 +332,21 @@ def main() -> None:
         print("finished trial to the last. efficiency = (1-worker wall / N-worker wall) / N of the same repeat (range in")
         print("brackets); run eff. = the same ratio of the summary's trials/s (the run from study set-up to the last trial:")
         print("worker start-up included, the parent's data load not); steady eff. = ratio of steady trials/s.")
-        print("forkserver rows: the server is already running (every run of a session after the first).")
-        print(f"{'workload':<28} {'workers':>16} {'trials':>6} {'wall s':>7} {'trials/s':>8} {'steady/s':>8} "
+        print("forkserver rows: the server is already running (every run of a session after the first). 'here + 1':")
+        print("optimize() runs worker 0 in the calling process beside one worker process.")
+        print(f"{'workload':<28} {'workers':>22} {'trials':>6} {'wall s':>7} {'trials/s':>8} {'steady/s':>8} "
               f"{'efficiency':>18} {'run eff.':>8} {'steady eff.':>11}")
         for name, w, n, wall, rate, steady, eff, lo, hi, phase_eff, steady_eff in rows:
-            print(f"{name:<28} {w:>16} {n:>6} {wall:>7.2f} {rate:>8.1f} {steady:>8.1f} "
+            print(f"{name:<28} {w:>22} {n:>6} {wall:>7.2f} {rate:>8.1f} {steady:>8.1f} "
                   f"{eff:>6.2f} [{lo:.2f}-{hi:.2f}] {phase_eff:>8.2f} {steady_eff:>11.2f}")
 
     if "cli" not in args.skip:
         print(f"\nCLI: merlin-kit optimize on {'LINK' if LINK.exists() else 'sample'}, S01 default parameters, TPE, "
               f"{args.cli_trials} trials, default settings; a fresh process per run (the session's first run), wall "
               f"clock of the command, medians over {args.cli_repeat} interleaved repeats")
-        print(f"{'workers':>20} {'wall s':>7} {'trials/s':>8} {'efficiency':>18}")
+        print(f"{'workers':>24} {'wall s':>7} {'trials/s':>8} {'efficiency':>18}")
         for label, wall, rate, eff, lo, hi in cli_rows(args.cli_trials, args.cli_repeat):
-            print(f"{label:>20} {wall:>7.2f} {rate:>8.1f} {eff:>6.2f} [{lo:.2f}-{hi:.2f}]")
+            print(f"{label:>24} {wall:>7.2f} {rate:>8.1f} {eff:>6.2f} [{lo:.2f}-{hi:.2f}]")
     if "cold" not in args.skip:
         print(f"\nCold start: merlin-kit optimize --data sample --budget trials:300 (default workers), median of "
               f"{args.cold_repeat}; search = the summary's optimisation time")
