@@ -105,3 +105,16 @@ def test_a_crashing_process_leaves_the_budget_to_the_parent_and_is_reported(smal
     assert report[0].exitcode == 0 and report[0].trials == 12
     assert report[1].had_trouble and "worker cannot construct this strategy" in (report[1].last_error or "")
     assert any(line.startswith("worker 1 (pid") for line in summary_lines(run))  # what the CLI prints
+
+
+def test_no_local_workers_means_none_even_for_a_parent_that_waits(small_csv, tmp_path):
+    """worker_processes=0 (remote workers only): parent_works does not turn the parent into a worker."""
+    run = start_optimization(OptimizationConfig(data=str(small_csv), worker_processes=0, optimize_params=FEW),
+                             OptunaConfig(n_trials=5, storage=str(tmp_path / "s.journal"), output_dir=str(tmp_path / "r")),
+                             parent_works=True)
+    try:
+        assert run.workers == []
+        time.sleep(0.5)
+        assert run.progress().finished == 0 and not owners(run)  # nobody here took a trial
+    finally:
+        run.stop()

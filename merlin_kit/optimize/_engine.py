@@ -225,7 +225,7 @@ class OptimizationRun(ValidationMethods):
         if workers_from is not None:  # set up and queued: the previous run's workers may come
             link_next(self._storage, self._storage.get_study_id_from_name(workers_from.study_name),
                       workers_from.run_id, self.study_name)
-        in_process = not adopted and self._pool is None and (n == 1 or parent_works)
+        in_process = not adopted and self._pool is None and (n == 1 or (parent_works and n > 1))
         if in_process:  # first: a forkserver still importing makes each process start below wait for it
             worker = LocalWorker(0)
             self.workers.append(worker)
