@@ -50,7 +50,25 @@ def test_environment_yml_matches_pyproject():
 
 def test_console_script_declared():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    assert project["scripts"]["merlin-kit"] == "merlin_kit.cli:main"
+    assert project["scripts"]["merlin-kit"] == "merlin_kit.cli:console_main"
+
+
+def test_console_main_runs_exit_handlers_and_flushes_before_its_quick_exit(tmp_path):
+    """console_main ends with os._exit (no interpreter clean-up): exit handlers must still run and piped output
+    must arrive complete."""
+    import subprocess
+    import sys
+
+    mark = tmp_path / "atexit-ran"
+    code = ("import atexit, sys; path = sys.argv[1]; atexit.register(lambda: open(path, 'w').write('ran')); "
+            "sys.argv = ['merlin-kit', 'params', 's01_trailing_ma']; "
+            "from merlin_kit.cli import console_main; console_main()")
+    done = subprocess.run([sys.executable, "-c", code, str(mark)], capture_output=True, text=True, timeout=120,
+                          check=False)
+    assert done.returncode == 0, done.stderr
+    assert mark.read_text() == "ran"
+    assert done.stdout.startswith("s01_trailing_ma: 25 parameters")
+    assert " ".join(done.stdout.split()).endswith("the others keep their default.")  # the last line too: flushed before os._exit
 
 
 def test_notebook_extra_gives_what_the_notebook_instructions_use():
