@@ -7,13 +7,17 @@ must still have its comm, and every model of the old one must be closed.  (These
 too: no widget, layout or style is shared between two panels or their monitors, so closing the old tree
 cannot close a model of the new one; they keep it that way.)
 
-The last test covers a race of the same re-run: the old monitor's thread telling the old panel that the run
-finished while the re-run closes that panel.
+Two tests cover races of the same re-run: the old monitor's thread telling the old panel that the run
+finished while the re-run closes that panel, and the whole comm stream of a re-run as the run ends, checked
+the way a front end reads it.  (The stream test passes without any change too: ipywidgets sends nothing for a
+closed widget and cannot serialise a Box naming one, so a bad stream needs two threads; it guards that.)
 """
 
 from __future__ import annotations
 
 import itertools
+import json
+import re
 import threading
 import time
 from types import SimpleNamespace
@@ -24,7 +28,9 @@ import pytest
 pytest.importorskip("ipywidgets")
 pytest.importorskip("plotly")
 
+import comm  # noqa: E402
 import ipywidgets as W  # noqa: E402
+from comm.base_comm import BaseComm  # noqa: E402
 
 from merlin_kit.notebook import ConfigPanel, _lifecycle  # noqa: E402
 from merlin_kit.notebook._refresh import RefreshLoop  # noqa: E402
@@ -148,3 +154,56 @@ def test_close_waits_for_the_owner_being_told_that_the_view_finished():
     closed_at = time.monotonic()
     assert view.finished.wait(30)
     assert spans and closed_at >= spans[0][1], "close() returned while on_finish was still running"
+
+
+class _RecordingComm(BaseComm):
+    """A comm that keeps what it would send: (message type, comm id, data as JSON), in sending order."""
+
+    sent: list[tuple[str, str, str]] = []
+    lock = threading.Lock()
+
+    def publish_msg(self, msg_type: str, data: Any = None, metadata: Any = None, buffers: Any = None,
+                    **keys: Any) -> None:
+        with self.lock:
+            self.sent.append((msg_type, self.comm_id, json.dumps(data or {}, default=str)))
+
+
+def stream_faults(sent: list[tuple[str, str, str]]) -> list[str]:
+    """What a front end processing ``sent`` in order would fail on: a message to a model that is not open, or an
+    update naming a model that is not open (``Could not process update msg ... widget model not found``)."""
+    state: dict[str, str] = {}
+    faults = []
+    for i, (kind, comm_id, data) in enumerate(sent):
+        if kind == "comm_open":
+            state[comm_id] = "open"
+        elif state.get(comm_id) != "open":
+            faults.append(f"#{i} {kind} to a {state.get(comm_id, 'never opened')} model {comm_id}")
+        if kind == "comm_close":
+            state[comm_id] = "closed"
+            continue
+        for ref in re.findall(r"IPY_MODEL_([0-9a-f]+)", data):
+            if state.get(ref) != "open":
+                faults.append(f"#{i} {kind} of {comm_id} names a {state.get(ref, 'never opened')} model {ref}")
+    return faults
+
+
+def test_a_rerun_while_the_final_state_is_built_sends_nothing_a_front_end_cannot_process(cell, small_csv, monkeypatch):
+    """Every comm message of a panel, its run, its monitor and a re-run of the cell as the run ends (the old monitor's
+    thread building its final charts while the main thread closes it and builds the new panel), in sending order:
+    none goes to a closed or unopened model and no update names one.  (The browser test's CI failure was such an
+    update, seen by the front end; this checks the kernel's side of it without a browser.)"""
+    monkeypatch.setattr(_RecordingComm, "sent", [])
+    monkeypatch.setattr(comm, "create_comm", lambda *args, **kwargs: _RecordingComm(*args, **kwargs))
+    old = ConfigPanel(*small(small_csv), live=True)
+    old.start()
+    deadline = time.monotonic() + 120
+    while not old.run.done and time.monotonic() < deadline:
+        time.sleep(0.005)
+    cell.run()  # re-run the cell as soon as the run is done: the monitor's thread is still at its final state
+    new = ConfigPanel(*small(small_csv), live=True)
+    assert old.monitor.finished.wait(120)
+    new.start()
+    assert new.monitor.finished.wait(120)
+    sent = list(_RecordingComm.sent)
+    assert len(sent) > 500, "the comms were not recorded"
+    assert not stream_faults(sent), stream_faults(sent)[:10]
