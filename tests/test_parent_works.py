@@ -40,9 +40,11 @@ def owners(run) -> dict[int, int]:
 
 
 def test_optimize_runs_worker_zero_in_the_calling_process_with_an_exact_budget(small_csv):
+    """spawn: its processes start slowly, so optimize() computes meanwhile."""
     n = 14
     run = optimize(OptimizationConfig(data=str(small_csv), strategy=SLOW, worker_processes=2, optimize_params=FEW,
-                                      warmup_bars=200), OptunaConfig(n_trials=n, sampler="random", seed=4))
+                                      warmup_bars=200, start_method="spawn"),
+                   OptunaConfig(n_trials=n, sampler="random", seed=4))
     assert [w.process is None for w in run.workers] == [True, False]  # one thread (worker 0), one process
     child = run.workers[1].process
     by_pid = owners(run)
@@ -50,6 +52,16 @@ def test_optimize_runs_worker_zero_in_the_calling_process_with_an_exact_budget(s
     assert set(by_pid) == {os.getpid(), child.pid}  # both computed trials
     assert not child.is_alive() and child.exitcode == 0
     assert all(t.state.name == "COMPLETE" for t in run.study.get_trials(deepcopy=False))
+
+
+def test_optimize_with_a_warm_forkserver_starts_every_worker_as_a_process(small_csv):
+    """A later run of the session: forks start in milliseconds, so the parent stays out of the trials (its GIL)."""
+    opt = OptimizationConfig(data=str(small_csv), worker_processes=2, optimize_params=FEW, warmup_bars=200,
+                             start_method="forkserver")
+    optimize(opt, OptunaConfig(n_trials=4, sampler="random", seed=1))  # the server runs from here on
+    run = optimize(opt, OptunaConfig(n_trials=10, sampler="random", seed=2))
+    assert not run.cold_start and all(w.process is not None for w in run.workers) and len(run.workers) == 2
+    assert run.summary.total_trials == 10 and os.getpid() not in owners(run)
 
 
 def test_stop_ends_the_parent_worker_and_the_processes(small_csv):

@@ -71,14 +71,24 @@ def start_worker_process(method: str, worker_id: int, location: str, study_name:
     return proc
 
 
-def start_server_early(method: str) -> None:
+#: whether an earlier run of this process started the forkserver (its forks then start in milliseconds)
+_server_started = False
+
+
+def start_server_early(method: str) -> bool:
     """Start the forkserver now (if ``method`` is forkserver) without waiting for its preload.
 
     ``ensure_running`` launches the server and returns at once; the server
     imports and warms the kernels while the caller goes on preparing the data.
     A server already running (a notebook's earlier run) is reused as it is.
+
+    Returns whether workers will start cold: ``spawn`` (imports and kernels in every worker) or a
+    forkserver that this call started (its preload takes seconds); False for ``fork`` and a warm server.
     """
+    global _server_started
     if method != "forkserver":
-        return
+        return method == "spawn"
     worker_context(method)
     multiprocessing.forkserver.ensure_running()
+    cold, _server_started = not _server_started, True
+    return cold
