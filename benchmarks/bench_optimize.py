@@ -84,11 +84,13 @@ BASE = MODES[0]
 
 
 def mode_label(workers: int, method: str) -> str:
-    """optimize() runs worker 0 in the calling process and workers - 1 processes (started by ``method``)."""
+    """optimize() runs worker 0 in the calling process beside workers - 1 processes when they start cold (spawn,
+    the bench's first forkserver); with the warm forkserver of later runs every worker is a process."""
     if workers == 1:
         return "1 (in-process)"
-    started = resolve_start_method(method)
-    return f"{workers} (auto: here + {workers - 1} {started})" if method == "auto" else f"{workers} (here + {workers - 1} {method})"
+    if method == "spawn":
+        return f"{workers} (here + {workers - 1} spawn)"
+    return f"{workers} (auto={resolve_start_method(method)})" if method == "auto" else f"{workers} ({method})"
 
 
 def throughput(name: str, make_cfg, n_trials: int, repeat: int) -> list[tuple]:
@@ -332,8 +334,8 @@ def main() -> None:
         print("finished trial to the last. efficiency = (1-worker wall / N-worker wall) / N of the same repeat (range in")
         print("brackets); run eff. = the same ratio of the summary's trials/s (the run from study set-up to the last trial:")
         print("worker start-up included, the parent's data load not); steady eff. = ratio of steady trials/s.")
-        print("forkserver rows: the server is already running (every run of a session after the first). 'here + 1':")
-        print("optimize() runs worker 0 in the calling process beside one worker process.")
+        print("forkserver rows: the server is already running (every run of a session after the first): 2 processes.")
+        print("'here + 1': optimize() runs worker 0 in the calling process beside one process that starts cold.")
         print(f"{'workload':<28} {'workers':>22} {'trials':>6} {'wall s':>7} {'trials/s':>8} {'steady/s':>8} "
               f"{'efficiency':>18} {'run eff.':>8} {'steady eff.':>11}")
         for name, w, n, wall, rate, steady, eff, lo, hi, phase_eff, steady_eff in rows:
