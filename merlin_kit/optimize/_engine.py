@@ -8,8 +8,8 @@ workers (:mod:`._liveness`), enforces the deadline and Stop, then rebuilds every
 result from the trials (:mod:`._results`).  With one worker the same loop runs
 in the calling process (a thread for :func:`start_optimization`), so one worker
 and N workers optimise exactly the same function.  A caller that only waits
-(:func:`optimize`, the CLI) runs worker 0 in a thread as well, beside N - 1
-processes: its core computes trials while they start (``parent_works``).
+(the CLI; :func:`optimize` when its processes start cold) runs worker 0 in a
+thread too, computing while N - 1 processes start (``parent_works``).
 """
 
 from __future__ import annotations
@@ -226,7 +226,8 @@ class OptimizationRun(ValidationMethods):
         if workers_from is not None:  # set up and queued: the previous run's workers may come
             link_next(self._storage, self._storage.get_study_id_from_name(workers_from.study_name),
                       workers_from.run_id, self.study_name)
-        in_process = not adopted and self._pool is None and (n == 1 or (parent_works and n > 1))
+        local = not adopted and self._pool is None
+        in_process = local and (n == 1 or (parent_works and n > 1))
         if in_process:  # first: a forkserver still importing makes each process start below wait for it
             worker = LocalWorker(0)
             self.workers.append(worker)
@@ -234,7 +235,7 @@ class OptimizationRun(ValidationMethods):
                 worker.thread = threading.Thread(target=self._thread_worker, args=(worker,), daemon=True,
                                                  name="merlin-worker-0")
                 worker.thread.start()
-        for i in range(int(in_process), n) if not adopted and self._pool is None else ():
+        for i in range(int(in_process), n if local else 0):
             self.workers.append(LocalWorker(i, process=start_worker_process(
                 self.opt.start_method, i, self.location, self.study_name, self._trust_key)))
         if not inline:
@@ -284,7 +285,6 @@ class OptimizationRun(ValidationMethods):
     def _watch(self) -> None:
         reaper = StaleTrialReaper(self._study, self.storage_location)
         next_reap = next_refresh = 0.0
-        idle_share = 29 if any(w.thread is not None for w in self.workers) else 9  # it shares worker 0's GIL
         try:
             while True:
                 if time.monotonic() >= next_reap:  # dead workers' trials -> FAIL, so the end can be reached
@@ -292,10 +292,10 @@ class OptimizationRun(ValidationMethods):
                     if self._sweep is not None:
                         self._sweep.replace_lost()  # a dead worker's batch is re-done by others
                     next_reap = time.monotonic() + REAP_SECONDS
-                if time.monotonic() >= next_refresh:  # O(trials): ~10 % of the time, ~3 % beside worker 0's thread
+                if time.monotonic() >= next_refresh:  # O(trials): at most ~10 % of the monitor's time
                     began = time.monotonic()
                     progress = self._refresh_progress()
-                    next_refresh = time.monotonic() + idle_share * (time.monotonic() - began)
+                    next_refresh = time.monotonic() + 9 * (time.monotonic() - began)
                 if self._queue is not None:
                     self._queue.rate = progress.trials_per_second
                     self._queue.top_up()
