@@ -33,6 +33,7 @@ import ipywidgets as W  # noqa: E402
 from comm.base_comm import BaseComm  # noqa: E402
 
 from merlin_kit.notebook import ConfigPanel, _lifecycle  # noqa: E402
+from merlin_kit.notebook.controls import is_visible  # noqa: E402
 from merlin_kit.notebook._refresh import RefreshLoop  # noqa: E402
 from merlin_kit.optimize import OptimizationConfig, OptunaConfig  # noqa: E402
 
@@ -207,3 +208,54 @@ def test_a_rerun_while_the_final_state_is_built_sends_nothing_a_front_end_cannot
     sent = list(_RecordingComm.sent)
     assert len(sent) > 500, "the comms were not recorded"
     assert not stream_faults(sent), stream_faults(sent)[:10]
+
+
+# -- a re-run's comm traffic: models shared inside a panel, closes paced ---------------------------------------------
+
+def test_a_panel_shares_layouts_and_styles_but_not_the_ones_it_hides():
+    """Widgets that look alike share one Layout and one Style model, so a re-run closes and opens far fewer comms
+    (841 models per panel before; a re-run's ~1,700 messages overflowed the kernel-to-browser pipe in CI).  A
+    layout the panel hides and shows is each widget's own: hiding one row's range hides no other widget."""
+    panel = ConfigPanel()
+    models = [w for _, w in reachable(panel)]
+    assert len(models) <= 520, f"{len(models)} models in one panel"
+    layouts = [w.layout for w in models if isinstance(getattr(w, "layout", None), W.Layout)]
+    assert len({id(x) for x in layouts}) < len(layouts) / 2, "layouts are not shared"
+    rows = list(panel.param_rows.values())
+    first, others = rows[0], rows[1:]
+    shown = [r.name for r in others if is_visible(r.range_box)]
+    first.optimize.value = not first.optimize.value
+    assert is_visible(first.range_box) == first.optimize.value
+    assert is_visible(first.fixed_box) != first.optimize.value
+    assert [r.name for r in others if is_visible(r.range_box)] == shown, "hiding one row hid another"
+    for hidden in (panel.data_path, panel.upload_box, panel.n_trials, panel.time_limit, panel.patience,
+                   panel.score_box, panel.output_dir, *(r.range_box for r in rows), *(r.fixed_box for r in rows)):
+        owners = [w for w in models if getattr(w, "layout", None) is hidden.layout]
+        assert owners == [hidden], f"{type(hidden).__name__} shares the layout it is hidden by"
+
+
+def test_switching_the_strategy_closes_the_previous_rows_but_not_the_shared_models(cell):
+    panel = ConfigPanel()
+    names = [v for _, v in panel.strategy.options]
+    assert len(names) >= 2, "needs two built-in strategies"
+    old_rows = list(panel.param_rows.values())
+    panel.strategy.value = names[1]
+    panel.strategy.value = names[0]
+    assert old_rows and all(w.comm is None for r in old_rows for w in (r.box, r.optimize, r.error, r.fixed_box))
+    assert not closed_in(panel), "closing the old rows closed a model the panel still shows"
+    assert panel.param_rows and all(r.box.comm is not None for r in panel.param_rows.values())
+
+
+def test_in_a_kernel_close_tree_sends_its_closes_in_paced_batches(monkeypatch):
+    panel = ConfigPanel()
+    models = len(list(reachable(panel)))
+    events: list[str] = []
+    monkeypatch.setattr(_lifecycle, "_cell_parent", lambda: {"header": {}})  # as in a kernel
+    monkeypatch.setattr(_lifecycle.time, "sleep", lambda s: events.append(f"sleep {s}"))
+    real_close = W.Widget.close
+    monkeypatch.setattr(W.Widget, "close", lambda self: (events.append("close"), real_close(self)))
+    panel.close()
+    assert events.count("close") == models
+    batches = [len(b.split()) for b in " ".join("x" if e == "close" else "|" for e in events).split("|")]
+    assert max(batches) <= _lifecycle.CLOSE_BATCH and len(batches) == -(-models // _lifecycle.CLOSE_BATCH)
+    assert all(e == f"sleep {_lifecycle.CLOSE_PAUSE}" for e in events if e != "close")

@@ -14,6 +14,8 @@ ones are opened.
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Collection
 from typing import Any, Protocol
 
 import ipywidgets as W
@@ -68,14 +70,24 @@ def claim_cell(owner: Closable) -> None:
             old.close()
 
 
-def close_tree(root: W.Widget) -> None:
+#: comm closes sent at once before the kernel lets its IOPub messages drain (see :func:`close_tree`)
+CLOSE_BATCH = 100
+CLOSE_PAUSE = 0.02
+
+
+def close_tree(root: W.Widget, keep: Collection[int] = ()) -> None:
     """Close ``root`` and every widget it holds (children, layouts, styles): one comm close each.
 
     ``Widget.close`` closes one model; a panel is hundreds of them.  Calls ``Widget.close``
-    itself, so a subclass whose ``close`` calls this function does not recurse.
+    itself, so a subclass whose ``close`` calls this function does not recurse.  Models
+    whose ``id`` is in ``keep`` (layouts shared with widgets that stay) are left open.
+    In a kernel the closes go out in batches of :data:`CLOSE_BATCH` with a short pause
+    between them: a burst of ~1,000 comm messages, the new panel's opens right behind
+    it, overflowed the kernel-to-browser pipe in CI, which drops what does not fit (issue 15).
     """
-    seen: set[int] = set()
+    seen: set[int] = set(keep)
     stack: list[Any] = [root]
+    order: list[W.Widget] = []
     while stack:
         widget = stack.pop()
         if not isinstance(widget, W.Widget) or id(widget) in seen:
@@ -87,4 +99,9 @@ def close_tree(root: W.Widget) -> None:
                 stack.append(value)
             elif isinstance(value, (list, tuple)):
                 stack.extend(v for v in value if isinstance(v, W.Widget))
+        order.append(widget)
+    pace = _cell_parent() is not None
+    for i, widget in enumerate(order):
+        if pace and i and i % CLOSE_BATCH == 0:
+            time.sleep(CLOSE_PAUSE)
         W.Widget.close(widget)

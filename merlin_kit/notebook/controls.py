@@ -23,6 +23,7 @@ from ..optimize import parse_objectives
 from ..optimize.config import BUDGET_MODES, TARGET_ALIASES
 from ..scoring import DEFAULT_BOUNDS, DEFAULT_WEIGHTS, SCORE_METRICS, ScoreConfig, parse_score_bounds
 from ..strategies import Param
+from ._looks import Looks
 
 #: data source modes of the panel
 DATA_MODES = (("Sample data", "sample"), ("CSV path", "path"), ("Upload CSV", "upload"))
@@ -47,15 +48,15 @@ PANEL_FIELD = {
 }
 
 
-def _label(text: str) -> W.HTML:
+def _label(text: str, looks: Looks | None = None) -> W.HTML:
     """A right-aligned row label as wide as the panel's descriptions."""
-    return W.HTML(f"<div style='text-align:right;padding-right:8px'>{html.escape(text)}</div>",
-                  layout=W.Layout(width=LABEL_WIDTH))
+    return (looks or Looks()).widget(W.HTML, value=f"<div style='text-align:right;padding-right:8px'>"
+                                     f"{html.escape(text)}</div>", layout={"width": LABEL_WIDTH})
 
 
-def _err_html() -> W.HTML:
+def _err_html(looks: Looks | None = None) -> W.HTML:
     """An empty slot beside a field, filled by :func:`error_markup` when the field is invalid."""
-    return W.HTML("", layout=W.Layout(margin="0 0 0 8px"))
+    return (looks or Looks()).widget(W.HTML, value="", layout={"margin": "0 0 0 8px"})
 
 
 def error_markup(message: str) -> str:
@@ -228,20 +229,24 @@ class ScoreWeightsInput:
     The bounds text is read by the parser of ``--score-bounds`` (one syntax).
     """
 
-    def __init__(self, on_change: Callable[..., None]) -> None:
+    def __init__(self, on_change: Callable[..., None], looks: Looks | None = None) -> None:
         self.base: ScoreConfig | None = None
+        lk = looks or Looks()
         self.sliders = {
-            key: W.FloatSlider(value=DEFAULT_WEIGHTS.get(key, 0.0), min=0.0, max=1.0, step=0.05, description=key,
-                               readout_format=".2f", style={"description_width": "90px"},
-                               layout=W.Layout(width="360px"))
+            key: lk.widget(W.FloatSlider, value=DEFAULT_WEIGHTS.get(key, 0.0), min=0.0, max=1.0, step=0.05,
+                           description=key, readout_format=".2f", style={"description_width": "90px"},
+                           layout={"width": "360px"})
             for key in SCORE_METRICS
         }
-        self.enabled = {key: W.Checkbox(value=True, indent=False, layout=W.Layout(width="30px")) for key in SCORE_METRICS}
-        self.bounds = {key: W.Text(value=_bounds_text(DEFAULT_BOUNDS[key]), placeholder="min:max",
-                                   layout=W.Layout(width="110px")) for key in SCORE_METRICS}
-        self.error = _err_html()
-        self.box = W.VBox([W.HTML("<i>Score: on, weight, bounds min:max</i>", layout=W.Layout(margin="0 0 0 160px")),
-                           *[W.HBox([W.HTML("", layout=W.Layout(width="70px")), self.enabled[k], s, self.bounds[k]])
+        self.enabled = {key: lk.widget(W.Checkbox, value=True, indent=False, layout={"width": "30px"})
+                        for key in SCORE_METRICS}
+        self.bounds = {key: lk.widget(W.Text, value=_bounds_text(DEFAULT_BOUNDS[key]), placeholder="min:max",
+                                      layout={"width": "110px"}) for key in SCORE_METRICS}
+        self.error = _err_html(lk)
+        self.box = W.VBox([lk.widget(W.HTML, value="<i>Score: on, weight, bounds min:max</i>",
+                                     layout={"margin": "0 0 0 160px"}),
+                           *[lk.widget(W.HBox, children=[lk.widget(W.HTML, value="", layout={"width": "70px"}),
+                                                         self.enabled[k], s, self.bounds[k]])
                              for k, s in self.sliders.items()],
                            self.error])
         for widget in (*self.sliders.values(), *self.enabled.values(), *self.bounds.values()):
@@ -380,41 +385,41 @@ class BudgetInput:
 class ParamRow:
     """One strategy parameter: optimise checkbox, range (min/max/step or choices) or a fixed value."""
 
-    def __init__(self, param: Param, on_change: Callable[..., None]) -> None:
+    def __init__(self, param: Param, on_change: Callable[..., None], looks: Looks | None = None) -> None:
         self.param = p = param
+        lk = looks or Looks()
         tip = p.description or p.name
-        self.optimize = W.Checkbox(value=bool(p.optimize), description=p.name, indent=False, tooltip=tip,
-                                   layout=W.Layout(width="190px"))
-        small = W.Layout(width="150px")
+        self.optimize = lk.widget(W.Checkbox, value=bool(p.optimize), description=p.name, indent=False, tooltip=tip,
+                                  layout={"width": "190px"})
         if p.kind in ("int", "float"):
             num = W.IntText if p.kind == "int" else W.FloatText
             lo = next(v for v in (p.opt_low, p.low, p.default) if v is not None)
             hi = next(v for v in (p.opt_high, p.high, p.default) if v is not None)
             step = p.opt_step if p.opt_step is not None else (1 if p.kind == "int" else 0)
-            style = {"description_width": "34px"}
-            self.min = num(value=lo, description="min", layout=small, style=style)
-            self.max = num(value=hi, description="max", layout=small, style=style)
-            self.step = num(value=step, description="step", layout=small, style=style,
-                            tooltip="0 = continuous" if p.kind == "float" else "")
+            small = {"layout": {"width": "150px"}, "style": {"description_width": "34px"}}
+            self.min = lk.widget(num, value=lo, description="min", **small)
+            self.max = lk.widget(num, value=hi, description="max", **small)
+            self.step = lk.widget(num, value=step, description="step", tooltip="0 = continuous" if p.kind == "float"
+                                  else "", **small)
             self.choices = None
-            self.fixed = num(value=p.default, description="value", layout=W.Layout(width="160px"),
-                             style={"description_width": "44px"})
-            self.range_box = W.HBox([self.min, self.max, self.step])
+            self.fixed = lk.widget(num, value=p.default, description="value", layout={"width": "160px"},
+                                   style={"description_width": "44px"})
+            self.range_box = W.HBox([self.min, self.max, self.step])  # own layouts: shown and hidden
             watched = [self.min, self.max, self.step, self.fixed]
         else:
             options = [(str(c), c) for c in (p.choices or ())]
             self.min = self.max = self.step = None
-            self.choices = W.SelectMultiple(options=options, value=tuple(p.choices or ()),
-                                            rows=min(4, len(options)), layout=W.Layout(width="300px"),
-                                            tooltip="the choices to try (Ctrl/Shift-click to select several)")
-            self.fixed = W.Dropdown(options=options, value=p.default, description="value",
-                                    layout=W.Layout(width="220px"), style={"description_width": "44px"})
+            self.choices = lk.widget(W.SelectMultiple, options=options, value=tuple(p.choices or ()),
+                                     rows=min(4, len(options)), layout={"width": "300px"},
+                                     tooltip="the choices to try (Ctrl/Shift-click to select several)")
+            self.fixed = lk.widget(W.Dropdown, options=options, value=p.default, description="value",
+                                   layout={"width": "220px"}, style={"description_width": "44px"})
             self.range_box = W.HBox([self.choices])
             watched = [self.choices, self.fixed]
-        self.error = _err_html()
+        self.error = _err_html(lk)
         self.fixed_box = W.HBox([self.fixed])
-        self.box = W.HBox([self.optimize, self.range_box, self.fixed_box, self.error],
-                          layout=W.Layout(align_items="center"))
+        self.box = lk.widget(W.HBox, children=[self.optimize, self.range_box, self.fixed_box, self.error],
+                             layout={"align_items": "center"})
         self.optimize.observe(self._toggle, names="value")
         for w in [self.optimize, *watched]:
             w.observe(on_change, names="value")

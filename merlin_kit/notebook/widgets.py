@@ -30,6 +30,7 @@ from .controls import (  # is_visible: re-exported, the panel's tests and notebo
     _err_html, _label, _show, error_markup, is_visible, target_options,
 )
 from ._lifecycle import claim_cell, close_tree
+from ._looks import Looks
 from .live import LiveMonitor, has_frontend, prewarm
 from .walkforward_panel import WalkForwardMode, WalkForwardView
 
@@ -65,6 +66,7 @@ class ConfigPanel(W.VBox):
         self._carry_fixed: set[str] = set()
         self._strategy_path_error: str | None = None
         self._strategy_cache: dict[int, Strategy] = {}
+        self.looks = Looks()  # layouts and styles its widgets share (a few models instead of hundreds)
         claim_cell(self)  # a re-run of the cell closes the panel (and monitor) it showed before
         if live is not False:
             prewarm()
@@ -94,15 +96,15 @@ class ConfigPanel(W.VBox):
                                    style=label, layout=wide())
         self.strategy_path = W.Text(value="", placeholder="or a user strategy: package.module:ClassName",
                                     continuous_update=False, layout=W.Layout(width="330px"))
-        self.strategy_error = _err_html()
+        self.strategy_error = _err_html(self.looks)
         self.params_box = W.VBox([])
-        self.params_error = _err_html()
+        self.params_error = _err_html(self.looks)
         # objective and budget
         self.target = W.Dropdown(options=target_options(), value="score", description="Target", style=label,
                                  layout=wide())
-        self.target_error = _err_html()
+        self.target_error = _err_html(self.looks)
         self.objectives = ObjectivesInput(self._changed)  # more objectives (a Pareto front) and constraints
-        self.score_input = sc = ScoreWeightsInput(self._changed)
+        self.score_input = sc = ScoreWeightsInput(self._changed, self.looks)
         self.score_weights, self.score_box, self.score_error = sc.sliders, sc.box, sc.error
         self.budget = b = BudgetInput(self._changed)
         self.budget_mode, self.n_trials, self.time_limit, self.patience, self.budget_error = (
@@ -111,22 +113,22 @@ class ConfigPanel(W.VBox):
         cpus = default_workers()
         self.workers = W.IntSlider(value=cpus, min=1, max=cpus, description="Workers", style=label,
                                    layout=W.Layout(width="460px"))
-        self.workers_error = _err_html()
+        self.workers_error = _err_html(self.looks)
         self.sampler = W.Dropdown(options=list(SAMPLERS), value="tpe", description="Sampler", style=label,
                                   layout=W.Layout(width="300px"))
         self.pruner = W.Dropdown(options=list(PRUNERS), value="none", description="Pruner",
                                  style={"description_width": "60px"}, layout=W.Layout(width="220px"))
-        self.sampler_error = _err_html()
+        self.sampler_error = _err_html(self.looks)
         self.seed = W.Text(value="", placeholder="random", description="Seed", style=label,
                            layout=W.Layout(width="300px"))
-        self.seed_error = _err_html()
+        self.seed_error = _err_html(self.looks)
         self.study_name = W.Text(value="", placeholder="automatic", description="Study name", style=label,
                                  layout=wide())
-        self.study_error = _err_html()
+        self.study_error = _err_html(self.looks)
         self.save_study = W.Checkbox(value=True, description="Save study and results (run folder)", indent=False)
         self.output_dir = W.Text(value="", placeholder="./merlin_runs/<study name>", description="Run folder",
                                  style=label, layout=wide())
-        self.output_error = _err_html()
+        self.output_error = _err_html(self.looks)
         # actions
         self.run_button = W.Button(description="Run", button_style="success", icon="play",
                                    tooltip="start the optimisation")
@@ -136,7 +138,7 @@ class ConfigPanel(W.VBox):
                                          layout=W.Layout(width="180px"),
                                          tooltip="open the study in optuna-dashboard (needs a running or saved study)")
         self.status = W.HTML("")
-        self.general_error = _err_html()
+        self.general_error = _err_html(self.looks)
         self.dashboard_link = W.HTML("")
         self.monitor_area = W.VBox([])
 
@@ -147,38 +149,38 @@ class ConfigPanel(W.VBox):
         self.strategy_path.observe(self._on_strategy_path, names="value")
         self.target.observe(self._on_target, names="value")
         self.save_study.observe(self._on_save, names="value")
-        for w in (self.workers, self.sampler, self.pruner, self.seed,
-                  self.study_name, self.output_dir):
+        for w in (self.workers, self.sampler, self.pruner, self.seed, self.study_name, self.output_dir):
             w.observe(self._changed, names="value")
 
         def section(title: str) -> W.HTML:
-            return W.HTML(f"<h4 style='margin:10px 0 4px 0'>{title}</h4>")
-
+            return self.looks.widget(W.HTML, value=f"<h4 style='margin:10px 0 4px 0'>{title}</h4>")
+        row = self.looks.row
         self.children = (
             self.walkforward.mode,
             section("Data"),
-            W.HBox([_label("Source"), self.data_mode, self.data_error]),
+            row(_label("Source", self.looks), self.data_mode, self.data_error),
             self.data_path, self.upload_box,
-            W.HBox([self.start_date, self.end_date, self.warmup, self.window_error]),
+            row(self.start_date, self.end_date, self.warmup, self.window_error),
             self.walkforward.box,
             section("Strategy and parameters"),
-            W.HBox([self.strategy, self.strategy_path, self.strategy_error]),
-            W.HTML("<span style='font-size:90%;color:#555'>tick a parameter to optimise it over min/max/step "
-                   "(or the selected choices); unticked parameters keep the value shown</span>"),
+            row(self.strategy, self.strategy_path, self.strategy_error),
+            self.looks.widget(W.HTML, value="<span style='font-size:90%;color:#555'>tick a parameter to optimise it "
+                              "over min/max/step (or the selected choices); unticked parameters keep the value "
+                              "shown</span>"),
             self.params_box, self.params_error,
             section("Objective and budget"),
-            W.HBox([self.target, self.target_error]),
+            row(self.target, self.target_error),
             self.objectives.box, self.score_box,
-            W.HBox([_label("Budget"), self.budget_mode]),
-            W.HBox([self.n_trials, self.time_limit, self.patience, self.budget_error]),
+            row(_label("Budget", self.looks), self.budget_mode),
+            row(self.n_trials, self.time_limit, self.patience, self.budget_error),
             section("Execution"),
-            W.HBox([self.workers, self.workers_error]),
-            W.HBox([self.sampler, self.pruner, self.sampler_error]),
-            W.HBox([self.seed, self.seed_error]),
-            W.HBox([self.study_name, self.study_error]),
-            W.HBox([W.HTML("", layout=W.Layout(width="160px")), self.save_study]),
-            W.HBox([self.output_dir, self.output_error]),
-            W.HBox([self.run_button, self.stop_button, self.dashboard_button, self.status]),
+            row(self.workers, self.workers_error),
+            row(self.sampler, self.pruner, self.sampler_error),
+            row(self.seed, self.seed_error),
+            row(self.study_name, self.study_error),
+            row(self.looks.widget(W.HTML, value="", layout={"width": "160px"}), self.save_study),
+            row(self.output_dir, self.output_error),
+            row(self.run_button, self.stop_button, self.dashboard_button, self.status),
             self.general_error, self.dashboard_link,
             self.monitor_area,
         )
@@ -226,15 +228,18 @@ class ConfigPanel(W.VBox):
         return self._strategy_cache[key]
 
     def _build_param_rows(self) -> None:
+        old = [r.box for r in self.param_rows.values()]
         try:
             strategy = self._strategy()
         except (MerlinError, ValueError) as exc:
             self.param_rows = {}
             self.params_box.children = ()
             self._set_error("strategy", str(exc))
-            return
-        self.param_rows = {p.name: ParamRow(p, self._changed) for p in strategy.params}
-        self.params_box.children = tuple(r.box for r in self.param_rows.values())
+        else:
+            self.param_rows = {p.name: ParamRow(p, self._changed, self.looks) for p in strategy.params}
+            self.params_box.children = tuple(r.box for r in self.param_rows.values())
+        for box in old:  # the previous strategy's rows: their models would stay open in kernel and browser
+            close_tree(box, keep=self.looks.models())
 
     # -- config objects ----------------------------------------------------------
     def _seed(self) -> int | None:
