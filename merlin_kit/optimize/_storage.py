@@ -35,6 +35,7 @@ from optuna.storages.journal import JournalFileOpenLock, JournalFileSymlinkLock,
 
 from .._platform import is_windows
 from ..errors import ConfigError, OptimizationError
+from ._batched_storage import BatchedJournalStorage
 from ._journal import FlushedJournalFileBackend
 
 
@@ -265,7 +266,7 @@ def open_storage(location: str, *, heartbeat: bool = True, create: bool = True) 
             lock: Any = JournalFileOpenLock(path, grace_period=LOCK_GRACE_SECONDS)
         else:
             lock = JournalFileSymlinkLock(path, grace_period=LOCK_GRACE_SECONDS)
-        return JournalStorage(FlushedJournalFileBackend(path, lock_obj=lock, create=create))
+        return BatchedJournalStorage(FlushedJournalFileBackend(path, lock_obj=lock, create=create))
     if kind == "redis":
         return _open_redis(location)
     return _open_rdb(location, heartbeat=heartbeat)
@@ -330,7 +331,7 @@ def _open_redis(location: str) -> BaseStorage:
         finally:
             probe.close()
         backend = TimeoutJournalRedisBackend(url, prefix=prefix)
-        return JournalStorage(backend)
+        return BatchedJournalStorage(backend)
     except Exception as exc:  # redis raises many unrelated types; all mean "cannot use this server"
         first = " ".join((str(exc).strip().splitlines() or [""])[0].split())
         raise ConfigError(

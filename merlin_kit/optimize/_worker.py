@@ -50,6 +50,7 @@ from ._attrs import (
     ERROR_ATTR, FINISHED_STATES, METRICS_ATTR, OWNER_ATTR, PRUNE_REASON_ATTR, RETURNED_ATTR, STOP_ATTR,
     TRACEBACK_ATTR, converged_attr, worker_status_attr,
 )
+from ._batched_storage import params_batch
 from ._budget import budget_fully_queued, claim_queued_trial, trials_without_progress, waiting_trials
 from ._constraints import violations
 from ._chain import wait_for_next
@@ -199,13 +200,15 @@ class TrialRunner:
 
     def suggest(self, trial: Trial) -> dict[str, Any]:
         params: dict[str, Any] = {}
-        for dim in self.cfg.space:
-            if dim.kind == "categorical":
-                params[dim.name] = trial.suggest_categorical(dim.name, list(dim.choices or ()))
-            elif dim.kind == "int":
-                params[dim.name] = trial.suggest_int(dim.name, int(dim.low), int(dim.high), step=int(dim.step or 1))
-            else:
-                params[dim.name] = trial.suggest_float(dim.name, dim.low, dim.high, step=dim.step)
+        with params_batch(trial.storage):  # one journal write for all of them, before the backtest
+            for dim in self.cfg.space:
+                if dim.kind == "categorical":
+                    params[dim.name] = trial.suggest_categorical(dim.name, list(dim.choices or ()))
+                elif dim.kind == "int":
+                    params[dim.name] = trial.suggest_int(dim.name, int(dim.low), int(dim.high),
+                                                         step=int(dim.step or 1))
+                else:
+                    params[dim.name] = trial.suggest_float(dim.name, dim.low, dim.high, step=dim.step)
         return params
 
     def measure(self, params: dict[str, Any]) -> dict[str, Any]:
