@@ -15,6 +15,8 @@ from typing import Any
 
 import ipywidgets as W
 
+from ._lifecycle import close_tree
+
 
 class Looks:
     """The shared Layout and Style instances of one panel, by class and settings."""
@@ -22,32 +24,24 @@ class Looks:
     def __init__(self) -> None:
         self._shared: dict[tuple[type, tuple[tuple[str, Any], ...]], W.Widget] = {}
 
-    def layout(self, **settings: Any) -> W.Layout:
-        """The panel's Layout with these settings (``width="150px"``, ``margin=...``)."""
-        return self._get(W.Layout, settings)
-
-    def style(self, widget_class: type[W.Widget], **settings: Any) -> W.Widget:
-        """The panel's style for ``widget_class`` (its own Style class) with these settings."""
-        trait = widget_class.class_traits().get("style")
-        if trait is None:
-            raise TypeError(f"{widget_class.__name__} has no style")
-        return self._get(trait.klass, settings)
-
     def widget(self, widget_class: type[W.Widget], *, layout: dict[str, Any] | None = None,
                style: dict[str, Any] | None = None, **kwargs: Any) -> Any:
         """``widget_class(**kwargs)`` with the shared layout and (where it has one) style for these settings."""
-        kwargs["layout"] = self.layout(**(layout or {}))
-        if "style" in widget_class.class_traits():
-            kwargs["style"] = self.style(widget_class, **(style or {}))
+        kwargs["layout"] = self._get(W.Layout, layout or {})
+        style_trait = widget_class.class_traits().get("style")
+        if style_trait is not None:  # each widget class has its own Style class
+            kwargs["style"] = self._get(style_trait.klass, style or {})
         return widget_class(**kwargs)
 
     def row(self, *widgets: W.Widget) -> W.HBox:
         """An HBox of ``widgets`` with the shared plain layout (for a row that is never hidden)."""
         return self.widget(W.HBox, children=list(widgets))
 
-    def models(self) -> set[int]:
-        """``id`` of every shared model (kept open when one group of the panel is closed)."""
-        return {id(m) for m in self._shared.values()}
+    def close(self, roots: list[W.Widget]) -> None:
+        """Close ``roots`` and everything they hold except the shared models (other widgets still use them)."""
+        shared = {id(m) for m in self._shared.values()}
+        for root in roots:
+            close_tree(root, keep=shared)
 
     def _get(self, cls: type, settings: dict[str, Any]) -> Any:
         key = (cls, tuple(sorted(settings.items())))

@@ -238,8 +238,7 @@ class ConfigPanel(W.VBox):
         else:
             self.param_rows = {p.name: ParamRow(p, self._changed, self.looks) for p in strategy.params}
             self.params_box.children = tuple(r.box for r in self.param_rows.values())
-        for box in old:  # the previous strategy's rows: their models would stay open in kernel and browser
-            close_tree(box, keep=self.looks.models())
+        self.looks.close(old)  # the previous strategy's rows: their models would stay open in kernel and browser
 
     # -- config objects ----------------------------------------------------------
     def _seed(self) -> int | None:
