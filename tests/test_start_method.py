@@ -161,3 +161,28 @@ def test_a_cold_cache_is_compiled_in_parallel_by_the_forkserver_preload(tmp_path
     assert "warm-up failed" not in out.stdout + out.stderr and "helper failed" not in out.stdout + out.stderr
     indexes = {p.name.split("-")[0] for p in cache.rglob("*.nbi")}
     assert {"s01_trailing_ma._s01_kernel", "_moving_averages._alma_kernel", "_moving_averages._kama_kernel"} <= indexes
+
+
+@linux_only
+def test_workers_of_a_warm_forkserver_get_the_settings_of_the_run_that_starts_them(small_csv, monkeypatch):
+    """The server lives on between runs with the environment of the run that started it; a MERLIN_* variable
+    set (or removed) before a later run must reach that run's workers: here MERLIN_HOST_ID, which each worker
+    writes into the owner record of its trials."""
+    from merlin_kit.optimize._attrs import OWNER_ATTR
+
+    def hosts_of_one_run() -> set[str]:
+        run = start_optimization(OptimizationConfig(data=str(small_csv), worker_processes=2, warmup_bars=200,
+                                                    optimize_params=["maLength"], start_method="forkserver"),
+                                 OptunaConfig(n_trials=6, sampler="random", seed=3))
+        run.wait()
+        assert run.summary.completed_trials == 6
+        return {t.user_attrs[OWNER_ATTR]["host"] for t in run.study.get_trials(deepcopy=False)}
+
+    monkeypatch.setenv("MERLIN_HOST_ID", "merlin-test-host-a")
+    assert hosts_of_one_run() == {"merlin-test-host-a"}
+    assert multiprocessing.forkserver._forkserver._forkserver_pid is not None  # the server now runs
+    monkeypatch.setenv("MERLIN_HOST_ID", "merlin-test-host-b")
+    assert hosts_of_one_run() == {"merlin-test-host-b"}
+    monkeypatch.delenv("MERLIN_HOST_ID")
+    from merlin_kit._platform import host_id
+    assert hosts_of_one_run() == {host_id()}

@@ -24,6 +24,7 @@ import multiprocessing.context
 import multiprocessing.forkserver
 import multiprocessing.process
 import os
+from collections.abc import Mapping
 
 from .._platform import forkserver_path_fits, is_macos, is_windows
 
@@ -55,18 +56,43 @@ def worker_context(method: str) -> multiprocessing.context.BaseContext:
     return ctx
 
 
+#: the kit's settings in the environment start with this (MERLIN_HOST_ID, MERLIN_HEARTBEAT_*, MERLIN_SIGNAL_GRACE...)
+SETTINGS_PREFIX = "MERLIN_"
+
+
+def kit_settings() -> dict[str, str]:
+    """This process's ``MERLIN_*`` environment variables, handed to every worker it starts."""
+    return {k: v for k, v in os.environ.items() if k.startswith(SETTINGS_PREFIX)}
+
+
+def adopt_kit_settings(settings: Mapping[str, str] | None) -> None:
+    """Make this worker process's ``MERLIN_*`` variables exactly those of the run that started it.
+
+    A forkserver's workers inherit the server's environment, which is the
+    environment of the session's first run: a ``MERLIN_HOST_ID`` or
+    ``MERLIN_SIGNAL_GRACE`` set in the notebook afterwards would never reach them.
+    None changes nothing (a worker in someone else's process: a Dask task, or one started by hand).
+    """
+    if settings is None:
+        return
+    for key in [k for k in os.environ if k.startswith(SETTINGS_PREFIX) and k not in settings]:
+        del os.environ[key]
+    os.environ.update(settings)
+
+
 def start_worker_process(method: str, worker_id: int, location: str, study_name: str,
                          trust_key: str) -> multiprocessing.process.BaseProcess:
     """Start a daemon process on :func:`~._worker.run_worker` (``method`` resolved: never ``auto``).
 
+    The worker gets this process's ``MERLIN_*`` settings as they are now (see :func:`adopt_kit_settings`).
     With a forkserver that is still importing (a session's first run), ``start`` waits for it: a caller
     with other work (the parent's own worker thread) starts that first.
     """
     from ._worker import run_worker  # lazily: ._worker imports .config, which imports this module
 
     proc = worker_context(method).Process(target=run_worker, args=(location, study_name, worker_id, os.getpid()),
-                                          kwargs={"trust_key": trust_key}, name=f"merlin-worker-{worker_id}",
-                                          daemon=True)
+                                          kwargs={"trust_key": trust_key, "settings": kit_settings()},
+                                          name=f"merlin-worker-{worker_id}", daemon=True)
     proc.start()
     return proc
 

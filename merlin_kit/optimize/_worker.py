@@ -34,7 +34,7 @@ import time
 import traceback
 import zlib
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import optuna
 from optuna.exceptions import UpdateFinishedTrialError
@@ -59,6 +59,7 @@ from ._outcome import failure_attrs, judge
 from ._liveness import TrialHeartbeat, host_id, parent_alive
 from ._runconfig import RunConfig, load_run_config
 from ._samplers import SAMPLER_NAMES, check_sampler, make_sampler
+from ._start import adopt_kit_settings
 from ._storage import StorageLocation, storage_unavailable
 from ._trust import TrustPolicy
 from .config import PRUNERS, is_sweep
@@ -514,7 +515,8 @@ def report_worker_crash(location: str, study_name: str, worker_id: int, tb: str)
 
 def run_worker(location: str, study_name: str, worker_id: int, parent_pid: int | None = None,
                data_path: str | None = None, *, trust_key: str | None = None,
-               allow_modules: Sequence[str] = (), address: str | None = None) -> WorkerStats | None:
+               allow_modules: Sequence[str] = (), address: str | None = None,
+               settings: Mapping[str, str] | None = None) -> WorkerStats | None:
     """Process entry point: join the study and run trials until the global budget is spent.
 
     Then, when the study is part of a chain (a walk-forward's windows, :mod:`._chain`), wait for
@@ -528,7 +530,9 @@ def run_worker(location: str, study_name: str, worker_id: int, parent_pid: int |
     line) if the storage stops answering; a failing *trial* never ends the worker.
     Run in a thread of someone else's process (a Dask task, ``address`` = the Dask
     worker's), it installs no signal handler and returns instead of ending the process.
+    ``settings``: the starting run's ``MERLIN_*`` variables (see :func:`~._start.adopt_kit_settings`).
     """
+    adopt_kit_settings(settings)
     _configure_child_logging(worker_id)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     plain_optuna_logs()
