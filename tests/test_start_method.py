@@ -18,8 +18,10 @@ from pathlib import Path
 import pytest
 
 import tests._strategies as probe
+from merlin_kit._platform import host_id
 from merlin_kit.errors import ConfigError
 from merlin_kit.optimize import OptimizationConfig, OptunaConfig, start_optimization
+from merlin_kit.optimize._attrs import OWNER_ATTR
 from merlin_kit.optimize._start import resolve_start_method
 from merlin_kit.optimize.config import START_METHODS, validate
 from tests.conftest import REPO
@@ -168,8 +170,6 @@ def test_workers_of_a_warm_forkserver_get_the_settings_of_the_run_that_starts_th
     """The server lives on between runs with the environment of the run that started it; a MERLIN_* variable
     set (or removed) before a later run must reach that run's workers: here MERLIN_HOST_ID, which each worker
     writes into the owner record of its trials."""
-    from merlin_kit.optimize._attrs import OWNER_ATTR
-
     def hosts_of_one_run() -> set[str]:
         run = start_optimization(OptimizationConfig(data=str(small_csv), worker_processes=2, warmup_bars=200,
                                                     optimize_params=["maLength"], start_method="forkserver"),
@@ -184,5 +184,4 @@ def test_workers_of_a_warm_forkserver_get_the_settings_of_the_run_that_starts_th
     monkeypatch.setenv("MERLIN_HOST_ID", "merlin-test-host-b")
     assert hosts_of_one_run() == {"merlin-test-host-b"}
     monkeypatch.delenv("MERLIN_HOST_ID")
-    from merlin_kit._platform import host_id
     assert hosts_of_one_run() == {host_id()}
