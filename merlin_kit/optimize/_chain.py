@@ -22,7 +22,13 @@ from ._attrs import NEXT_ATTR
 
 #: how long a worker waits for the parent to link a pending study to the next one
 CHAIN_WAIT_SECONDS = 120.0
+#: the poll interval while a link usually comes (the parent's next window is ready within a second) ...
 CHAIN_POLL_SECONDS = 0.02
+CHAIN_FAST_POLL_SECONDS = 1.0
+#: ... then it grows by half each poll up to this: many waiting workers (``merlin-kit worker`` on other
+#: machines, one shared PostgreSQL) must not query the storage 50 times a second each while the parent
+#: is busy, and a Stop is still seen within half a second
+CHAIN_SLOW_POLL_SECONDS = 0.5
 
 
 def mark_pending(storage: BaseStorage, study_id: int, run_id: str) -> None:
@@ -55,12 +61,17 @@ def wait_for_next(storage: BaseStorage, study_id: int, run_id: str, interrupted:
     ``interrupted(attrs)``: checked at every poll with the study's user attrs (a stop, a signal, the parent's
     death); true ends the wait with None, as does ``timeout`` seconds without a link (a parent gone elsewhere).
     """
-    end = time.monotonic() + timeout
+    began = time.monotonic()
+    end = began + timeout
+    interval = CHAIN_POLL_SECONDS
     while True:
         attrs = storage.get_study_user_attrs(study_id)
         state, study = chain_state(attrs, run_id)
         if state == "next":
             return study
-        if state != "pending" or interrupted(attrs) or time.monotonic() > end:
+        now = time.monotonic()
+        if state != "pending" or interrupted(attrs) or now > end:
             return None
-        time.sleep(CHAIN_POLL_SECONDS)
+        if now - began > CHAIN_FAST_POLL_SECONDS:
+            interval = min(interval * 1.5, CHAIN_SLOW_POLL_SECONDS)
+        time.sleep(min(interval, max(end - now, 0.0) + CHAIN_POLL_SECONDS))
