@@ -103,32 +103,38 @@ def walk_forward_rows(rows: list[tuple[str, str, float, str]], repeat: int, n_tr
     if not LINK.exists():
         return
     windows = split_windows(load_ohlcv(LINK), is_days=60, oos_days=20)
+    what = f"{len(windows)} win"
     for method in start_methods:
         opt = OptimizationConfig(data=str(LINK), worker_processes=2, warmup_bars=500, start_method=method,
                                  optimize_params=["maType", "maLength", "closeCountLong", "closeCountShort"])
-        pool_s: list[float] = []
-        separate_s: list[float] = []
-        with tempfile.TemporaryDirectory(prefix="bench-wf-") as tmp:
-            for i in range(repeat):  # alternated call by call, each in a fresh folder (nothing reused)
-                cfg = OptunaConfig(n_trials=n_trials, seed=i, output_dir=Path(tmp) / f"wf{i}")
-                t0 = time.perf_counter()
-                walk_forward(opt, cfg, is_days=60, oos_days=20)
-                pool_s.append(time.perf_counter() - t0)
-                journal = str(Path(tmp) / f"sep{i}.journal")
-                t0 = time.perf_counter()
-                for w in windows:
-                    optimize(replace(opt, start=w.is_start, end=w.is_end),
-                             replace(cfg, study_name=f"sep-w{w.number:02d}", storage=journal, save_study=True,
-                                     output_dir=Path(tmp) / f"sep{i}" / f"w{w.number:02d}"))
-                separate_s.append(time.perf_counter() - t0)
-                print(f"(walk-forward {method} repeat {i + 1}: one pool {pool_s[-1]:.1f} s, "
-                      f"separate optimize() {separate_s[-1]:.1f} s)")
-        pool, separate = statistics.median(pool_s), statistics.median(separate_s)
-        what = f"{len(windows)} win"
+        pool, separate = _pool_vs_separate(opt, windows, repeat, n_trials)
         rows.append((f"walk-forward (one pool), LINK 60/20 days, {n_trials} trials a window, 2 workers, {method}",
                      what, pool * 1e3, f"{pool / separate:.2f}x separate"))
         rows.append((f"same windows as separate optimize() calls (processes per window), {method}", what,
                      separate * 1e3, ""))
+
+
+def _pool_vs_separate(opt: OptimizationConfig, windows: list, repeat: int, n_trials: int) -> tuple[float, float]:
+    """Median seconds of one walk_forward() and of its windows as separate optimize() calls, alternated call by
+    call, each in a fresh folder (nothing reused)."""
+    pool_s: list[float] = []
+    separate_s: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="bench-wf-") as tmp:
+        for i in range(repeat):
+            cfg = OptunaConfig(n_trials=n_trials, seed=i, output_dir=Path(tmp) / f"wf{i}")
+            t0 = time.perf_counter()
+            walk_forward(opt, cfg, is_days=60, oos_days=20)
+            pool_s.append(time.perf_counter() - t0)
+            journal = str(Path(tmp) / f"sep{i}.journal")
+            t0 = time.perf_counter()
+            for w in windows:
+                optimize(replace(opt, start=w.is_start, end=w.is_end),
+                         replace(cfg, study_name=f"sep-w{w.number:02d}", storage=journal, save_study=True,
+                                 output_dir=Path(tmp) / f"sep{i}" / f"w{w.number:02d}"))
+            separate_s.append(time.perf_counter() - t0)
+            print(f"(walk-forward {opt.start_method} repeat {i + 1}: one pool {pool_s[-1]:.1f} s, "
+                  f"separate optimize() {separate_s[-1]:.1f} s)")
+    return statistics.median(pool_s), statistics.median(separate_s)
 
 
 def run_rows(rows: list[tuple[str, str, float, str]], repeat: int) -> None:

@@ -46,7 +46,7 @@ def test_a_quick_link_is_joined_at_once(tmp_path):
     storage, study_id = pending_study(tmp_path)
     thread = link_after(storage, study_id, 0.3)
     began = time.monotonic()
-    assert wait_for_next(CountingStorage(storage), study_id, "run-1", lambda attrs: False) == "w2"
+    assert wait_for_next(storage, study_id, "run-1", lambda attrs: False) == "w2"
     thread.join()
     assert time.monotonic() - began < 0.3 + 0.25  # polled every 20 ms while a link usually comes
 

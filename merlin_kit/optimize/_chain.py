@@ -74,4 +74,4 @@ def wait_for_next(storage: BaseStorage, study_id: int, run_id: str, interrupted:
             return None
         if now - began > CHAIN_FAST_POLL_SECONDS:
             interval = min(interval * 1.5, CHAIN_SLOW_POLL_SECONDS)
-        time.sleep(min(interval, max(end - now, 0.0) + CHAIN_POLL_SECONDS))
+        time.sleep(min(interval, end - now + CHAIN_POLL_SECONDS))  # no long sleep past the timeout
